@@ -1,0 +1,199 @@
+"""Run configurations: plain nested dicts, three profiles, dotted overrides and a stable content hash.
+
+A profile (smoke, proxy, paper) sets sizes and paths only; every profile runs the same code. An experiment
+derives its runs from the profile's base config by `with_changes`, so two experiments that ask for the same
+run get the same config, hence the same hash and the same cached run.
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from typing import Any, Iterable, Mapping
+
+from repro.world.params import world_params
+
+PROFILE_NAMES = ("smoke", "proxy", "paper")
+DEFAULT_PROFILE = "proxy"
+
+# The student's recipe (Section 4.1 and the official configs); profiles shrink epochs, sizes and models.
+_TRAIN_PAPER = {
+    "model": {"name": "resnet50", "kwargs": {}},
+    "epochs": 300,
+    "batch_size": 1024,
+    "accum_steps": 1,
+    "opt": "sgd",
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 1e-4,
+    "sched": "cosine",
+    "warmup_epochs": 5,
+    "warmup_lr": 1e-4,
+    "min_lr": 0.0,
+    "crop_size": 224,
+    "eval_size": 224,
+    "eval_crop_pct": 0.875,
+    "scale": [0.08, 1.0],
+    "ratio": [0.75, 1.3333333333333333],
+    "hflip": 0.5,
+    "color_jitter": 0.4,
+    "workers": 8,
+    "amp": True,
+    "channels_last": True,
+    "batch_size_eval": 256,
+}
+
+_SUPERVISION = {
+    "mode": "original",       # original | label_smoothing | label_cleaning | relabel | kd
+    "smoothing": 0.1,         # label_smoothing's epsilon
+    "variant": "local_multi",  # relabel: local_multi | local_single | global_multi | global_single
+    "mix_original": 0.0,      # relabel: weight of the one-hot original label (Section 4.1 tries 0.5)
+    "cutmix": False,
+    "cutmix_beta": 1.0,
+    "cutmix_off_last_epochs": 5,
+    "kd_teacher": None,       # kd: a model spec {"name", "kwargs", "checkpoint"} and its input size
+    "kd_input_size": None,
+}
+
+_LABELMAP_PAPER = {
+    "input_size": 475,   # whole image resized, no crop (Appendix B)
+    "output_stride": 32,  # 475 / 32 -> 15x15 for EfficientNet-L2
+    "topk": 5,
+    "dtype": "fp32",     # fp32 | fp16 | int8
+    "official_dir": None,  # a directory of released <wnid>/<stem>.pt maps; None = generate with the annotator
+}
+
+_ANNOTATOR_PAPER = {
+    "source": "timm",                 # timm: a pretrained timm model; train: trained by the suite on extra/ + train/
+    "model": {"name": "tf_efficientnet_l2.ns_jft_in1k_475", "kwargs": {}},
+    "pretrained": True,
+    "checkpoint": None,
+}
+
+_DATA_PAPER = {
+    "source": "imagenet",  # imagenet folders, or the generated world
+    "root": "data/imagenet",          # train/ and val/ in ImageFolder layout
+    "real_json": None,                 # None: the copy that ships inside timm
+    "shankar_json": None,
+    "v2_root": "data/imagenetv2",
+    "boxes_csv": None,                 # LOC_val_solution.csv, for Figures 2 and 5
+}
+
+PAPER = {
+    "profile": "paper",
+    "seed": 0,
+    "paths": {"runs": "runs", "results": "results", "data": "data"},
+    "data": _DATA_PAPER,
+    "world": None,
+    "annotator": _ANNOTATOR_PAPER,
+    "labelmap": _LABELMAP_PAPER,
+    "train": _TRAIN_PAPER,
+    "supervision": _SUPERVISION,
+}
+
+
+def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict) -> dict:
+    cfg = copy.deepcopy(PAPER)
+    cfg["profile"] = profile
+    cfg["data"] = {"source": "world", "root": None, "real_json": None, "shankar_json": None, "v2_root": None,
+                   "boxes_csv": None}
+    cfg["world"] = world_params(profile)
+    cfg["annotator"] = deep_update(cfg["annotator"], annotator)
+    cfg["labelmap"] = deep_update(cfg["labelmap"], labelmap)
+    cfg["train"] = deep_update(cfg["train"], train)
+    return cfg
+
+
+# The embedded scale: small ResNets of timm's own families, CPU-sized batches, the annotator trained here on a
+# higher resolution and more data than the student, as the paper's annotators were.
+_CPU = {"workers": 1, "amp": False, "channels_last": False, "batch_size_eval": 256, "warmup_lr": 1e-3}
+_PROXY_MODEL = {"name": "resnet50", "kwargs": {"channels": [16, 32, 64, 128], "stem_width": 16}}
+_ANNOTATOR_MODEL = {"name": "resnet26", "kwargs": {"channels": [32, 64, 128, 256], "stem_width": 32}}
+
+SMOKE = _embedded(
+    "smoke",
+    train={**_CPU, "model": _PROXY_MODEL, "epochs": 1, "batch_size": 32, "lr": 0.1, "warmup_epochs": 0,
+           "crop_size": 32, "eval_size": 48, "eval_crop_pct": 1.0, "workers": 0},
+    annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
+               "train": {"epochs": 1, "crop_size": 48, "eval_size": 48, "batch_size": 32}},
+    labelmap={"input_size": 48, "output_stride": 8, "topk": 5},
+)
+
+PROXY = _embedded(
+    "proxy",
+    train={**_CPU, "model": _PROXY_MODEL, "epochs": 8, "batch_size": 128, "lr": 0.2, "warmup_epochs": 1,
+           "crop_size": 64, "eval_size": 96, "eval_crop_pct": 1.0},
+    annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
+               "train": {"epochs": 12, "crop_size": 112, "eval_size": 128, "batch_size": 128}},
+    labelmap={"input_size": 128, "output_stride": 8, "topk": 5},
+)
+
+PROFILES = {"smoke": SMOKE, "proxy": PROXY, "paper": PAPER}
+
+
+def profile_config(name: str = DEFAULT_PROFILE) -> dict:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
+    return copy.deepcopy(PROFILES[name])
+
+
+def deep_update(base: Mapping | None, changes: Mapping) -> dict:
+    """A copy of base with changes merged in, nested dicts merged key by key."""
+    out = copy.deepcopy(dict(base or {}))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def with_changes(cfg: Mapping, changes: Mapping[str, Any]) -> dict:
+    """A copy of cfg with dotted-key changes, e.g. {"supervision.mode": "relabel", "seed": 2}."""
+    out = copy.deepcopy(dict(cfg))
+    for dotted, value in changes.items():
+        set_path(out, dotted, value)
+    return out
+
+
+def set_path(cfg: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            raise KeyError(f"config has no section {dotted.rsplit('.', 1)[0]!r} (setting {dotted!r})")
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(f"config has no key {dotted!r}")
+    node[leaf] = copy.deepcopy(value)
+
+
+def get_path(cfg: Mapping, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` items to a changes dict; values are read as JSON where they parse, else as strings."""
+    changes = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        changes[key.strip()] = value
+    return changes
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(cfg: Mapping) -> str:
+    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:16]
