@@ -16,6 +16,67 @@ from repro.world.params import world_params
 PROFILE_NAMES = ("smoke", "proxy", "paper")
 DEFAULT_PROFILE = "proxy"
 
+def deep_update(base: Mapping | None, changes: Mapping) -> dict:
+    """A copy of base with changes merged in, nested dicts merged key by key."""
+    out = copy.deepcopy(dict(base or {}))
+    for key, value in changes.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_update(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def with_changes(cfg: Mapping, changes: Mapping[str, Any]) -> dict:
+    """A copy of cfg with dotted-key changes, e.g. {"supervision.mode": "relabel", "seed": 2}."""
+    out = copy.deepcopy(dict(cfg))
+    for dotted, value in changes.items():
+        set_path(out, dotted, value)
+    return out
+
+
+def set_path(cfg: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = cfg
+    for key in parents:
+        if not isinstance(node.get(key), dict):
+            raise KeyError(f"config has no section {dotted.rsplit('.', 1)[0]!r} (setting {dotted!r})")
+        node = node[key]
+    if leaf not in node:
+        raise KeyError(f"config has no key {dotted!r}")
+    node[leaf] = copy.deepcopy(value)
+
+
+def get_path(cfg: Mapping, dotted: str) -> Any:
+    node: Any = cfg
+    for key in dotted.split("."):
+        node = node[key]
+    return node
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """`--set key=value` items to a changes dict; values are read as JSON where they parse, else as strings."""
+    changes = {}
+    for item in items:
+        if "=" not in item:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        key, raw = item.split("=", 1)
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        changes[key.strip()] = value
+    return changes
+
+
+def canonical_json(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def config_hash(cfg: Mapping) -> str:
+    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:16]
+
+
 # The student's recipe (Section 4.1 and the official configs); profiles shrink epochs, sizes and models.
 _TRAIN_PAPER = {
     "model": {"name": "resnet50", "kwargs": {}},
@@ -136,64 +197,3 @@ def profile_config(name: str = DEFAULT_PROFILE) -> dict:
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILE_NAMES)}")
     return copy.deepcopy(PROFILES[name])
-
-
-def deep_update(base: Mapping | None, changes: Mapping) -> dict:
-    """A copy of base with changes merged in, nested dicts merged key by key."""
-    out = copy.deepcopy(dict(base or {}))
-    for key, value in changes.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_update(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
-
-
-def with_changes(cfg: Mapping, changes: Mapping[str, Any]) -> dict:
-    """A copy of cfg with dotted-key changes, e.g. {"supervision.mode": "relabel", "seed": 2}."""
-    out = copy.deepcopy(dict(cfg))
-    for dotted, value in changes.items():
-        set_path(out, dotted, value)
-    return out
-
-
-def set_path(cfg: dict, dotted: str, value: Any) -> None:
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for key in parents:
-        if not isinstance(node.get(key), dict):
-            raise KeyError(f"config has no section {dotted.rsplit('.', 1)[0]!r} (setting {dotted!r})")
-        node = node[key]
-    if leaf not in node:
-        raise KeyError(f"config has no key {dotted!r}")
-    node[leaf] = copy.deepcopy(value)
-
-
-def get_path(cfg: Mapping, dotted: str) -> Any:
-    node: Any = cfg
-    for key in dotted.split("."):
-        node = node[key]
-    return node
-
-
-def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
-    """`--set key=value` items to a changes dict; values are read as JSON where they parse, else as strings."""
-    changes = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"--set expects key=value, got {item!r}")
-        key, raw = item.split("=", 1)
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        changes[key.strip()] = value
-    return changes
-
-
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def config_hash(cfg: Mapping) -> str:
-    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:16]
