@@ -1,0 +1,140 @@
+"""The paper's statements as checks over measured results, each with a verdict: holds, fails or not shown.
+
+Comparisons between two settings use the paired per-seed difference (seed i of one against seed i of the other).
+With n >= 2 paired seeds the verdict reads the 95% t-interval of the mean difference: `holds` when the whole
+interval supports the claim, `fails` when the whole interval contradicts it, `not shown` otherwise. With a single
+seed there is no interval; the verdict then reads the point estimate and says n=1.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+HOLDS, FAILS, NOT_SHOWN, NO_DATA = "holds", "fails", "not shown", "no data"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    claim: str
+    verdict: str
+    detail: str
+    checked: bool = True  # a failing checked claim makes `compare` exit non-zero
+
+
+@dataclass(frozen=True)
+class Interval:
+    mean: float
+    low: float
+    high: float
+    n: int
+
+    def __str__(self) -> str:
+        if self.n < 2:
+            return f"{self.mean:+.2f} (n=1, no interval)"
+        return f"{self.mean:+.2f} [95% CI {self.low:+.2f}, {self.high:+.2f}] (n={self.n})"
+
+
+def interval(values: np.ndarray) -> Interval:
+    values = np.asarray(values, dtype=float)
+    mean = float(values.mean())
+    if len(values) < 2:
+        return Interval(mean, mean, mean, len(values))
+    half = stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, len(values))
+
+
+def _values(measured: pd.DataFrame, setting: str, metric: str, model: str | None) -> pd.Series:
+    rows = measured[(measured.setting == setting) & (measured.metric == metric)]
+    if model is not None:
+        rows = rows[rows.model == model]
+    return rows.groupby("seed")["value"].mean()
+
+
+def paired_difference(measured, metric, better, worse, model=None, worse_model=None) -> np.ndarray:
+    a = _values(measured, better, metric, model)
+    b = _values(measured, worse, metric, worse_model if worse_model is not None else model)
+    seeds = a.index.intersection(b.index)
+    return (a[seeds] - b[seeds]).to_numpy()
+
+
+def _three_way(supports_low: float, supports_high: float, n: int, ok: Callable[[float], bool],
+               point: float) -> str:
+    if n < 2:
+        return HOLDS if ok(point) else FAILS
+    if ok(supports_low) and ok(supports_high):
+        return HOLDS
+    if not ok(supports_low) and not ok(supports_high):
+        return FAILS
+    return NOT_SHOWN
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One statement of the paper. `kind`:
+    - greater: setting `better` scores above `worse` on `metric` (paired over seeds);
+    - within: the two settings differ by at most `margin` (absolute, in the metric's units);
+    - not_worse: `better` is at most `margin` below `worse`;
+    - range: the mean of `better` lies in [low, high] (for quantities such as crop statistics);
+    - custom: `check(measured) -> (verdict, detail)`.
+    """
+    text: str
+    kind: str = "greater"
+    metric: str = "imagenet_top1"
+    better: str = ""
+    worse: str = ""
+    model: str | None = None
+    worse_model: str | None = None
+    margin: float = 0.0
+    low: float = -np.inf
+    high: float = np.inf
+    check: Callable[[pd.DataFrame], tuple[str, str]] | None = field(default=None, compare=False)
+
+    def evaluate(self, measured: pd.DataFrame) -> Verdict:
+        if self.kind == "custom":
+            verdict, detail = self.check(measured)
+            return Verdict(self.text, verdict, detail, checked=verdict != NO_DATA)
+        if self.kind == "range":
+            values = _values(measured, self.better, self.metric, self.model).to_numpy()
+            if len(values) == 0:
+                return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}", checked=False)
+            est = interval(values)
+            verdict = _three_way(est.low, est.high, est.n, lambda v: self.low <= v <= self.high, est.mean)
+            return Verdict(self.text, verdict, f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]")
+        diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model)
+        if len(diff) == 0:
+            return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}", checked=False)
+        est = interval(diff)
+        ok = {
+            "greater": lambda d: d > 0,
+            "within": lambda d: abs(d) <= self.margin,
+            "not_worse": lambda d: d >= -self.margin,
+        }[self.kind]
+        if self.kind == "within" and est.n >= 2:
+            # within needs the whole interval inside the band; it fails only if the whole interval is outside
+            inside = -self.margin <= est.low and est.high <= self.margin
+            outside = est.low > self.margin or est.high < -self.margin
+            verdict = HOLDS if inside else FAILS if outside else NOT_SHOWN
+        else:
+            verdict = _three_way(est.low, est.high, est.n, ok, est.mean)
+        return Verdict(self.text, verdict, f"{self.metric}: {self.better} − {self.worse} = {est}")
+
+
+def evaluate_claims(claims, measured: pd.DataFrame) -> list[Verdict]:
+    return [claim.evaluate(measured) for claim in claims]
+
+
+def absolute_checks(summary: pd.DataFrame, tolerance: float = 0.3,
+                    tolerances: dict[str, float] | None = None) -> list[Verdict]:
+    """Paper profile only: each reproduced mean within a per-metric tolerance of the reported number."""
+    verdicts = []
+    for row in summary.dropna(subset=["reported"]).itertuples(index=False):
+        tol = (tolerances or {}).get(row.metric, tolerance)
+        diff = row.mean - row.reported
+        verdict = HOLDS if abs(diff) <= tol else FAILS
+        verdicts.append(Verdict(f"{row.model} {row.setting} {row.metric} within ±{tol} of {row.reported}",
+                                verdict, f"reproduced {row.mean:.2f} (n={row.n}), diff {diff:+.2f}"))
+    return verdicts

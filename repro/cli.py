@@ -1,0 +1,96 @@
+"""`python -m repro`: run a paper table or figure, all of them, or compare results with the paper."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, profile_config, with_changes
+from repro.experiment import Context, NotImplementedExperiment, compare, discover, run_experiment
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE,
+                        help=f"sizes and paths: smoke (seconds, for tests), proxy (embedded world, the default), "
+                             f"paper (ImageNet). Default {DEFAULT_PROFILE}")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the base config, e.g. --set train.epochs=4 (repeatable)")
+    parser.add_argument("--runs", type=Path, default=Path("runs"), help="run cache directory (default runs/)")
+    parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+
+
+def build_parser(experiments) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m repro",
+        description="Reproduce the tables and figures of ReLabel (Yun et al., CVPR 2021). "
+                    "Each experiment writes results/<profile>/<name>.csv and .png.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, experiment in experiments.items():
+        p = sub.add_parser(name, help=experiment.help, description=experiment.help)
+        _add_run_options(p)
+        p.set_defaults(func=_run_one, experiment=name)
+    p = sub.add_parser("all", help="run every implemented experiment in order")
+    _add_run_options(p)
+    p.set_defaults(func=_run_all)
+    p = sub.add_parser("compare", help="reproduced vs reported numbers and every claim's verdict "
+                                       "(exit 1 if a checked claim fails)")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.set_defaults(func=_compare)
+    from repro.labelmaps import cli as labelmaps_cli
+    from repro.world import cli as world_cli
+
+    world_cli.register(sub)
+    labelmaps_cli.register(sub)
+    return parser
+
+
+def make_context(args) -> Context:
+    if args.seeds < 1:
+        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
+    overrides = parse_overrides(args.overrides)
+    try:
+        config = with_changes(profile_config(args.profile), overrides)
+    except KeyError as error:
+        raise SystemExit(f"--set: {error.args[0]}") from None
+    return Context(profile=args.profile, config=config, seeds=list(range(args.seeds)), runs_root=args.runs,
+                   results_root=args.results, overrides=overrides)
+
+
+def _run_one(args, experiments) -> int:
+    try:
+        run_experiment(experiments[args.experiment], make_context(args))
+    except NotImplementedExperiment as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _run_all(args, experiments) -> int:
+    ctx = make_context(args)
+    skipped = []
+    for name, experiment in experiments.items():
+        if not experiment.implemented:
+            skipped.append(name)
+            continue
+        run_experiment(experiment, ctx)
+    if skipped:
+        print(f"not implemented yet, skipped: {', '.join(skipped)}", file=sys.stderr)
+    return 0
+
+
+def _compare(args, experiments) -> int:
+    return compare(experiments, args.profile, args.results)
+
+
+def main(argv: list[str] | None = None) -> int:
+    experiments = discover()
+    parser = build_parser(experiments)
+    args = parser.parse_args(argv)
+    return args.func(args, experiments) or 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""Experiments: what a table or figure module declares, how the suite finds, runs and compares them.
+
+A module in tables/, figures/, downstream/ or robustness/ defines `EXPERIMENT`. A training table declares its runs
+as changes to the profile's base config (`TrainingExperiment`); other experiments give a `collect` function. Both
+return measurements (model, setting, seed, metric, value); the suite writes them, plots them and checks claims.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+import pandas as pd
+
+from repro import results
+from repro.claims import Claim, NO_DATA, Verdict, absolute_checks, evaluate_claims
+from repro.config import with_changes
+
+EXPERIMENT_PACKAGES = ("tables", "figures", "robustness", "downstream")
+CHECKED_PROFILES = ("proxy", "paper")  # smoke runs are too small for any claim to mean something
+ORDER = ["table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "tableA1",
+         "figure2", "figure4", "figure5", "figure6", "figureA2", "figureA3", "costs"]
+
+
+class NotImplementedExperiment(RuntimeError):
+    pass
+
+
+@dataclass
+class Context:
+    profile: str
+    config: dict                 # the profile's base config with the user's --set changes
+    seeds: list[int]
+    runs_root: Path
+    results_root: Path
+    overrides: dict = field(default_factory=dict)
+
+    @property
+    def out_dir(self) -> Path:
+        return results.results_dir(self.results_root, self.profile)
+
+
+@dataclass
+class Experiment:
+    name: str
+    title: str                                   # one line, shown by `python -m repro --help`
+    paper_ref: str
+    collect: Callable[[Context], pd.DataFrame] | None = None  # None: not implemented yet
+    missing: str = ""                            # for an unimplemented experiment: what it still needs
+    claims: list[Claim] = field(default_factory=list)
+    metrics: list[str] | None = None
+    plot: Callable[[pd.DataFrame, pd.DataFrame, Path, str], None] | None = None
+    absolute_tolerances: dict[str, float] = field(default_factory=dict)
+    report: Callable[[Context], str] | None = None  # extra lines printed after the table (diagnostics)
+
+    @property
+    def implemented(self) -> bool:
+        return self.collect is not None
+
+    @property
+    def help(self) -> str:
+        status = "" if self.implemented else " [not implemented yet]"
+        return f"{self.paper_ref}: {self.title}{status}"
+
+
+@dataclass
+class TrainingExperiment(Experiment):
+    """Runs = {(model, setting): changes to the base config}; each is trained once per seed (cached)."""
+    runs: Callable[[dict], Mapping[tuple[str, str], Mapping]] | None = None
+
+    def __post_init__(self):
+        if self.runs is not None and self.collect is None:
+            self.collect = self._collect
+
+    def run_configs(self, ctx: Context) -> list[tuple[str, str, int, dict]]:
+        configs = []
+        for (model, setting), changes in self.runs(ctx.config).items():
+            for seed in ctx.seeds:
+                configs.append((model, setting, seed, with_changes(ctx.config, {**changes, "seed": seed})))
+        return configs
+
+    def _collect(self, ctx: Context) -> pd.DataFrame:
+        from repro.pipeline import train_student
+
+        rows = []
+        configs = self.run_configs(ctx)
+        for i, (model, setting, seed, cfg) in enumerate(configs, 1):
+            print(f"== {self.name} run {i}/{len(configs)}: {model} {setting} seed {seed}", file=sys.stderr, flush=True)
+            metrics = train_student(cfg, ctx.runs_root)
+            for metric in self.metrics or ["imagenet_top1"]:
+                if metric in metrics:
+                    rows.append({"model": model, "setting": setting, "seed": seed, "metric": metric,
+                                 "value": metrics[metric]})
+        return results.measurements(rows)
+
+
+def discover() -> dict[str, Experiment]:
+    found = {}
+    for package_name in EXPERIMENT_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package_name}.{info.name}")
+            experiment = getattr(module, "EXPERIMENT", None)
+            if isinstance(experiment, Experiment):
+                found[experiment.name] = experiment
+    rank = {name: i for i, name in enumerate(ORDER)}
+    return dict(sorted(found.items(), key=lambda item: (rank.get(item[0], len(ORDER)), item[0])))
+
+
+def verdicts_for(experiment: Experiment, measured: pd.DataFrame, profile: str) -> list[Verdict]:
+    verdicts = evaluate_claims(experiment.claims, measured)
+    checked = profile in CHECKED_PROFILES
+    verdicts = [Verdict(v.claim, v.verdict, v.detail, v.checked and checked) for v in verdicts]
+    if profile == "paper":
+        summary = results.summarise(measured, experiment.name)
+        verdicts += absolute_checks(summary, tolerances=experiment.absolute_tolerances)
+    return verdicts
+
+
+def format_verdicts(verdicts: list[Verdict]) -> str:
+    lines = []
+    for v in verdicts:
+        mark = {"holds": "HOLDS", "fails": "FAILS", "not shown": "NOT SHOWN", NO_DATA: "NO DATA"}[v.verdict]
+        suffix = "" if v.checked else "  (not checked at this profile)"
+        lines.append(f"  [{mark:>9}] {v.claim}\n              {v.detail}{suffix}")
+    return "\n".join(lines)
+
+
+def run_experiment(experiment: Experiment, ctx: Context) -> dict:
+    if not experiment.implemented:
+        raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
+                                       f"{experiment.missing or 'no module code'}")
+    started = time.time()
+    measured = experiment.collect(ctx)
+    summary = results.summarise(measured, experiment.name)
+    paths = results.write_results(measured, summary, ctx.out_dir, experiment.name)
+    png = ctx.out_dir / f"{experiment.name}.png"
+    title = f"{experiment.paper_ref} ({ctx.profile} profile): {experiment.title}"
+    if experiment.plot is not None:
+        experiment.plot(summary, measured, png, title)
+    else:
+        results.bar_plot(summary, png, title, experiment.metrics)
+    print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
+    print(results.format_summary(summary))
+    if experiment.report is not None:
+        print(experiment.report(ctx))
+    verdicts = verdicts_for(experiment, measured, ctx.profile)
+    if verdicts:
+        print("Claims:")
+        print(format_verdicts(verdicts))
+    elapsed = time.time() - started
+    print(f"wrote {paths['table']}, {paths['seeds']}, {png} ({elapsed:.0f}s)")
+    return {"paths": {**paths, "png": png}, "verdicts": verdicts, "seconds": elapsed}
+
+
+def compare(experiments: dict[str, Experiment], profile: str, results_root: Path) -> int:
+    """Print reproduced vs reported and every claim's verdict; 1 if a checked claim fails, else 0."""
+    out_dir = Path(results_root) / profile
+    failed = []
+    shown = 0
+    for experiment in experiments.values():
+        measured = results.read_measurements(out_dir, experiment.name)
+        if measured is None:
+            state = "not implemented yet" if not experiment.implemented else "no results yet"
+            print(f"\n{experiment.name} ({experiment.paper_ref}): {state} at profile {profile}")
+            continue
+        shown += 1
+        summary = results.summarise(measured, experiment.name)
+        print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")
+        print(results.format_summary(summary))
+        verdicts = verdicts_for(experiment, measured, profile)
+        if verdicts:
+            print(format_verdicts(verdicts))
+        failed += [f"{experiment.name}: {v.claim}" for v in verdicts if v.checked and v.verdict == "fails"]
+    print(f"\n{shown} experiment(s) with results at profile {profile}; {len(failed)} checked claim(s) failing")
+    for line in failed:
+        print(f"  FAILS {line}")
+    return 1 if failed else 0

@@ -1,0 +1,131 @@
+"""Results: per-seed measurements, their summary over seeds, the paper's reported numbers, CSV and PNG writing.
+
+Every experiment produces a long table of measurements, one row per (model, setting, seed, metric). It is written
+as `<exp>_seeds.csv`; its summary (mean, std, n over seeds, with the paper's number beside it) as `<exp>.csv`.
+"""
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+MEASUREMENT_COLUMNS = ["model", "setting", "seed", "metric", "value"]
+KEY = ["model", "setting"]
+
+
+def reported_numbers() -> pd.DataFrame:
+    """The numbers the paper reports (transcribed with their source: table, section or the talk slides)."""
+    with resources.files("repro").joinpath("reported.csv").open() as f:
+        return pd.read_csv(f)
+
+
+def reported_for(experiment: str) -> pd.DataFrame:
+    table = reported_numbers()
+    return table[table.experiment == experiment].reset_index(drop=True)
+
+
+def measurements(rows: list[dict]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
+    frame["value"] = frame["value"].astype(float)
+    return frame
+
+
+def summarise(measured: pd.DataFrame, experiment: str | None = None, order: list | None = None) -> pd.DataFrame:
+    """Mean, std and n over seeds per (model, setting, metric), with the reported number where the paper has one."""
+    grouped = measured.groupby(KEY + ["metric"], sort=False)["value"]
+    summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
+    summary["std"] = summary["std"].fillna(0.0)
+    if experiment is not None:
+        reported = reported_for(experiment)[KEY + ["metric", "value"]].rename(columns={"value": "reported"})
+        summary = summary.merge(reported, on=KEY + ["metric"], how="left")
+    else:
+        summary["reported"] = np.nan
+    return summary
+
+
+def wide(summary: pd.DataFrame) -> pd.DataFrame:
+    """One row per (model, setting), columns <metric>_mean / _std / _n / _reported, in first-seen order."""
+    rows = summary[KEY].drop_duplicates().reset_index(drop=True)
+    out = rows.copy()
+    for metric in summary["metric"].drop_duplicates():
+        part = summary[summary.metric == metric].set_index(KEY)
+        for stat in ("mean", "std", "n", "reported"):
+            out[f"{metric}_{stat}"] = [part[stat].get(tuple(key), np.nan) for key in rows.itertuples(index=False)]
+    return out
+
+
+def results_dir(results_root: str | Path, profile: str) -> Path:
+    path = Path(results_root) / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def write_results(measured: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, experiment: str) -> dict:
+    """Write <exp>_seeds.csv (every measurement) and <exp>.csv (one row per setting); return the paths."""
+    seeds_path = out_dir / f"{experiment}_seeds.csv"
+    table_path = out_dir / f"{experiment}.csv"
+    measured.to_csv(seeds_path, index=False)
+    wide(summary).to_csv(table_path, index=False, float_format="%.4g")
+    return {"seeds": seeds_path, "table": table_path}
+
+
+def read_measurements(out_dir: Path, experiment: str) -> pd.DataFrame | None:
+    path = Path(out_dir) / f"{experiment}_seeds.csv"
+    if not path.exists():
+        return None
+    return pd.read_csv(path, dtype={"model": str, "setting": str, "metric": str})
+
+
+def format_summary(summary: pd.DataFrame) -> str:
+    """A plain-text table: one line per setting and metric, reproduced (mean ± std, n) beside reported."""
+    lines = [f"{'model':<18} {'setting':<28} {'metric':<36} {'reproduced':>18} {'reported':>9} {'diff':>7}"]
+    for row in summary.itertuples(index=False):
+        reproduced = f"{row.mean:.2f} ± {row.std:.2f} (n={row.n})"
+        reported = "" if pd.isna(row.reported) else f"{row.reported:.2f}"
+        diff = "" if pd.isna(row.reported) else f"{row.mean - row.reported:+.2f}"
+        lines.append(f"{row.model:<18} {row.setting:<28} {row.metric:<36} {reproduced:>18} {reported:>9} {diff:>7}")
+    return "\n".join(lines)
+
+
+def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] | None = None) -> Path:
+    """Grouped bars per metric: reproduced mean with std error bars, the paper's number as a marker beside it.
+
+    Proxy-scale and paper-scale numbers live on different scales, so each metric gets its own panel and the
+    reported numbers sit on a second axis.
+    """
+    metrics = metrics or list(summary["metric"].drop_duplicates())
+    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 3.2 * len(metrics)) + 1, 4.2), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        part = summary[summary.metric == metric].reset_index(drop=True)
+        labels = [s if m in ("none", "resnet50") else f"{m}\n{s}" for m, s in zip(part.model, part.setting)]
+        x = np.arange(len(part))
+        ax.bar(x, part["mean"], yerr=part["std"], color="#4C72B0", alpha=0.85, capsize=3, label="reproduced")
+        low = (part["mean"] - part["std"]).min()
+        high = (part["mean"] + part["std"]).max()
+        pad = max(0.5, 0.15 * (high - low))
+        ax.set_ylim(low - pad, high + pad)
+        ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+        ax.set_title(metric, fontsize=10)
+        ax.set_ylabel("reproduced (%)")
+        if part["reported"].notna().any():
+            twin = ax.twinx()
+            twin.plot(x, part["reported"], "D", color="#C44E52", label="paper")
+            reported = part["reported"].dropna()
+            rpad = max(0.5, 0.15 * (reported.max() - reported.min()))
+            twin.set_ylim(reported.min() - rpad, reported.max() + rpad)
+            twin.set_ylabel("paper (%)", color="#C44E52")
+            twin.tick_params(axis="y", colors="#C44E52")
+    handles = [plt.Rectangle((0, 0), 1, 1, color="#4C72B0"),
+               plt.Line2D([], [], marker="D", color="#C44E52", linestyle="none")]
+    fig.legend(handles, ["reproduced (mean ± std over seeds)", "paper"], loc="lower center", ncol=2, fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

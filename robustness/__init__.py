@@ -1,0 +1,1 @@
+"""Experiment modules: one per paper table or figure, found by repro.experiment.discover."""

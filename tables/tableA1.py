@@ -1,0 +1,19 @@
+"""Table A1: Table 3's students on the three ImageNetV2 variants (matched frequency, threshold 0.7, top images).
+
+The runs are Table 3's own (same configs, so the cached runs are reused); only the metrics differ.
+"""
+from repro.claims import Claim
+from repro.experiment import TrainingExperiment
+from tables.table3 import runs
+
+METRICS = ["imagenetv2_top_images_top1", "imagenetv2_matched_frequency_top1", "imagenetv2_threshold_0.7_top1"]
+
+EXPERIMENT = TrainingExperiment(
+    name="tableA1",
+    title="Table 3's supervisions on ImageNetV2 top-images, matched-frequency and threshold-0.7",
+    paper_ref="Table A1",
+    runs=runs,
+    metrics=METRICS,
+    claims=[Claim(f"ReLabel > {other} on {metric}", metric=metric, better="relabel", worse=other)
+            for metric in METRICS for other in ("original", "label_smoothing_0.1", "label_cleaning")],
+)

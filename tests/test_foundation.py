@@ -1,0 +1,133 @@
+"""The suite's skeleton: configs and their hashes, the run cache, results files, claims and `compare`."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from repro import results
+from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN
+from repro.config import config_hash, parse_overrides, profile_config, with_changes
+from repro.experiment import compare, discover
+from repro.runs import Run, cached_run
+
+
+def test_same_config_same_hash_and_changed_config_new_hash():
+    base = profile_config("smoke")
+    assert config_hash(base) == config_hash(profile_config("smoke"))
+    assert config_hash(with_changes(base, {"seed": 1})) != config_hash(base)
+    assert config_hash(with_changes(base, {"seed": 0})) == config_hash(base)
+
+
+def test_profiles_differ_in_sizes_only():
+    smoke, proxy = profile_config("smoke"), profile_config("proxy")
+    assert set(smoke) == set(proxy)
+    assert smoke["supervision"] == proxy["supervision"]
+    assert smoke["train"]["opt"] == proxy["train"]["opt"] == profile_config("paper")["train"]["opt"]
+
+
+def test_overrides_parse_json_and_reject_unknown_keys():
+    assert parse_overrides(["train.epochs=3", "supervision.mode=relabel", "train.scale=[0.2, 1.0]"]) == {
+        "train.epochs": 3, "supervision.mode": "relabel", "train.scale": [0.2, 1.0]}
+    with pytest.raises(KeyError, match="train.epochz"):
+        with_changes(profile_config("smoke"), {"train.epochz": 3})
+    with pytest.raises(ValueError, match="key=value"):
+        parse_overrides(["train.epochs"])
+
+
+def test_cached_run_is_reused_and_a_changed_config_is_a_new_run(tmp_path):
+    calls = []
+
+    def compute(run):
+        calls.append(run.hash)
+        return {"value": len(calls)}
+
+    first = cached_run("train", {"a": 1}, tmp_path, compute)
+    again = cached_run("train", {"a": 1}, tmp_path, compute)
+    other = cached_run("train", {"a": 2}, tmp_path, compute)
+    assert first.dir == again.dir and again.metrics["value"] == 1
+    assert len(calls) == 2 and other.dir != first.dir
+    assert json.loads((first.dir / "config.json").read_text()) == {"a": 1}
+
+
+def test_interrupted_run_resumes_from_what_it_left(tmp_path):
+    def compute(run, fail_after=None):
+        state = run.dir / "checkpoint.json"
+        done_steps = json.loads(state.read_text())["step"] if state.exists() else 0
+        for step in range(done_steps, 4):
+            if step == fail_after:
+                raise KeyboardInterrupt
+            state.write_text(json.dumps({"step": step + 1}))
+        return {"steps_done_here": 4 - done_steps}
+
+    with pytest.raises(KeyboardInterrupt):
+        cached_run("train", {"b": 1}, tmp_path, lambda run: compute(run, fail_after=2))
+    assert not Run("train", {"b": 1}, tmp_path).done
+    run = cached_run("train", {"b": 1}, tmp_path, compute)
+    assert run.metrics["steps_done_here"] == 2
+
+
+def _hand_made(relabel_gain):
+    rows = []
+    for seed in range(3):
+        for setting, base in [("original", 60.0), ("label_smoothing_0.1", 60.2), ("label_cleaning", 60.1),
+                              ("relabel", 60.0 + relabel_gain)]:
+            for metric in ["imagenet_top1", "imagenetv2_top_images_top1", "real_top1", "shankar_top1"]:
+                rows.append({"model": "resnet50", "setting": setting, "seed": seed, "metric": metric,
+                             "value": base + 0.1 * seed})
+    return results.measurements(rows)
+
+
+def test_results_writer_and_plot(tmp_path):
+    measured = _hand_made(1.0)
+    summary = results.summarise(measured, "table3")
+    paths = results.write_results(measured, summary, tmp_path, "table3")
+    table = pd.read_csv(paths["table"])
+    assert len(table) == 4 and {"imagenet_top1_mean", "imagenet_top1_std", "imagenet_top1_n",
+                                "imagenet_top1_reported"} <= set(table.columns)
+    relabel = table[table.setting == "relabel"].iloc[0]
+    assert relabel.imagenet_top1_mean == pytest.approx(61.1) and relabel.imagenet_top1_n == 3
+    assert relabel.imagenet_top1_reported == 78.9
+    png = results.bar_plot(summary, tmp_path / "table3.png", "Table 3")
+    assert png.stat().st_size > 10_000
+    assert results.read_measurements(tmp_path, "table3").equals(measured)
+
+
+def test_claim_verdicts_use_the_paired_interval():
+    measured = _hand_made(1.0)
+    assert Claim("x", better="relabel", worse="original").evaluate(measured).verdict == HOLDS
+    assert Claim("x", better="original", worse="relabel").evaluate(measured).verdict == FAILS
+    noisy = measured.copy()
+    noisy.loc[(noisy.setting == "relabel") & (noisy.seed == 1), "value"] -= 3.0
+    assert Claim("x", better="relabel", worse="original").evaluate(noisy).verdict == NOT_SHOWN
+    within = Claim("x", kind="within", margin=0.5, better="label_cleaning", worse="original")
+    assert within.evaluate(measured).verdict == HOLDS
+
+
+def test_compare_exits_non_zero_when_a_checked_claim_fails(tmp_path, capsys):
+    experiments = {name: exp for name, exp in discover().items() if name == "table3"}
+    out_dir = tmp_path / "proxy"
+    out_dir.mkdir()
+    _hand_made(1.0).to_csv(out_dir / "table3_seeds.csv", index=False)
+    assert compare(experiments, "proxy", tmp_path) == 0
+    _hand_made(-1.0).to_csv(out_dir / "table3_seeds.csv", index=False)
+    assert compare(experiments, "proxy", tmp_path) == 1
+    assert "FAILS table3: ReLabel > original on imagenet_top1" in capsys.readouterr().out
+    # smoke results are shown but never gate
+    (tmp_path / "smoke").mkdir()
+    _hand_made(-1.0).to_csv(tmp_path / "smoke" / "table3_seeds.csv", index=False)
+    assert compare(experiments, "smoke", tmp_path) == 0
+
+
+def test_every_paper_table_and_figure_is_listed():
+    names = set(discover())
+    expected = {f"table{i}" for i in range(2, 11)} | {"tableA1", "figure2", "figure4", "figure5", "figure6",
+                                                        "figureA2", "figureA3", "costs"}
+    assert expected <= names
+
+
+def test_reported_numbers_ship_with_the_package():
+    reported = results.reported_numbers()
+    row = reported[(reported.experiment == "table3") & (reported.setting == "relabel")
+                   & (reported.metric == "imagenet_top1")]
+    assert float(row.value.iloc[0]) == 78.9 and np.isfinite(reported.value).all()
