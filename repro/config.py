@@ -141,8 +141,14 @@ _DATA_PAPER = {
     "boxes_csv": None,                 # LOC_val_solution.csv, for Figures 2 and 5
 }
 
+# The architectures of Table 4 (and 5): timm names at paper scale.
+_PAPER_MODELS = {name: {"name": name, "kwargs": {}} for name in (
+    "resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2", "efficientnet_b3",
+    "rexnet_100")}
+
 PAPER = {
     "profile": "paper",
+    "models": _PAPER_MODELS,
     "seed": 0,
     "paths": {"runs": "runs", "results": "results", "data": "data"},
     "data": _DATA_PAPER,
@@ -160,6 +166,7 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict) -> dic
     cfg["data"] = {"source": "world", "root": None, "real_json": None, "shankar_json": None, "v2_root": None,
                    "boxes_csv": None}
     cfg["world"] = world_params(profile)
+    cfg["models"] = copy.deepcopy(_EMBEDDED_MODELS)
     cfg["annotator"] = deep_update(cfg["annotator"], annotator)
     cfg["labelmap"] = deep_update(cfg["labelmap"], labelmap)
     cfg["train"] = deep_update(cfg["train"], train)
@@ -169,7 +176,13 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict) -> dic
 # The embedded scale: small ResNets of timm's own families, CPU-sized batches, the annotator trained here on a
 # higher resolution and more data than the student, as the paper's annotators were.
 _CPU = {"workers": 1, "amp": False, "channels_last": False, "batch_size_eval": 256, "warmup_lr": 1e-3}
-_PROXY_MODEL = {"name": "resnet50", "kwargs": {"channels": [16, 32, 64, 128], "stem_width": 16}}
+_NARROW_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
+_EMBEDDED_MODELS = {
+    **{name: {"name": name, "kwargs": _NARROW_RESNET} for name in ("resnet18", "resnet50", "resnet101")},
+    **{f"efficientnet_{b}": {"name": f"efficientnet_{b}_narrow", "kwargs": {}} for b in ("b0", "b1", "b2", "b3")},
+    "rexnet_100": {"name": "rexnet_100", "kwargs": {"width_mult": 0.5}},
+}
+_PROXY_MODEL = _EMBEDDED_MODELS["resnet50"]
 _ANNOTATOR_MODEL = {"name": "resnet26", "kwargs": {"channels": [32, 64, 128, 256], "stem_width": 32}}
 
 SMOKE = _embedded(

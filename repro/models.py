@@ -36,3 +36,26 @@ def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
     model = create_model(saved["model"], saved["num_classes"], **overrides)
     model.load_state_dict(saved["state_dict"])
     return model.eval()
+
+
+# EfficientNet's compound scaling (channel, depth multipliers) for B0..B3, as in the EfficientNet paper.
+EFFICIENTNET_SCALING = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b3": (1.2, 1.4)}
+NARROW_WIDTH = 0.25
+
+
+def _register_narrow_efficientnets() -> None:
+    """`efficientnet_bN_narrow`: B0..B3 at a quarter of their width, keeping the family's compound scaling.
+
+    timm's own B0..B3 fix their width, and the embedded scale needs CPU-sized members of the same family.
+    """
+    from timm.models import efficientnet, register_model
+
+    for variant, (width, depth) in EFFICIENTNET_SCALING.items():
+        def build(pretrained=False, _width=width, _depth=depth, _variant=variant, **kwargs):
+            return efficientnet._gen_efficientnet(f"efficientnet_{_variant}", channel_multiplier=_width * NARROW_WIDTH,
+                                                  depth_multiplier=_depth, pretrained=False, **kwargs)
+        build.__name__ = f"efficientnet_{variant}_narrow"
+        register_model(build)
+
+
+_register_narrow_efficientnets()
