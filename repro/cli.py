@@ -38,6 +38,7 @@ def build_parser(experiments) -> argparse.ArgumentParser:
                                        "(exit 1 if a checked claim fails)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
     p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown to this file")
     p.set_defaults(func=_compare)
     from repro.labelmaps import cli as labelmaps_cli
     from repro.world import cli as world_cli
@@ -82,7 +83,7 @@ def _run_all(args, experiments) -> int:
 
 
 def _compare(args, experiments) -> int:
-    return compare(experiments, args.profile, args.results)
+    return compare(experiments, args.profile, args.results, args.markdown)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,37 +146,72 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         results.bar_plot(summary, png, title, experiment.metrics)
     print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
     print(results.format_summary(summary))
-    if experiment.report is not None:
-        print(experiment.report(ctx))
+    report = experiment.report(ctx) if experiment.report is not None else ""
+    if report:
+        print(report)
     verdicts = verdicts_for(experiment, measured, ctx.profile)
     if verdicts:
         print("Claims:")
         print(format_verdicts(verdicts))
     elapsed = time.time() - started
+    results.write_meta(ctx.out_dir, experiment.name, {
+        "seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
+        "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile,
+                             "--seeds", str(len(ctx.seeds))] + [f"--set {k}={v}" for k, v in ctx.overrides.items()]),
+        "report": report})
     print(f"wrote {paths['table']}, {paths['seeds']}, {png} ({elapsed:.0f}s)")
     return {"paths": {**paths, "png": png}, "verdicts": verdicts, "seconds": elapsed}
 
 
-def compare(experiments: dict[str, Experiment], profile: str, results_root: Path) -> int:
-    """Print reproduced vs reported and every claim's verdict; 1 if a checked claim fails, else 0."""
+def _markdown_table(summary: pd.DataFrame) -> str:
+    lines = ["| model | setting | metric | reproduced (mean ± std, n) | paper | diff |", "|---|---|---|---|---|---|"]
+    for row in summary.itertuples(index=False):
+        paper = "" if pd.isna(row.reported) else f"{row.reported:g}"
+        diff = "" if pd.isna(row.reported) else f"{row.mean - row.reported:+.2f}"
+        lines.append(f"| {row.model} | {row.setting} | {row.metric} | {row.mean:.2f} ± {row.std:.2f} ({row.n}) "
+                     f"| {paper} | {diff} |")
+    return "\n".join(lines)
+
+
+def compare(experiments: dict[str, Experiment], profile: str, results_root: Path,
+            markdown: Path | None = None) -> int:
+    """Print reproduced vs reported and every claim's verdict; 1 if a checked claim fails, else 0.
+
+    With `markdown`, the same report is also written there as a Markdown document."""
     out_dir = Path(results_root) / profile
     failed = []
     shown = 0
+    md = [f"# Results at the `{profile}` profile", "",
+          f"Written by `python -m repro compare --profile {profile} --markdown ...` from `{out_dir}`.", ""]
     for experiment in experiments.values():
         measured = results.read_measurements(out_dir, experiment.name)
         if measured is None:
             state = "not implemented yet" if not experiment.implemented else "no results yet"
             print(f"\n{experiment.name} ({experiment.paper_ref}): {state} at profile {profile}")
+            md += [f"## {experiment.name} ({experiment.paper_ref}): {state}", ""]
             continue
         shown += 1
         summary = results.summarise(measured, experiment.name)
+        meta = results.read_meta(out_dir, experiment.name)
         print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")
         print(results.format_summary(summary))
         verdicts = verdicts_for(experiment, measured, profile)
         if verdicts:
             print(format_verdicts(verdicts))
         failed += [f"{experiment.name}: {v.claim}" for v in verdicts if v.checked and v.verdict == "fails"]
+        md += [f"## {experiment.name} ({experiment.paper_ref}) — {experiment.title}", ""]
+        if meta:
+            md += [f"Seeds {meta['seeds']}; last run {meta['finished']} took {meta['seconds'] / 60:.1f} min "
+                   f"(`{meta['command']}`).", ""]
+        if meta and meta.get("report"):
+            md += ["```", meta["report"], "```", ""]
+        md += [_markdown_table(summary), ""]
+        md += [f"- **{v.verdict}**: {v.claim} — {v.detail}" + ("" if v.checked else " (not checked at this profile)")
+               for v in verdicts] + [""]
     print(f"\n{shown} experiment(s) with results at profile {profile}; {len(failed)} checked claim(s) failing")
     for line in failed:
         print(f"  FAILS {line}")
+    if markdown is not None:
+        Path(markdown).write_text("\n".join(md))
+        print(f"wrote {markdown}")
     return 1 if failed else 0

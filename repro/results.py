@@ -5,6 +5,7 @@ as `<exp>_seeds.csv`; its summary (mean, std, n over seeds, with the paper's num
 """
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
 
@@ -80,6 +81,15 @@ def read_measurements(out_dir: Path, experiment: str) -> pd.DataFrame | None:
     if not path.exists():
         return None
     return pd.read_csv(path, dtype={"model": str, "setting": str, "metric": str})
+
+
+def write_meta(out_dir: Path, experiment: str, meta: dict) -> None:
+    (Path(out_dir) / f"{experiment}_meta.json").write_text(json.dumps(meta, indent=2))
+
+
+def read_meta(out_dir: Path, experiment: str) -> dict | None:
+    path = Path(out_dir) / f"{experiment}_meta.json"
+    return json.loads(path.read_text()) if path.exists() else None
 
 
 def format_summary(summary: pd.DataFrame) -> str:

@@ -131,3 +131,14 @@ def test_reported_numbers_ship_with_the_package():
     row = reported[(reported.experiment == "table3") & (reported.setting == "relabel")
                    & (reported.metric == "imagenet_top1")]
     assert float(row.value.iloc[0]) == 78.9 and np.isfinite(reported.value).all()
+
+
+def test_compare_writes_a_markdown_report(tmp_path):
+    experiments = {name: exp for name, exp in discover().items() if name in ("table3", "table7")}
+    (tmp_path / "proxy").mkdir()
+    _hand_made(1.0).to_csv(tmp_path / "proxy" / "table3_seeds.csv", index=False)
+    compare(experiments, "proxy", tmp_path, markdown=tmp_path / "results.md")
+    text = (tmp_path / "results.md").read_text()
+    assert "| resnet50 | relabel | imagenet_top1 | 61.10 ± 0.10 (3) | 78.9 | -17.80 |" in text
+    assert "**holds**: ReLabel > original on imagenet_top1" in text
+    assert "table7 (Table 7): not implemented yet" in text
