@@ -1,0 +1,37 @@
+"""Multi-label validation sets in ReaL's format: a JSON list, one entry per val image in sorted file-name order
+(`ILSVRC2012_val_00000001` first), each the list of class indices present; an empty list marks an image the
+raters could not label, which the metric excludes. The stricter Shankar-style set uses the same format.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import timm
+
+from repro.data.folders import ImageList
+
+VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
+
+
+def timm_real_json() -> Path:
+    """The official ReaL labels for the 50,000 ImageNet val images, as shipped inside timm."""
+    return Path(timm.__file__).parent / "data" / "_info" / "imagenet_real_labels.json"
+
+
+def read_label_sets(json_path: str | os.PathLike, images: ImageList) -> list[list[int]]:
+    """The label set of each image of `images` (a val split), matched by the number in its ILSVRC val file name,
+    so a val folder holding only part of the 50,000 images still lines up with the full file."""
+    entries = json.loads(Path(json_path).read_text())
+    sets = []
+    for relpath in images.relpaths:
+        match = VAL_NAME.search(Path(relpath).name)
+        if match is None:
+            raise ValueError(f"{relpath} is not named ILSVRC2012_val_<8 digits>; it cannot be matched to {json_path}")
+        number = int(match.group(1))
+        if not 1 <= number <= len(entries):
+            raise ValueError(f"{relpath} has no entry in {json_path} ({len(entries)} entries)")
+        sets.append(sorted(int(c) for c in entries[number - 1]))
+    return sets
