@@ -1,0 +1,158 @@
+"""Commands `relabel` (generate label maps with a machine annotator) and `labelmaps verify|convert|info`."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from repro.labelmaps.annotator import LITE0, build_annotator
+from repro.labelmaps.generate import FORMATS, generate_labelmaps
+from repro.labelmaps.store import (DTYPES, LabelMapError, derive_store, list_images, official_to_packed,
+                                   open_labelmaps, packed_to_official, verify)
+
+ERRORS = (LabelMapError, FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "relabel", help="label maps of an image folder from a machine annotator (Section 3.1)",
+        description="Resize every image of <data>/<split> whole to --input-size, run the annotator with its head "
+                    "as a 1x1 convolution, keep the top-k logits and class ids at every position. "
+                    "Rerun the same command to resume an interrupted run.")
+    p.add_argument("--annotator", required=True,
+                   help=f"a timm model name, {LITE0!r} (EfficientNet-Lite0 with packaged ImageNet weights), or a "
+                        f"checkpoint saved by repro.models.save_model")
+    p.add_argument("--pretrained", action="store_true",
+                   help="load a timm model's hub weights (paper scale: tf_efficientnet_l2.ns_jft_in1k_475)")
+    p.add_argument("--data", required=True, type=Path, help="image folder root, holding <split>/<wnid>/<image>")
+    p.add_argument("--split", default="train", help="folder under --data to annotate (default train)")
+    p.add_argument("--out", required=True, type=Path, help="output store directory")
+    p.add_argument("--input-size", type=int, default=475, help="square input size in pixels (paper 475)")
+    p.add_argument("--output-stride", type=int, choices=(8, 16, 32), default=None,
+                   help="annotator stride: grid = input size / stride (default: the model's own, 32)")
+    p.add_argument("--topk", type=int, default=5, help="classes kept per position (paper 5)")
+    p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="stored value type (default fp32)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=0, help="image-loading processes (default 0)")
+    p.add_argument("--format", choices=FORMATS, default="packed",
+                   help="packed store (default) or official <wnid>/<stem>.pt files")
+    p.add_argument("--limit", type=int, default=None, help="annotate only the first N images (sorted)")
+    p.add_argument("--device", default=None, help="torch device (default cuda if available)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.set_defaults(func=_relabel)
+
+    p = subparsers.add_parser("labelmaps", help="check, convert and describe label-map stores")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    a = actions.add_parser("verify", help="check shapes, class ids, finiteness and coverage of a dataset; "
+                                          "exit 1 on any problem")
+    a.add_argument("store", type=Path)
+    a.add_argument("--data", type=Path, default=None, help="image folder root whose images must all have maps")
+    a.add_argument("--split", action="append", default=None, help="split(s) under --data (default train)")
+    a.add_argument("--num-classes", type=int, default=None)
+    a.set_defaults(func=_verify)
+    a = actions.add_parser("convert", help="official <-> packed, or a packed store with fewer classes per "
+                                           "position / another dtype (Table 6's variants)")
+    a.add_argument("source", type=Path)
+    a.add_argument("dest", type=Path)
+    a.add_argument("--to", choices=FORMATS, default=None, help="output format (default: the other one)")
+    a.add_argument("--topk", type=int, default=None, help="keep the top k' <= k classes per position")
+    a.add_argument("--dtype", choices=tuple(DTYPES), default=None, help="value type of the packed output")
+    a.add_argument("--prefix", default="train/", help="official -> packed: image path prefix (default train/)")
+    a.add_argument("--ext", default=".JPEG", help="official -> packed: image file extension (default .JPEG)")
+    a.add_argument("--transpose", action="store_true",
+                   help="official -> packed: the files hold maps as [k, W, H]; store them as [k, H, W]")
+    a.add_argument("--num-classes", type=int, default=None)
+    a.add_argument("--overwrite", action="store_true")
+    a.set_defaults(func=_convert)
+    a = actions.add_parser("info", help="settings and storage size of a store")
+    a.add_argument("store", type=Path)
+    a.add_argument("--num-classes", type=int, default=None)
+    a.set_defaults(func=_info)
+
+
+def _fail(error: BaseException) -> int:
+    message = error.args[0] if isinstance(error, KeyError) and error.args else error
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _print_summary(summary: dict) -> None:
+    for key, value in summary.items():
+        if key != "problems":
+            print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
+
+
+def _relabel(args, experiments=None) -> int:
+    try:
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit must be at least 1, got {args.limit}")
+        relpaths = list_images(args.data, args.split)[:args.limit]
+        if not relpaths:
+            raise LabelMapError(f"no images under {args.data / args.split}")
+        annotator = build_annotator(args.annotator, pretrained=args.pretrained, output_stride=args.output_stride)
+        out = generate_labelmaps(annotator, relpaths, args.data, args.out, input_size=args.input_size,
+                                 topk=args.topk, dtype=args.dtype, batch_size=args.batch_size,
+                                 workers=args.workers, fmt=args.format, device=args.device,
+                                 overwrite=args.overwrite)
+        _print_summary(open_labelmaps(out).describe())
+    except ERRORS as error:
+        return _fail(error)
+    return 0
+
+
+def _verify(args, experiments=None) -> int:
+    try:
+        report = verify(args.store, image_root=args.data, splits=args.split or ["train"],
+                        num_classes=args.num_classes, raise_on_failure=False)
+    except ERRORS as error:
+        return _fail(error)
+    _print_summary(report)
+    for problem in report["problems"][:20]:
+        print(f"problem: {problem}", file=sys.stderr)
+    if len(report["problems"]) > 20:
+        print(f"... {len(report['problems']) - 20} more problems", file=sys.stderr)
+    return 0 if report["ok"] else 1
+
+
+def _convert(args, experiments=None) -> int:
+    try:
+        source = open_labelmaps(args.source, args.num_classes)
+        target = args.to or ("packed" if source.format == "official" else "official")
+        if target == "official":
+            if source.format == "official":
+                raise LabelMapError(f"{args.source} is already in the official format")
+            if args.topk is not None or args.dtype not in (None, "fp32"):
+                raise LabelMapError("the official format keeps a store's top-k and fp32 values; "
+                                    "derive a packed store first for --topk/--dtype")
+            out = packed_to_official(args.source, args.dest, overwrite=args.overwrite)
+        elif source.format == "official":
+            out = official_to_packed(args.source, args.dest, dtype=args.dtype or "fp32", topk=args.topk,
+                                     prefix=args.prefix, ext=args.ext, transpose=args.transpose,
+                                     num_classes=args.num_classes, overwrite=args.overwrite)
+        else:
+            out = derive_store(args.source, args.dest, topk=args.topk, dtype=args.dtype, overwrite=args.overwrite)
+        _print_summary(open_labelmaps(out, args.num_classes).describe())
+    except ERRORS as error:
+        return _fail(error)
+    return 0
+
+
+def _info(args, experiments=None) -> int:
+    try:
+        _print_summary(open_labelmaps(args.store, args.num_classes).describe())
+    except ERRORS as error:
+        return _fail(error)
+    return 0
+
+
+def main(argv=None) -> int:
+    """These commands on their own: `python -m repro.labelmaps.cli relabel ...`."""
+    parser = argparse.ArgumentParser(prog="python -m repro.labelmaps.cli")
+    register(parser.add_subparsers(dest="command", metavar="COMMAND", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

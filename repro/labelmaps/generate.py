@@ -1,0 +1,189 @@
+"""Label-map generation (Appendix B): every image resized whole to input_size x input_size (no crop), one batched
+pass through the annotator, the top-k logits and class ids kept at every position.
+
+Generation is resumable: the packed store is filled in place in `<out>.partial/`, and after each chunk of batches
+the arrays are flushed and `progress.json` records how many images are done (and the settings, which a rerun
+must match). A rerun continues from there with the same batches, so it writes what an uninterrupted run writes.
+The finished store is renamed to `<out>` in one step. The official format (one file per image, written
+atomically) resumes by skipping the files that exist.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms import functional as TF
+from tqdm import tqdm
+
+from repro.labelmaps.annotator import Annotator
+from repro.labelmaps.store import (OFFICIAL_SETTINGS, LabelMapError, PackedWriter, check_dtype, commit_dir,
+                                   official_key, save_official, write_json_atomic)
+
+PROGRESS = "progress.json"
+FORMATS = ("packed", "official")
+
+
+def image_tensor(image: Image.Image | np.ndarray, input_size: int) -> torch.Tensor:
+    """The whole image resized (aspect not kept, as in the paper) to [3, input_size, input_size] in [0, 1]."""
+    if isinstance(image, np.ndarray):
+        image = Image.fromarray(image)
+    tensor = TF.pil_to_tensor(image.convert("RGB"))
+    tensor = TF.resize(tensor, [input_size, input_size], InterpolationMode.BICUBIC, antialias=True)
+    return tensor.float().div_(255).clamp_(0, 1)
+
+
+class ImageFiles(Dataset):
+    def __init__(self, root: str | os.PathLike, relpaths: Sequence[str], input_size: int):
+        self.root, self.relpaths, self.input_size = Path(root), list(relpaths), input_size
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+        path = self.root / self.relpaths[index]
+        try:
+            with Image.open(path) as image:
+                return index, image_tensor(image, self.input_size)
+        except (OSError, ValueError) as error:
+            raise LabelMapError(f"cannot read image {path}: {error}") from None
+
+
+@torch.inference_mode()
+def annotate_images(annotator: Annotator, images: Sequence[Image.Image | np.ndarray], input_size: int,
+                    topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label maps (values [N, k, H, W], ids [N, k, H, W]) of in-memory images."""
+    device = annotator.mean.device
+    batch = torch.stack([image_tensor(image, input_size) for image in images]).to(device)
+    values, ids = annotator(batch, topk)
+    return values.float().cpu(), ids.cpu()
+
+
+def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, topk: int, grid, dtype: str) -> dict:
+    digest = hashlib.sha256("\n".join(relpaths).encode()).hexdigest()
+    return {"num_classes": annotator.num_classes, "annotator": annotator.description, "input_size": input_size,
+            "topk": topk, "grid": list(grid), "dtype": dtype, "paths_sha256": digest}
+
+
+def commit_progress(partial: Path, settings: dict, done: int) -> None:
+    """The resume marker: written only after the rows before `done` are flushed."""
+    write_json_atomic(partial / PROGRESS, {"settings": settings, "done": done})
+
+
+def _resume_point(marker: Path, settings: dict) -> int | None:
+    if not marker.exists():
+        return None
+    state = json.loads(marker.read_text())
+    if state["settings"] != settings:
+        raise LabelMapError(f"{marker.parent} holds an interrupted generation with other settings; "
+                            f"delete it or rerun with the same annotator, images and options")
+    return int(state["done"])
+
+
+def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str], root: str | os.PathLike,
+                       out_dir: str | os.PathLike, input_size: int, topk: int = 5, dtype: str = "fp32",
+                       batch_size: int = 64, workers: int = 0, chunk_size: int = 2048, fmt: str = "packed",
+                       device: str | torch.device | None = None, overwrite: bool = False,
+                       progress: bool = True) -> Path:
+    """Label maps of root/<relpath> for each relpath, written to out_dir (a packed store, or an official
+    directory with fmt="official", fp32 only). Rerunning after an interruption resumes."""
+    if fmt not in FORMATS:
+        raise LabelMapError(f"unknown label-map format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    check_dtype(dtype)
+    if fmt == "official" and dtype != "fp32":
+        raise LabelMapError(f"the official format stores fp32 values, got dtype {dtype!r}")
+    if not relpaths:
+        raise LabelMapError(f"no images to annotate under {root}")
+    if not isinstance(annotator, Annotator):
+        annotator = Annotator(annotator)
+    if not 1 <= topk <= annotator.num_classes:
+        raise LabelMapError(f"topk must be in 1..{annotator.num_classes}, got {topk}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    annotator = annotator.to(device).eval()
+    relpaths = list(relpaths)
+    out_dir = Path(out_dir)
+    if fmt == "packed" and out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
+    settings = _settings(annotator, relpaths, input_size, topk, annotator.grid(input_size), dtype)
+    if fmt == "official":
+        return _generate_official(annotator, relpaths, root, out_dir, settings, batch_size, workers, device,
+                                  overwrite, progress)
+
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    done = _resume_point(partial / PROGRESS, settings)
+    if done is None:
+        shutil.rmtree(partial, ignore_errors=True)
+        writer = PackedWriter(partial, len(relpaths), topk, settings["grid"], dtype)
+        done = 0
+        commit_progress(partial, settings, done)
+    else:
+        writer = PackedWriter(partial, len(relpaths), topk, settings["grid"], dtype, resume=True)
+    # whole batches per chunk, so that a resumed run sees the same batches as an uninterrupted one
+    batches_per_chunk = max(1, chunk_size // batch_size)
+    remaining = ImageFiles(root, relpaths[done:], input_size)
+    for batch_index, (start, values, ids) in enumerate(
+            _annotated_batches(annotator, remaining, topk, batch_size, workers, device, done, len(relpaths),
+                               progress)):
+        writer.write(done + start, values, ids)
+        if (batch_index + 1) % batches_per_chunk == 0:
+            writer.flush()
+            commit_progress(partial, settings, done + start + len(values))
+    writer.finish(relpaths, {k: v for k, v in settings.items() if k not in ("topk", "grid", "dtype")})
+    (partial / PROGRESS).unlink()
+    commit_dir(partial, out_dir, overwrite)
+    return out_dir
+
+
+def _annotated_batches(annotator: Annotator, dataset: ImageFiles, topk: int, batch_size: int, workers: int,
+                       device: torch.device, done: int, total: int, progress: bool):
+    """(first index in dataset, values, ids) per batch, with a progress bar counting images per second."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                        pin_memory=device.type == "cuda")
+    bar = tqdm(total=total, initial=done, unit="img", desc="label maps", disable=not progress, dynamic_ncols=True)
+    started, count = time.perf_counter(), 0
+    try:
+        for indices, images in loader:
+            with torch.inference_mode():
+                values, ids = annotator(images.to(device, non_blocking=True), topk)
+            yield int(indices[0]), values.float().cpu(), ids.cpu()
+            count += len(indices)
+            bar.update(len(indices))
+    finally:
+        bar.close()
+    if progress and count:
+        elapsed = time.perf_counter() - started
+        print(f"annotated {count} images in {elapsed:.1f} s ({count / elapsed:.1f} img/s)")
+
+
+def _generate_official(annotator: Annotator, relpaths: list[str], root, out_dir: Path, settings: dict,
+                       batch_size: int, workers: int, device: torch.device, overwrite: bool,
+                       progress: bool) -> Path:
+    keys = [official_key(p) for p in relpaths]
+    if len(set(keys)) != len(keys):
+        raise LabelMapError("two images share a <wnid>/<stem> key; the official layout cannot hold both")
+    marker = out_dir / OFFICIAL_SETTINGS
+    if overwrite:
+        shutil.rmtree(out_dir, ignore_errors=True)
+    elif marker.exists() and json.loads(marker.read_text()) != settings:
+        raise LabelMapError(f"{out_dir} holds label maps made with other settings; overwrite (--overwrite) replaces them")
+    elif out_dir.exists() and not marker.exists():
+        raise FileExistsError(f"{out_dir} exists and is not a label-map directory made here")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(marker, settings)
+    todo = [i for i, key in enumerate(keys) if not (out_dir / f"{key}.pt").exists()]
+    dataset = ImageFiles(root, [relpaths[i] for i in todo], settings["input_size"])
+    for start, values, ids in _annotated_batches(annotator, dataset, settings["topk"], batch_size, workers,
+                                                 device, len(relpaths) - len(todo), len(relpaths), progress):
+        for offset, (v, i) in enumerate(zip(values, ids)):
+            save_official(out_dir / f"{keys[todo[start + offset]]}.pt", v, i)
+    return out_dir
