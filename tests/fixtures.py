@@ -82,8 +82,8 @@ def build_imagenet(root: str | Path, train_per_class: int = 4, extra_per_class: 
 
 def build_labelmaps(fixture: Fixture, out_dir: str | Path, grid: int = 4) -> Path:
     """A packed top-3 label-map store for train/, rows in an order unrelated to the folder order. Image i of the
-    training list: every fourth shows a second object (class label + 1) on its right half; every fifth is one the
-    annotator gets wrong (class label + 2 everywhere), so label cleaning drops it."""
+    training list: every fourth shows a second object (class label + 1) in its rightmost quarter; every fifth is
+    one the annotator gets wrong (class label + 2 everywhere), so label cleaning drops it."""
     images = image_folder(fixture.root, "train", fixture.wnids)
     count = len(images)
     values = np.tile(np.array([6.0, 2.0, 1.0], dtype=np.float32)[:, None, None], (count, 1, grid, grid))
@@ -92,7 +92,7 @@ def build_labelmaps(fixture: Fixture, out_dir: str | Path, grid: int = 4) -> Pat
         main = (label + 2) % NUM_CLASSES if i % 5 == 4 else label
         ids[i, 0] = main
         if i % 4 == 0:
-            ids[i, 0, :, grid // 2:] = (label + 1) % NUM_CLASSES
+            ids[i, 0, :, 3 * grid // 4:] = (label + 1) % NUM_CLASSES
         ids[i, 1] = (ids[i, 0] + 3) % NUM_CLASSES
         ids[i, 2] = (ids[i, 0] + 4) % NUM_CLASSES
     order = np.random.default_rng(1).permutation(count)

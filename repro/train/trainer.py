@@ -1,0 +1,251 @@
+"""The one trainer behind every classifier of the suite: students of each supervision mode, and the annotator.
+
+Single process on CPU, or one process per GPU under torchrun (DDP). Global batch = train.batch_size =
+per-device batch x world size x train.accum_steps. timm models, optimizers and cosine schedule with warm-up
+(stepped per optimizer update). Every epoch ends with an atomic checkpoint in the run directory; a restarted run
+resumes from it and ends with the same weights as an uninterrupted one (all randomness is a function of the seed,
+the epoch, the sample and the rank: crops of (seed, epoch, index), shuffling of (seed, epoch), CutMix of
+(seed, epoch, step, rank), and torch's generator, for dropout and drop-path, reseeded from (seed, epoch, rank) at
+every epoch start).
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from contextlib import nullcontext
+from functools import partial
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from timm.loss import SoftTargetCrossEntropy
+from timm.optim import create_optimizer_v2
+from timm.scheduler import create_scheduler_v2
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from repro.crops import crop_rng
+from repro.data.datasets import EpochSampler, TrainCrops
+from repro.data.imagenet import ImageNetData
+from repro.data.transforms import TrainCrop
+from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, predict_logits
+from repro.models import create_model, save_model
+from repro.runs import Run
+from repro.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed
+from repro.train.supervision import CUTMIX_STREAM, Supervision, agreeing_indices, build_teacher
+
+MODEL_FILE = "model.pt"
+HISTORY_FILE = "history.jsonl"
+
+
+def batch_split(batch_size: int, world_size: int, accum_steps: int) -> int:
+    """The per-device micro-batch that makes the global batch batch_size on world_size devices."""
+    per_device, rest = divmod(int(batch_size), world_size * int(accum_steps))
+    if rest or per_device == 0:
+        raise ValueError(f"batch_size {batch_size} does not split into {world_size} devices x "
+                         f"{accum_steps} accumulation steps")
+    return per_device
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
+def make_optimizer(model: nn.Module, train_cfg: Mapping) -> torch.optim.Optimizer:
+    opt = train_cfg["opt"]
+    kwargs = {}
+    if opt in ("sgd", "momentum", "nesterov"):
+        # timm's "sgd" is Nesterov SGD and "momentum" plain momentum SGD; the config names the choice explicitly
+        opt, kwargs = "sgd", {"nesterov": bool(train_cfg["nesterov"])}
+    return create_optimizer_v2(model, opt=opt, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
+                               momentum=train_cfg["momentum"], **kwargs)
+
+
+def write_history(run: Run, history: list[dict]) -> None:
+    path = run.dir / HISTORY_FILE
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text("".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history))
+    os.replace(tmp, path)
+
+
+def save_checkpoint(path, state: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: str | os.PathLike | None = None,
+                     teacher: nn.Module | None = None, eval_every: int = 1,
+                     on_update: Callable[[nn.Module, int], None] | None = None) -> dict:
+    """Train cfg["train"]["model"] on data.train with cfg["supervision"], evaluate on data.eval_sets, return metrics.
+
+    run:        the run whose directory holds checkpoint.pt, history.jsonl, log.txt and the final model.pt
+    cfg:        a full config: "seed", "train" (the recipe), "supervision" (the targets)
+    data:       `repro.data.open_imagenet(...)`: the training list (one split or a union, e.g. extra + train) and
+                the evaluation sets
+    labelmaps:  the label-map store of the training images (relabel and label_cleaning)
+    teacher:    the kd teacher; None builds it from supervision.kd_teacher
+    eval_every: top-1 on data.val after every eval_every-th epoch (0: none); the last epoch always runs the full
+                evaluation on every set, stored in the checkpoint so a finished run is never evaluated twice
+    on_update:  called with (model, number of updates so far) after every optimizer update
+
+    Returns the evaluation metrics (`repro.evaluate.set_metrics` keys) plus train_seconds (training wall time
+    summed over sessions, teacher forward included), teacher_seconds, train_images_per_second, train_images,
+    updates, final_train_loss and, under label cleaning, clean_fraction. Every rank returns the same dict.
+    """
+    train_cfg, sup_cfg, seed = cfg["train"], cfg["supervision"], int(cfg["seed"])
+    env = init_distributed()
+    mode = sup_cfg["mode"]
+    num_classes = data.num_classes
+    if mode in ("relabel", "label_cleaning") and labelmaps is None:
+        raise ValueError(f"supervision mode {mode} needs the label maps of the training images")
+    log = run.log if env.is_main else (lambda message, echo=True: None)
+
+    images = data.train
+    summary = {}
+    if mode == "label_cleaning":
+        keep = agreeing_indices(labelmaps, images, num_classes)
+        summary["clean_fraction"] = len(keep) / len(images)
+        log(f"label cleaning keeps {len(keep)} of {len(images)} training images")
+        images = images.subset(keep)
+
+    device = env.device
+    cuda = device.type == "cuda"
+    amp = bool(train_cfg["amp"]) and cuda
+    channels_last = bool(train_cfg["channels_last"]) and cuda
+    autocast = partial(autocast_for, device, amp)
+    if mode == "kd" and teacher is None:
+        teacher = build_teacher(sup_cfg["kd_teacher"], num_classes)
+    if teacher is not None:
+        teacher = teacher.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    supervision = Supervision(sup_cfg, num_classes, int(train_cfg["crop_size"]), device, teacher, autocast)
+
+    accum = int(train_cfg["accum_steps"])
+    per_device = batch_split(train_cfg["batch_size"], env.world_size, accum)
+    crop = TrainCrop(supervision.input_size, train_cfg["scale"], train_cfg["ratio"], train_cfg["hflip"],
+                     train_cfg["color_jitter"])
+    dataset = TrainCrops(images, crop, seed, labelmaps if mode == "relabel" else None)
+    sampler = EpochSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
+                           drop_last=True)
+    workers = int(train_cfg["workers"])
+    # its own generator: creating the loader's iterator must not draw from torch's global RNG
+    loader = DataLoader(dataset, batch_size=per_device, sampler=sampler, num_workers=workers, drop_last=True,
+                        pin_memory=cuda, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(seed))
+    updates_per_epoch = len(loader) // accum
+    if updates_per_epoch == 0:
+        raise ValueError(f"{len(images)} training images make no full batch of {train_cfg['batch_size']}")
+    epochs = int(train_cfg["epochs"])
+
+    torch.manual_seed(seed)
+    model = create_model(train_cfg["model"], num_classes).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, train_cfg)
+    scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"], num_epochs=epochs,
+                                       warmup_epochs=train_cfg["warmup_epochs"], warmup_lr=train_cfg["warmup_lr"],
+                                       min_lr=train_cfg["min_lr"], step_on_epochs=False,
+                                       updates_per_epoch=updates_per_epoch)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+
+    state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0, "history": [],
+             "final_metrics": None}
+    if run.checkpoint_path.exists():
+        checkpoint = torch.load(run.checkpoint_path, map_location="cpu", weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        state = checkpoint["state"]
+        log(f"resuming after epoch {state['epoch']} ({state['updates']} updates)")
+    ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+                 if env.distributed else model)
+    loss_fn = SoftTargetCrossEntropy()
+    monitor = eval_settings(train_cfg)
+
+    for epoch in range(state["epoch"], epochs):
+        torch.manual_seed(epoch_seed(seed, epoch, env.rank))
+        sampler.set_epoch(epoch)
+        ddp_model.train()
+        micro_steps = updates_per_epoch * accum
+        bar = tqdm(total=micro_steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
+                   disable=not (env.is_main and sys.stderr.isatty()))
+        started = time.perf_counter()
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        teacher_seconds = 0.0
+        for micro, batch in enumerate(loader):
+            if micro == micro_steps:
+                break
+            cutmix_rng = (crop_rng(seed, epoch, micro, env.rank, CUTMIX_STREAM)
+                          if supervision.use_cutmix(epoch, epochs) else None)
+            inputs, targets, seconds = supervision(batch, cutmix_rng)
+            teacher_seconds += seconds
+            if channels_last:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            last_micro = (micro + 1) % accum == 0
+            # gradients are all-reduced only on the last micro-batch of an update
+            with nullcontext() if last_micro or not env.distributed else ddp_model.no_sync():
+                with autocast():
+                    loss = loss_fn(ddp_model(inputs).float(), targets)
+                scaler.scale(loss / accum).backward()
+            loss_sum += loss.detach()
+            if last_micro:
+                lr = optimizer.param_groups[0]["lr"]
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                state["updates"] += 1
+                scheduler.step_update(num_updates=state["updates"])
+                if on_update is not None:
+                    on_update(model, state["updates"])
+            bar.update()
+            if micro % 20 == 0 and not bar.disable:
+                bar.set_postfix(loss=f"{loss.item():.3f}")
+        if cuda:
+            torch.cuda.synchronize(device)
+        seconds = time.perf_counter() - started
+        bar.close()
+        broadcast_buffers(model, env)
+        loss_total, teacher_total, seconds_total = all_reduce_sum([loss_sum.item(), teacher_seconds, seconds], env)
+        # ranks run in lock-step, so their clocks agree closely: keep the mean
+        seconds, teacher_seconds = seconds_total / env.world_size, teacher_total / env.world_size
+        state["train_seconds"] += seconds
+        state["teacher_seconds"] += teacher_seconds
+        entry = {"epoch": epoch + 1, "updates": state["updates"],
+                 "train_loss": loss_total / (micro_steps * env.world_size),
+                 "lr": lr, "seconds": round(seconds, 3),
+                 "teacher_seconds": round(teacher_seconds, 3),
+                 "images_per_second": micro_steps * per_device * env.world_size / seconds}
+        eval_started = time.perf_counter()
+        if epoch + 1 == epochs:
+            state["final_metrics"] = evaluate_model(model, data.eval_sets, **monitor)
+            entry["val_top1"] = state["final_metrics"].get("imagenet_top1")
+        elif eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
+            logits = predict_logits(model, data.val, **monitor)
+            entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
+        entry["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
+        state["epoch"] = epoch + 1
+        state["history"].append(entry)
+        if env.is_main:
+            save_checkpoint(run.checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                                  "scheduler": scheduler.state_dict(),
+                                                  "scaler": scaler.state_dict(), "state": state})
+            write_history(run, state["history"])
+            val = f" val top-1 {entry['val_top1']:.2f}" if entry.get("val_top1") is not None else ""
+            log(f"epoch {epoch + 1}/{epochs} loss {entry['train_loss']:.4f} lr {entry['lr']:.4g}{val} "
+                f"{entry['images_per_second']:.0f} img/s {seconds:.1f}s")
+
+    if env.is_main:
+        save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
+    if env.distributed:
+        torch.distributed.barrier()
+    return {**state["final_metrics"], **summary,
+            "train_seconds": round(state["train_seconds"], 3),
+            "teacher_seconds": round(state["teacher_seconds"], 3),
+            "train_images_per_second": state["updates"] * int(train_cfg["batch_size"]) / state["train_seconds"],
+            "train_images": len(images), "epochs": epochs, "updates": state["updates"],
+            "final_train_loss": state["history"][-1]["train_loss"]}

@@ -1,0 +1,232 @@
+"""The trainer: targets of every supervision mode, a run of each, exact resume, gradient accumulation and 2-process
+DDP on CPU (gloo)."""
+import dataclasses
+import json
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+from torch.utils.data import DataLoader
+
+from repro.data import TrainCrop, TrainCrops, image_folder, open_imagenet
+from repro.data.imagenet import EvalSet
+from repro.evaluate import evaluate_model
+from repro.labelmaps.store import open_labelmaps
+from repro.models import create_model, load_model
+from repro.pooling import pool_labels
+from repro.runs import Run
+from repro.train import HISTORY_FILE, MODEL_FILE, Supervision, agreeing_indices, batch_split, cutmix, train_classifier
+from tests.fixtures import NUM_CLASSES, TINY_MODEL, tiny_config
+
+# layer norm only: the gradient of a batch is the mean of its halves' gradients
+NO_BATCHNORM_MODEL = {"name": "vit_tiny_patch16_224",
+                      "kwargs": {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}}
+
+
+@pytest.fixture(scope="module")
+def data(imagenet):
+    return open_imagenet(imagenet.root, {"source": "world"})
+
+
+def crop_batch(imagenet, labelmaps, size=32, count=6):
+    images = image_folder(imagenet.root, "train", imagenet.wnids)
+    dataset = TrainCrops(images, TrainCrop(size), seed=0, labelmaps=labelmaps)
+    return next(iter(DataLoader(dataset, batch_size=count, sampler=[(0, i) for i in range(count)])))
+
+
+def supervision(**changes):
+    return tiny_config(**{f"supervision.{k}": v for k, v in changes.items()})["supervision"]
+
+
+def assert_distributions(targets):
+    assert (targets >= 0).all()
+    assert torch.allclose(targets.sum(dim=1), torch.ones(len(targets)), atol=1e-5)
+
+
+def test_original_and_smoothed_targets(imagenet, labelmaps):
+    batch = crop_batch(imagenet, labelmaps)
+    labels = batch["label"]
+    _, targets, _ = Supervision(supervision(mode="original"), NUM_CLASSES, 32, torch.device("cpu"))(batch)
+    assert torch.equal(targets, torch.nn.functional.one_hot(labels, NUM_CLASSES).float())
+    _, smooth, _ = Supervision(supervision(mode="label_smoothing", smoothing=0.1), NUM_CLASSES, 32,
+                               torch.device("cpu"))(batch)
+    assert_distributions(smooth)
+    assert torch.allclose(smooth[torch.arange(len(labels)), labels], torch.tensor(0.9 + 0.1 / NUM_CLASSES))
+    assert torch.allclose(smooth.min(dim=1).values, torch.tensor(0.1 / NUM_CLASSES))
+
+
+@pytest.mark.parametrize("variant", ["local_multi", "local_single", "global_multi", "global_single"])
+def test_relabel_targets_pool_the_crop_box(imagenet, labelmaps, variant):
+    batch = crop_batch(imagenet, labelmaps)
+    images, targets, _ = Supervision(supervision(mode="relabel", variant=variant), NUM_CLASSES, 32,
+                                     torch.device("cpu"))(batch)
+    assert torch.equal(images, batch["image"])
+    assert_distributions(targets)
+    expected = pool_labels(batch["labelmap_values"], batch["labelmap_ids"], batch["box"], NUM_CLASSES, variant)
+    assert torch.allclose(targets, expected)
+    _, mixed, _ = Supervision(supervision(mode="relabel", variant=variant, mix_original=0.5), NUM_CLASSES, 32,
+                              torch.device("cpu"))(batch)
+    one_hot = torch.nn.functional.one_hot(batch["label"], NUM_CLASSES).float()
+    assert torch.allclose(mixed, 0.5 * expected + 0.5 * one_hot)
+
+
+def test_kd_targets_are_the_teachers_softmax_at_its_size(imagenet, labelmaps):
+    torch.manual_seed(0)
+    teacher = create_model(TINY_MODEL, NUM_CLASSES).eval()
+    sup = Supervision(supervision(mode="kd", kd_input_size=48), NUM_CLASSES, 32, torch.device("cpu"), teacher)
+    assert sup.input_size == 48
+    batch = crop_batch(imagenet, labelmaps, size=48)
+    images, targets, seconds = sup(batch)
+    assert images.shape[-2:] == (32, 32) and seconds > 0
+    with torch.no_grad():
+        assert torch.allclose(targets, teacher(batch["image"]).softmax(dim=1), atol=1e-6)
+    assert_distributions(targets)
+
+
+def test_cutmix_mixes_soft_targets_by_pasted_area():
+    images = torch.arange(6, dtype=torch.float32)[:, None, None, None].expand(6, 3, 20, 16).clone()
+    targets = torch.softmax(torch.randn(6, 5, generator=torch.Generator().manual_seed(0)), dim=1)
+    mixed, mixed_targets, lam = cutmix(images, targets, np.random.default_rng(4))
+    pasted = (mixed != images).float().mean().item()  # every image differs from its partner everywhere
+    assert 0 < pasted < 1 and lam == pytest.approx(1 - pasted)
+    assert torch.allclose(mixed_targets, lam * targets + (1 - lam) * targets.flip(0))
+    assert_distributions(mixed_targets)
+
+
+def test_label_cleaning_keeps_the_images_the_annotator_agrees_with(imagenet, labelmaps):
+    images = image_folder(imagenet.root, "train", imagenet.wnids)
+    store = open_labelmaps(labelmaps)
+    predicted = store.global_logits(store.rows_for(images.relpaths)).argmax(dim=1).numpy()
+    keep = agreeing_indices(labelmaps, images, NUM_CLASSES)
+    assert np.array_equal(keep, np.flatnonzero(predicted == images.labels))
+    assert 0 < len(keep) < len(images)
+
+
+def test_batch_split():
+    assert batch_split(1024, 8, 1) == 128 and batch_split(1024, 4, 2) == 128
+    with pytest.raises(ValueError):
+        batch_split(100, 3, 1)
+
+
+@pytest.mark.parametrize("changes", [
+    {"supervision.mode": "original"},
+    {"supervision.mode": "label_smoothing"},
+    {"supervision.mode": "label_cleaning"},
+    {"supervision.mode": "relabel", "supervision.cutmix": True, "supervision.cutmix_off_last_epochs": 0},
+    {"supervision.mode": "kd", "supervision.kd_input_size": 40, "supervision.cutmix": True},
+], ids=lambda c: "+".join(str(v) for k, v in c.items() if k in ("supervision.mode", "supervision.cutmix")))
+def test_each_mode_trains_and_reports(tmp_path, data, labelmaps, changes):
+    cfg = tiny_config(**changes)
+    teacher = create_model(TINY_MODEL, NUM_CLASSES) if cfg["supervision"]["mode"] == "kd" else None
+    run = Run("train", cfg, tmp_path)
+    metrics = train_classifier(run, cfg, data, labelmaps=labelmaps, teacher=teacher)
+    for key in ("imagenet_top1", "imagenet_top5", "real_top1", "shankar_top1", "imagenetv2_top_images_top1",
+                "imagenetv2_matched_frequency_top1", "imagenetv2_threshold_0.7_top1"):
+        assert 0 <= metrics[key] <= 100
+    assert np.isfinite(metrics["final_train_loss"]) and metrics["train_images_per_second"] > 0
+    assert (metrics["teacher_seconds"] > 0) == (cfg["supervision"]["mode"] == "kd")
+    history = [json.loads(line) for line in (run.dir / HISTORY_FILE).read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1]
+    assert load_model(run.dir / MODEL_FILE).num_classes == NUM_CLASSES
+
+
+def state_of(path):
+    return torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data, labelmaps):
+    # dropout draws from torch's generator, relabel + CutMix from the per-sample and per-step generators
+    model = {**TINY_MODEL, "kwargs": {**TINY_MODEL["kwargs"], "drop_rate": 0.3}}
+    cfg = tiny_config(**{"train.model": model, "train.epochs": 2, "train.warmup_epochs": 1,
+                         "supervision.mode": "relabel", "supervision.cutmix": True,
+                         "supervision.cutmix_off_last_epochs": 1})
+    straight = Run("train", cfg, tmp_path / "straight")
+    expected = train_classifier(straight, cfg, data, labelmaps=labelmaps, eval_every=0)
+
+    def interrupt_in_epoch_two(model, updates):
+        if updates == 8:  # 6 updates per epoch
+            raise Interrupt
+
+    resumed = Run("train", cfg, tmp_path / "resumed")
+    with pytest.raises(Interrupt):
+        train_classifier(resumed, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=interrupt_in_epoch_two)
+    assert torch.load(resumed.checkpoint_path, weights_only=True)["state"]["epoch"] == 1
+    got = train_classifier(resumed, cfg, data, labelmaps=labelmaps, eval_every=0)
+    for name, tensor in state_of(straight.dir / MODEL_FILE).items():
+        assert torch.equal(tensor, state_of(resumed.dir / MODEL_FILE)[name]), name
+    timing = ("train_seconds", "teacher_seconds", "train_images_per_second")
+    assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
+    history = [json.loads(line) for line in (resumed.dir / HISTORY_FILE).read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+
+
+def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):
+    weights = {}
+    for accum in (1, 2):
+        # SGD: the update is linear in the gradient, so summation-order noise stays at float precision
+        cfg = tiny_config(**{"train.model": NO_BATCHNORM_MODEL, "train.accum_steps": accum})
+        run = Run("train", cfg, tmp_path)
+        metrics = train_classifier(run, cfg, data, eval_every=0)
+        assert metrics["updates"] == 6
+        weights[accum] = state_of(run.dir / MODEL_FILE)
+    for name, tensor in weights[1].items():
+        assert torch.allclose(tensor, weights[2][name], rtol=1e-4, atol=1e-6), name
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_worker(rank, world, port, root, labelmaps, runs, out):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    data = open_imagenet(root, {"source": "world"})
+    val = data.eval_sets[0]
+    odd = dataclasses.replace(val, images=val.images.subset(range(len(val.images) - 1)),
+                              label_sets={k: v[:-1] for k, v in val.label_sets.items()})
+    data = dataclasses.replace(data, eval_sets=[odd])
+    mismatched = []
+
+    def same_weights_on_all_ranks(model, updates):
+        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+        gathered = [torch.empty_like(flat) for _ in range(world)]
+        torch.distributed.all_gather(gathered, flat)
+        if not all(torch.equal(gathered[0], g) for g in gathered[1:]):
+            mismatched.append(updates)
+
+    cfg = tiny_config(**{"supervision.mode": "relabel", "supervision.cutmix": True, "train.epochs": 2})
+    metrics = train_classifier(Run("train", cfg, runs), cfg, data, labelmaps=labelmaps,
+                               on_update=same_weights_on_all_ranks)
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump({"metrics": metrics, "mismatched": mismatched}, f)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_on_cpu(tmp_path, imagenet, labelmaps, data):
+    runs = tmp_path / "runs"
+    mp.spawn(ddp_worker, args=(2, free_port(), str(imagenet.root), str(labelmaps), str(runs), str(tmp_path)),
+             nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    assert results[0]["mismatched"] == results[1]["mismatched"] == []
+    metrics = results[0]["metrics"]
+    assert metrics["updates"] == 2 * 6  # 2 epochs of 48 images / (2 ranks x 4)
+    assert {k: v for k, v in results[1]["metrics"].items() if "seconds" not in k} == \
+        {k: v for k, v in metrics.items() if "seconds" not in k}
+    # every one of the 23 (odd) val images counted once: the same numbers as one process scoring the saved model
+    val = data.eval_sets[0]
+    odd = EvalSet("imagenet", val.images.subset(range(23)), {k: v[:23] for k, v in val.label_sets.items()})
+    model = load_model(next(runs.glob("train/*")) / MODEL_FILE)
+    single = evaluate_model(model, [odd], size=32, crop_pct=1.0, batch_size=16)
+    assert metrics["imagenet_images"] == 23
+    for key in ("imagenet_top1", "imagenet_top5", "real_top1", "shankar_top1", "imagenet_per_class_top1"):
+        assert metrics[key] == pytest.approx(single[key]), key
