@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Mapping
 
+import torch.distributed
+
 from repro.config import canonical_json, config_hash
 
 METRICS = "metrics.json"
@@ -82,9 +84,18 @@ class Run:
 
 def cached_run(kind: str, config: Mapping, runs_root: str | os.PathLike,
                compute: Callable[[Run], Mapping]) -> Run:
-    """The finished run for (kind, config): reused if done, else computed (resuming whatever it left before)."""
+    """The finished run for (kind, config): reused if done, else computed (resuming whatever it left before).
+
+    Under torchrun every rank computes (a training run is one DDP job) and rank 0 alone takes the lock and writes
+    the run's files; steps that are not distributed (world, label maps) must be cached by one process first."""
     run = Run(kind, config, runs_root)
     if run.done:
+        return run
+    if int(os.environ.get("RANK", "0")) != 0:
+        # the other ranks of a torchrun job train alongside rank 0, which holds the lock and writes the files
+        compute(run)
+        if torch.distributed.is_initialized():
+            torch.distributed.barrier()  # until rank 0 has written metrics.json
         return run
     with run.lock():
         if not run.done:  # another process may have finished it while we waited for the lock
@@ -94,4 +105,6 @@ def cached_run(kind: str, config: Mapping, runs_root: str | os.PathLike,
             metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
             run.finish(metrics)
             run.log(f"finished in {time.time() - started:.1f}s")
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
     return run

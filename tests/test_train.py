@@ -17,7 +17,7 @@ from repro.evaluate import evaluate_model
 from repro.labelmaps.store import open_labelmaps
 from repro.models import create_model, load_model
 from repro.pooling import pool_labels
-from repro.runs import Run
+from repro.runs import Run, cached_run
 from repro.train import HISTORY_FILE, MODEL_FILE, Supervision, agreeing_indices, batch_split, cutmix, train_classifier
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, tiny_config
 
@@ -205,10 +205,15 @@ def ddp_worker(rank, world, port, root, labelmaps, runs, out):
             mismatched.append(updates)
 
     cfg = tiny_config(**{"supervision.mode": "relabel", "supervision.cutmix": True, "train.epochs": 2})
-    metrics = train_classifier(Run("train", cfg, runs), cfg, data, labelmaps=labelmaps,
-                               on_update=same_weights_on_all_ranks)
+    computed = {}
+
+    def compute(run):
+        computed.update(train_classifier(run, cfg, data, labelmaps=labelmaps, on_update=same_weights_on_all_ranks))
+        return computed
+
+    run = cached_run("train", cfg, runs, compute)
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
-        json.dump({"metrics": metrics, "mismatched": mismatched}, f)
+        json.dump({"metrics": computed, "stored": run.metrics, "mismatched": mismatched}, f)
     torch.distributed.destroy_process_group()
 
 
@@ -219,6 +224,7 @@ def test_ddp_two_processes_on_cpu(tmp_path, imagenet, labelmaps, data):
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert results[0]["mismatched"] == results[1]["mismatched"] == []
     metrics = results[0]["metrics"]
+    assert results[1]["stored"] == results[0]["stored"]  # rank 1 waited for rank 0's metrics.json
     assert metrics["updates"] == 2 * 6  # 2 epochs of 48 images / (2 ranks x 4)
     assert {k: v for k, v in results[1]["metrics"].items() if "seconds" not in k} == \
         {k: v for k, v in metrics.items() if "seconds" not in k}
