@@ -102,6 +102,7 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
     check_dtype(dtype)
     if fmt == "official" and dtype != "fp32":
         raise LabelMapError(f"the official format stores fp32 values, got dtype {dtype!r}")
+    relpaths = list(relpaths)
     if not relpaths:
         raise LabelMapError(f"no images to annotate under {root}")
     if not isinstance(annotator, Annotator):
@@ -110,7 +111,6 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
         raise LabelMapError(f"topk must be in 1..{annotator.num_classes}, got {topk}")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     annotator = annotator.to(device).eval()
-    relpaths = list(relpaths)
     out_dir = Path(out_dir)
     if fmt == "packed" and out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
