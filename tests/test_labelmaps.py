@@ -13,8 +13,9 @@ from torch.utils.data import DataLoader
 from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
-from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps
-from repro.labelmaps.lite0 import example_label_maps, example_photos, imagenet_class_names
+from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps, image_tensor
+from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos,
+                                   imagenet_class_names)
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, LabelMapError, derive_store, list_images,
                                    official_key, official_to_packed, open_labelmaps, packed_to_official,
@@ -71,7 +72,7 @@ def read_all(store):
 # ---- the annotator ----
 
 @pytest.mark.parametrize("name,kwargs", [("resnet18", TINY["kwargs"]), ("test_efficientnet", {})])
-@pytest.mark.parametrize("output_stride", [8, 16, 32])
+@pytest.mark.parametrize("output_stride", [8, 32])
 def test_dense_logits_average_to_the_classifier_logits(name, kwargs, output_stride):
     torch.manual_seed(0)
     model = timm.create_model(name, num_classes=CLASSES, output_stride=output_stride, **kwargs)
@@ -134,17 +135,18 @@ def test_build_annotator_sources(tiny_checkpoint, tmp_path):
 def test_lite0_labels_real_photos():
     names = imagenet_class_names()
     assert len(names) == 1000 and names[967] == "espresso" and names[285] == "Egyptian cat"
-    photos, values, ids = example_label_maps(("chelsea", "coffee"))
-    assert values.shape == ids.shape == (2, 5, 15, 15)
+    annotator = build_annotator(LITE0, output_stride=EXAMPLE_OUTPUT_STRIDE)
+    images = torch.stack([image_tensor(p, EXAMPLE_INPUT_SIZE) for p in example_photos(("chelsea", "coffee"))])
+    with torch.no_grad():
+        dense = annotator.dense_logits(images)
+        logits = annotator.model((images - annotator.mean) / annotator.std)
+    # the real weights keep the FC-as-conv identity
+    torch.testing.assert_close(dense.mean(dim=(2, 3)), logits, atol=1e-4, rtol=1e-4)
+    values, ids = dense.topk(5, dim=1)
+    assert values.shape == (2, 5, 15, 15)
     top = global_pool_logits(values, ids, 1000).softmax(dim=1).topk(2).indices.tolist()
     assert set(top[0]) <= set(range(281, 286)), [names[c] for c in top[0]]  # cat classes
     assert top[1][0] in (967, 968), names[top[1][0]]  # espresso or cup
-    # the real weights keep the FC-as-conv identity
-    annotator = build_annotator(LITE0, output_stride=16)
-    images = torch.stack([torch.as_tensor(p[:224, :224]).permute(2, 0, 1).float() / 255 for p in photos])
-    with torch.no_grad():
-        logits = annotator.model((images - annotator.mean) / annotator.std)
-    torch.testing.assert_close(annotator.dense_logits(images).mean(dim=(2, 3)), logits, atol=1e-4, rtol=1e-4)
 
 
 def test_render_label_maps_writes_a_png(tmp_path):
