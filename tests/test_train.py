@@ -112,7 +112,7 @@ def test_batch_split():
 
 
 @pytest.mark.parametrize("changes", [
-    {"supervision.mode": "original"},
+    {"supervision.mode": "original", "train.channels_last": True},
     {"supervision.mode": "label_smoothing"},
     {"supervision.mode": "label_cleaning"},
     {"supervision.mode": "relabel", "supervision.cutmix": True, "supervision.cutmix_off_last_epochs": 0},
