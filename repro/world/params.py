@@ -9,7 +9,7 @@ import copy
 
 # Scene settings: the keys a v2 variant may shift (see V2 below).
 SCENE = {
-    # backgrounds: scikit-image photos/textures (random crop, colour change) or procedural gradients
+    # backgrounds: scikit-image photos/textures (random crop, colour change) or procedural colour fields
     "background_contrast": 0.5,       # background's deviation from its mean is scaled by this (1 = as photographed)
     "p_procedural_background": 0.15,
     "clutter": 3.0,                   # mean number of procedural shapes per image (Poisson)
@@ -55,7 +55,7 @@ DEFAULTS: dict = {
         "top-images": {"p_small_primary": 0.1, "primary_size_large": [0.7, 1.0], "clutter": 2.0,
                        "p_multi": 0.1},
     },
-    "n_v2_per_class": 20,
+    "n_v2_per_class": 10,              # ImageNetV2 has 10 images per class
     # rendition shift: the val generator with objects drawn by Noto Color Emoji (written where the font is installed)
     "n_rendition_per_class": 10,
     # downstream transfer tasks over emoji held out of the world's classes

@@ -153,8 +153,8 @@ def _wanted(assets: Assets, part: Part, index: int, rng: np.random.Generator) ->
         others = rng.choice([c for c in range(len(assets.classes)) if c != label], size=n_others, replace=False)
         for c in others:
             depth = 1 if rng.random() < scene["p_other_front"] else -1
-            wanted.append(Wanted(int(c), _glyph(rng, assets.classes[c], atlas), size * _uniform(rng, scene["other_size"]),
-                                 depth=depth))
+            glyph = _glyph(rng, assets.classes[c], atlas)
+            wanted.append(Wanted(int(c), glyph, size * _uniform(rng, scene["other_size"]), depth=depth))
     return wanted
 
 
