@@ -1,7 +1,6 @@
 """`python -m repro world`: build (or reuse) the generated world of a profile and print its calibration."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
