@@ -130,6 +130,7 @@ _ANNOTATOR_PAPER = {
     "model": {"name": "tf_efficientnet_l2.ns_jft_in1k_475", "kwargs": {}},
     "pretrained": True,
     "checkpoint": None,
+    "seed": 0,  # the annotator's own seed: independent of the students' seeds, so they all share one annotator
 }
 
 _DATA_PAPER = {

@@ -98,6 +98,13 @@ class TrainingExperiment(Experiment):
         return results.measurements(rows)
 
 
+def annotator_report(ctx: Context) -> str:
+    """Diagnostics printed by every ReLabel table: the annotator's accuracy and its margin over the student."""
+    from repro.pipeline import annotator_report as report
+
+    return report(ctx.config, ctx.runs_root, ctx.seeds[0])
+
+
 def discover() -> dict[str, Experiment]:
     found = {}
     for package_name in EXPERIMENT_PACKAGES:

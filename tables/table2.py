@@ -6,7 +6,7 @@ original labels. The paper: removing either property costs ~0.5 pp, removing bot
 global single labels are no better than the original ones.
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment
+from repro.experiment import TrainingExperiment, annotator_report
 
 VARIANTS = {
     "relabel_localized_multi": "local_multi",
@@ -28,6 +28,7 @@ EXPERIMENT = TrainingExperiment(
     title="ReLabel's factors: localized/global x multi/single labels, and the original labels",
     paper_ref="Table 2",
     runs=runs,
+    report=annotator_report,
     metrics=["imagenet_top1"],
     claims=[
         Claim("removing multi-labels hurts: localized multi > localized single",

@@ -5,7 +5,7 @@ label are dropped) and ReLabel, each scored on single-label (val, ImageNetV2 top
 (ReaL, Shankar-style) benchmarks. The paper finds ReLabel best on all four.
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment
+from repro.experiment import TrainingExperiment, annotator_report
 
 METRICS = ["imagenet_top1", "imagenetv2_top_images_top1", "real_top1", "shankar_top1"]
 SUPERVISIONS = {
@@ -25,6 +25,7 @@ EXPERIMENT = TrainingExperiment(
     title="original labels, label smoothing, label cleaning and ReLabel on ResNet-50",
     paper_ref="Table 3",
     runs=runs,
+    report=annotator_report,
     metrics=METRICS,
     claims=[Claim(f"ReLabel > {other} on {metric}", metric=metric, better="relabel", worse=other)
             for metric in METRICS for other in ("original", "label_smoothing_0.1", "label_cleaning")],

@@ -4,7 +4,7 @@ Each architecture is trained with the original labels (vanilla) and with ReLabel
 embedded scale the architectures are narrower members of the same timm families (`models` in the profile).
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment
+from repro.experiment import TrainingExperiment, annotator_report
 
 ARCHITECTURES = ("resnet18", "resnet50", "resnet101", "efficientnet_b0", "efficientnet_b1", "efficientnet_b2",
                  "efficientnet_b3", "rexnet_100")
@@ -24,6 +24,7 @@ EXPERIMENT = TrainingExperiment(
     title="vanilla vs ReLabel on ResNet-18/50/101, EfficientNet-B0..B3 and ReXNet-1.0",
     paper_ref="Table 4",
     runs=runs,
+    report=annotator_report,
     metrics=["imagenet_top1"],
     claims=[Claim(f"{arch}: ReLabel > vanilla", better="relabel", worse="vanilla", model=arch)
             for arch in ARCHITECTURES],

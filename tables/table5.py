@@ -5,7 +5,7 @@ the pasted area; the CutMix recipe switches to AdamP, lr 2e-3, wd 1e-2, and turn
 The paper's "+ extra data" row (ReLabel on a top-1-balanced subsample of ImageNet-21k) is not among these runs.
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment
+from repro.experiment import TrainingExperiment, annotator_report
 
 CUTMIX = {"supervision.mode": "relabel", "supervision.cutmix": True,
           "train.opt": "adamp", "train.lr": 2e-3, "train.weight_decay": 1e-2}
@@ -27,6 +27,7 @@ EXPERIMENT = TrainingExperiment(
     title="ResNet-50/101: vanilla, + ReLabel, + ReLabel + CutMix",
     paper_ref="Table 5",
     runs=runs,
+    report=annotator_report,
     metrics=["imagenet_top1"],
     claims=[claim for arch in ARCHITECTURES for claim in (
         Claim(f"{arch}: + ReLabel > vanilla", better="relabel", worse="vanilla", model=arch),

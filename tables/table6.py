@@ -5,7 +5,7 @@ The label maps are stored as top-k logits; the variants keep fewer classes (k = 
 16- and 8-bit maps lose 0.1 and 0.3 pp; k = 5 is a good trade-off.
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment
+from repro.experiment import TrainingExperiment, annotator_report
 
 VARIANTS = {
     "relabel_fp32_top5": ("fp32", 5),
@@ -29,6 +29,7 @@ EXPERIMENT = TrainingExperiment(
     title="label-map storage vs accuracy: fp32/fp16/8-bit, top-k in {1, 3, 5, 10}",
     paper_ref="Table 6",
     runs=runs,
+    report=annotator_report,
     metrics=["imagenet_top1", "labelmap_bytes_per_image"],
     claims=[
         Claim("ReLabel (fp32, top-5) > baseline", better="relabel_fp32_top5", worse="baseline"),

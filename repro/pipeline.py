@@ -1,0 +1,227 @@
+"""From a config to metrics: data -> annotator -> label maps -> student -> evaluation, each step a cached run.
+
+Each step's run is keyed by the parts of the config it depends on, so students that differ only in their
+supervision share one world, one annotator and one set of label maps, and a student's seed never retrains the
+annotator. At paper scale the data are ImageNet folders and the annotator a pretrained timm model (or the
+official label maps are given directly); the embedded scale builds the world and trains the annotator on its
+extra pool. Both go through the same functions.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping
+
+from repro.runs import Run, cached_run
+
+# Label maps are generated once with this many classes per cell; Table 6's smaller k and dtypes are derived.
+BASE_TOPK = 10
+# Sizes that do not change a run's result, left out of its key.
+NOT_HASHED_TRAIN_KEYS = ("workers", "batch_size_eval")
+
+
+def _hashed_train(train: Mapping) -> dict:
+    return {k: v for k, v in train.items() if k not in NOT_HASHED_TRAIN_KEYS}
+
+
+def data_key(cfg: Mapping) -> dict:
+    return {"data": cfg["data"], "world": cfg["world"]}
+
+
+def data_root(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
+    if cfg["data"]["source"] == "world":
+        from repro.world import ensure_world
+
+        return ensure_world(cfg["world"], runs_root)
+    root = Path(cfg["data"]["root"])
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"data.root {root} has no train/ folder (ImageNet layout expected)")
+    return root
+
+
+# --- the annotator ---------------------------------------------------------------------------------------------
+
+def annotator_key(cfg: Mapping) -> dict:
+    annotator = cfg["annotator"]
+    if annotator["source"] != "train":
+        return {"annotator": annotator}
+    from repro.train.recipes import annotator_recipe
+
+    recipe = annotator_recipe(_annotator_seeded(cfg))
+    return {**data_key(cfg), "annotator": annotator, "recipe": {**recipe, "train": _hashed_train(recipe["train"])}}
+
+
+def _annotator_seeded(cfg: Mapping) -> dict:
+    """The config with the annotator's own seed: students of every seed share one annotator."""
+    return {**cfg, "seed": cfg["annotator"]["seed"]}
+
+
+def annotator_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
+    """The annotator trained by the suite on the extra pool and the training set, with single labels only."""
+    from repro.data.imagenet import open_imagenet
+    from repro.train.recipes import annotator_recipe
+    from repro.train.trainer import train_classifier
+
+    def compute(run: Run) -> dict:
+        data = open_imagenet(data_root(cfg, runs_root), cfg["data"], train_splits=("extra", "train"))
+        return train_classifier(run, annotator_recipe(_annotator_seeded(cfg)), data)
+
+    return cached_run("annotator", annotator_key(cfg), runs_root, compute)
+
+
+def annotator_source(cfg: Mapping, runs_root: str | os.PathLike) -> str:
+    """What `build_annotator` loads: the trained checkpoint, or a timm name / checkpoint path from the config."""
+    annotator = cfg["annotator"]
+    if annotator["source"] == "train":
+        from repro.train.trainer import MODEL_FILE
+
+        return str(annotator_run(cfg, runs_root).dir / MODEL_FILE)
+    return str(annotator.get("checkpoint") or annotator["model"]["name"])
+
+
+# --- label maps ------------------------------------------------------------------------------------------------
+
+def labelmaps_key(cfg: Mapping, topk: int, dtype: str) -> dict:
+    lm = cfg["labelmap"]
+    return {**annotator_key(cfg), "input_size": lm["input_size"], "output_stride": lm["output_stride"],
+            "topk": topk, "dtype": dtype}
+
+
+def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
+    """The label maps of the training images under the config's label-map settings.
+
+    The official maps when labelmap.official_dir is set; otherwise one annotator pass at BASE_TOPK fp32, and the
+    configured top-k / dtype derived from it (Table 6's variants cost no second pass)."""
+    lm = cfg["labelmap"]
+    if lm.get("official_dir"):
+        return Path(lm["official_dir"])
+    base = _generated_labelmaps(cfg, runs_root)
+    topk, dtype = int(lm["topk"]), lm["dtype"]
+    if (topk, dtype) == (BASE_TOPK, "fp32"):
+        return base.dir / "store"
+    from repro.labelmaps.store import derive_store
+
+    def derive(run: Run) -> dict:
+        store = derive_store(base.dir / "store", run.dir / "store", topk=topk, dtype=dtype, overwrite=True)
+        return _store_metrics(store)
+
+    return cached_run("labelmaps", labelmaps_key(cfg, topk, dtype), runs_root, derive).dir / "store"
+
+
+def _store_metrics(store: Path) -> dict:
+    from repro.labelmaps.store import open_labelmaps
+
+    maps = open_labelmaps(store)
+    return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
+
+
+def _generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
+    from repro.data.imagenet import open_imagenet
+    from repro.labelmaps.annotator import build_annotator
+    from repro.labelmaps.generate import generate_labelmaps
+    from repro.train.supervision import agreeing_indices
+
+    lm, annotator_cfg = cfg["labelmap"], cfg["annotator"]
+
+    def compute(run: Run) -> dict:
+        root = data_root(cfg, runs_root)
+        data = open_imagenet(root, cfg["data"])
+        annotator = build_annotator(annotator_source(cfg, runs_root), pretrained=bool(annotator_cfg["pretrained"]),
+                                    output_stride=lm["output_stride"], num_classes=data.num_classes)
+        store = generate_labelmaps(annotator, list(data.train.relpaths), root, run.dir / "store",
+                                   input_size=int(lm["input_size"]), topk=BASE_TOPK, dtype="fp32",
+                                   batch_size=int(cfg["train"]["batch_size_eval"]),
+                                   workers=int(cfg["train"]["workers"]), overwrite=True)
+        agreeing = agreeing_indices(store, data.train, data.num_classes)
+        # the share of training images whose whole-image map agrees with their label (the annotator's view)
+        return {**_store_metrics(store), "agreement_top1_train": 100.0 * len(agreeing) / len(data.train)}
+
+    return cached_run("labelmaps", labelmaps_key(cfg, BASE_TOPK, "fp32"), runs_root, compute)
+
+
+# --- the student -----------------------------------------------------------------------------------------------
+
+SUPERVISION_KEYS = {
+    "original": (),
+    "label_smoothing": ("smoothing",),
+    "label_cleaning": (),
+    "relabel": ("variant", "mix_original"),
+    "kd": ("kd_teacher", "kd_input_size"),
+}
+CUTMIX_KEYS = ("cutmix_beta", "cutmix_off_last_epochs")
+
+
+def supervision_key(supervision: Mapping) -> dict:
+    mode = supervision["mode"]
+    if mode not in SUPERVISION_KEYS:
+        raise ValueError(f"unknown supervision.mode {mode!r}: choose one of {', '.join(SUPERVISION_KEYS)}")
+    keys = ("mode", "cutmix") + SUPERVISION_KEYS[mode] + (CUTMIX_KEYS if supervision["cutmix"] else ())
+    return {k: supervision[k] for k in keys}
+
+
+def uses_labelmaps(cfg: Mapping) -> bool:
+    return cfg["supervision"]["mode"] in ("relabel", "label_cleaning")
+
+
+def student_key(cfg: Mapping) -> dict:
+    key = {**data_key(cfg), "seed": cfg["seed"], "train": _hashed_train(cfg["train"]),
+           "supervision": supervision_key(cfg["supervision"])}
+    if uses_labelmaps(cfg):
+        lm = cfg["labelmap"]
+        key["labelmaps"] = ({"official_dir": lm["official_dir"]} if lm.get("official_dir")
+                            else labelmaps_key(cfg, int(lm["topk"]), lm["dtype"]))
+    return key
+
+
+def student_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
+    from repro.data.imagenet import open_imagenet
+    from repro.train.trainer import train_classifier
+
+    def compute(run: Run) -> dict:
+        root = data_root(cfg, runs_root)
+        store = labelmaps_dir(cfg, runs_root) if uses_labelmaps(cfg) else None
+        metrics = train_classifier(run, cfg, open_imagenet(root, cfg["data"]), labelmaps=store)
+        if store is not None:
+            metrics["labelmap_bytes_per_image"] = _store_metrics(store)["labelmap_bytes_per_image"]
+        return metrics
+
+    return cached_run("train", student_key(cfg), runs_root, compute)
+
+
+def train_student(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
+    """The student's metrics (evaluation on every set the data have, plus training cost), trained once."""
+    return student_run(cfg, runs_root).metrics
+
+
+def annotator_diagnostics(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
+    """How much better the annotator is than the data it labels: its own val accuracy and its agreement with the
+    training labels (a weak annotator makes ReLabel worse than the original labels: Figure 4)."""
+    out = {}
+    if cfg["annotator"]["source"] == "train":
+        out["annotator_imagenet_top1"] = annotator_run(cfg, runs_root).metrics.get("imagenet_top1")
+    if not cfg["labelmap"].get("official_dir"):
+        out.update({k: v for k, v in _generated_labelmaps(cfg, runs_root).metrics.items()
+                    if k.startswith("agreement")})
+    return out
+
+
+def annotator_report(cfg: Mapping, runs_root: str | os.PathLike, seed: int = 0) -> str:
+    """The annotator's quality beside the original-label student of the same recipe, as printed by the ReLabel
+    tables: ReLabel can only help when the annotator is clearly better than that student."""
+    diagnostics = annotator_diagnostics(cfg, runs_root)
+    lines = []
+    top1 = diagnostics.get("annotator_imagenet_top1")
+    if top1 is not None:
+        lines.append(f"annotator: val top-1 {top1:.2f}% ({cfg['annotator']['model']['name']}, "
+                     f"{cfg['annotator']['train']['crop_size']} px crops, extra + train)")
+        from repro.config import with_changes
+
+        original = Run("train", student_key(with_changes(cfg, {"supervision.mode": "original", "seed": seed,
+                                                                "supervision.cutmix": False})), runs_root)
+        if original.done:
+            margin = top1 - original.metrics["imagenet_top1"]
+            lines.append(f"annotator margin over the original-label student (seed {seed}): {margin:+.2f} pp")
+    if "agreement_top1_train" in diagnostics:
+        lines.append(f"whole-image label map agrees with the training label on "
+                     f"{diagnostics['agreement_top1_train']:.1f}% of training images")
+    return "\n".join(lines)
