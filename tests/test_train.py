@@ -165,6 +165,8 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data, la
     assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in expected.items() if k not in timing}
     history = [json.loads(line) for line in (resumed.dir / HISTORY_FILE).read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
+    # a finished run is neither trained nor evaluated again
+    assert train_classifier(resumed, cfg, data, labelmaps=labelmaps, on_update=interrupt_in_epoch_two) == got
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):

@@ -70,7 +70,7 @@ def per_class_accuracy(predictions: np.ndarray, labels: np.ndarray, num_classes:
     """Top-1 accuracy (%) of each class; None for a class without images."""
     correct = np.bincount(labels, weights=(predictions == labels).astype(np.float64), minlength=num_classes)
     counts = np.bincount(labels, minlength=num_classes)
-    return [100.0 * c / n if n else None for c, n in zip(correct, counts)]
+    return [100.0 * float(c) / int(n) if n else None for c, n in zip(correct, counts)]
 
 
 def multilabel_accuracy(predictions: np.ndarray, label_sets: Sequence[Sequence[int]]) -> tuple[float, int]:

@@ -63,6 +63,8 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor | None, rng: np.random.Ge
 def build_teacher(spec: Mapping, num_classes: int) -> nn.Module:
     """A KD teacher from `supervision.kd_teacher`: {"name", "kwargs", "checkpoint"} loads a model saved by the
     suite (e.g. the annotator); without a checkpoint, timm's pretrained weights of that name."""
+    if not spec:
+        raise ValueError("supervision mode kd needs supervision.kd_teacher (or a teacher model)")
     if spec.get("checkpoint"):
         teacher = load_model(spec["checkpoint"])
     else:
