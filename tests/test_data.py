@@ -1,7 +1,6 @@
 """Loaders: class folders, ImageNetV2's integer folders, ReaL-format label sets, training crops and their boxes."""
 import json
 
-import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as F

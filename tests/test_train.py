@@ -19,6 +19,7 @@ from repro.models import create_model, load_model
 from repro.pooling import pool_labels
 from repro.runs import Run, cached_run
 from repro.train import HISTORY_FILE, MODEL_FILE, Supervision, agreeing_indices, batch_split, cutmix, train_classifier
+from repro.train.supervision import Renormalized
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, tiny_config
 
 # layer norm only: the gradient of a batch is the mean of its halves' gradients
@@ -84,6 +85,15 @@ def test_kd_targets_are_the_teachers_softmax_at_its_size(imagenet, labelmaps):
     with torch.no_grad():
         assert torch.allclose(targets, teacher(batch["image"]).softmax(dim=1), atol=1e-6)
     assert_distributions(targets)
+
+
+def test_renormalized_teacher_sees_its_own_normalisation():
+    from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+    pixels = torch.rand(2, 3, 4, 4)
+    crops = (pixels - torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, -1, 1, 1)) / \
+        torch.tensor(IMAGENET_DEFAULT_STD).view(1, -1, 1, 1)
+    teacher = Renormalized(torch.nn.Identity(), (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert torch.allclose(teacher(crops), (pixels - 0.5) / 0.5, atol=1e-6)
 
 
 def test_cutmix_mixes_soft_targets_by_pasted_area():

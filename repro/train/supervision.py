@@ -21,6 +21,7 @@ from typing import Callable, ContextManager, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from repro.data.folders import ImageList
@@ -60,15 +61,36 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor | None, rng: np.random.Ge
     return mixed, targets, lam
 
 
+class Renormalized(nn.Module):
+    """A pretrained teacher fed crops normalised with ImageNet's mean and std, re-normalised to its own."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        view = (1, -1, 1, 1)
+        mean, std = torch.tensor(mean).view(view), torch.tensor(std).view(view)
+        default_mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(view)
+        default_std = torch.tensor(IMAGENET_DEFAULT_STD).view(view)
+        self.register_buffer("scale", default_std / std, persistent=False)
+        self.register_buffer("shift", (default_mean - mean) / std, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images * self.scale + self.shift)
+
+
 def build_teacher(spec: Mapping, num_classes: int) -> nn.Module:
     """A KD teacher from `supervision.kd_teacher`: {"name", "kwargs", "checkpoint"} loads a model saved by the
-    suite (e.g. the annotator); without a checkpoint, timm's pretrained weights of that name."""
+    suite (e.g. the annotator, trained on the crops' normalisation); without a checkpoint, timm's pretrained
+    weights of that name, re-normalised if they expect other constants than ImageNet's."""
     if not spec:
         raise ValueError("supervision mode kd needs supervision.kd_teacher (or a teacher model)")
     if spec.get("checkpoint"):
         teacher = load_model(spec["checkpoint"])
     else:
         teacher = create_model(spec, num_classes, pretrained=True)
+        mean, std = teacher.pretrained_cfg.get("mean"), teacher.pretrained_cfg.get("std")
+        if (mean, std) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
+            teacher = Renormalized(teacher, mean, std)
     return teacher.eval().requires_grad_(False)
 
 
