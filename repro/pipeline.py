@@ -12,6 +12,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+import torch
+
 from repro.runs import Run, cached_run
 
 # Label maps are generated once with this many classes per cell; Table 6's smaller k and dtypes are derived.
@@ -79,23 +81,85 @@ def annotator_source(cfg: Mapping, runs_root: str | os.PathLike) -> str:
     return str(annotator.get("checkpoint") or annotator["model"]["name"])
 
 
+def annotator_top1(cfg: Mapping, runs_root: str | os.PathLike) -> float:
+    """The annotator's own val top-1 (Figure 4's x-axis): from its training run, or, for a pretrained annotator,
+    from one evaluation at the resolution and crop its weights were made for."""
+    if cfg["annotator"]["source"] == "train":
+        return float(annotator_run(cfg, runs_root).metrics["imagenet_top1"])
+    return float(_annotator_evaluation(cfg, runs_root).metrics["imagenet_top1"])
+
+
+def _annotator_evaluation(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
+    from timm.data import resolve_model_data_config
+
+    from repro.data.imagenet import open_imagenet
+    from repro.evaluate.classification import evaluate_model
+    from repro.train.supervision import build_teacher
+
+    def compute(run: Run) -> dict:
+        data = open_imagenet(data_root(cfg, runs_root), cfg["data"])
+        model = build_teacher(teacher_spec(cfg, runs_root), data.num_classes)
+        view = resolve_model_data_config(getattr(model, "model", model))  # the bare model under a re-normaliser
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        train = cfg["train"]
+        return evaluate_model(model.to(device), [s for s in data.eval_sets if s.name == "imagenet"],
+                              size=int(view["input_size"][-1]), crop_pct=float(view["crop_pct"]),
+                              batch_size=int(train["batch_size_eval"]), workers=int(train["workers"]),
+                              amp=bool(train["amp"]))
+
+    return cached_run("annotator_eval", {**data_key(cfg), **annotator_key(cfg)}, runs_root, compute)
+
+
+def teacher_spec(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
+    """The annotator of `cfg` as a KD teacher (supervision.kd_teacher): a trained annotator's checkpoint, named
+    in the student's key by its run; or the pretrained timm model (or checkpoint) the config names."""
+    annotator = cfg["annotator"]
+    if annotator["source"] == "train":
+        from repro.train.trainer import MODEL_FILE
+
+        run = annotator_run(cfg, runs_root)
+        return {**annotator["model"], "checkpoint": str(run.dir / MODEL_FILE), "annotator_run": run.hash}
+    return {**annotator["model"], "checkpoint": annotator.get("checkpoint")}
+
+
+def teacher_input_size(cfg: Mapping) -> int:
+    """The resolution the annotator of `cfg` was trained at (its crops), or its pretrained weights' input size."""
+    annotator = cfg["annotator"]
+    if annotator["source"] == "train":
+        from repro.train.recipes import annotator_recipe
+
+        return int(annotator_recipe(_annotator_seeded(cfg))["train"]["crop_size"])
+    import timm
+
+    return int(timm.models.get_pretrained_cfg(annotator["model"]["name"]).input_size[-1])
+
+
+def kd_changes(teacher_cfg: Mapping, runs_root: str | os.PathLike) -> dict:
+    """Config changes that make a student learn by KD from the annotator of `teacher_cfg`, fed at its resolution."""
+    return {"supervision.mode": "kd", "supervision.kd_teacher": teacher_spec(teacher_cfg, runs_root),
+            "supervision.kd_input_size": teacher_input_size(teacher_cfg)}
+
+
 # --- label maps ------------------------------------------------------------------------------------------------
 
-def labelmaps_key(cfg: Mapping, topk: int, dtype: str) -> dict:
+def labelmaps_key(cfg: Mapping, topk: int, dtype: str, split: str = "train") -> dict:
     lm = cfg["labelmap"]
-    return {**annotator_key(cfg), "input_size": lm["input_size"], "output_stride": lm["output_stride"],
-            "topk": topk, "dtype": dtype}
+    key = {**annotator_key(cfg), "input_size": lm["input_size"], "output_stride": lm["output_stride"],
+           "topk": topk, "dtype": dtype}
+    if split != "train":  # the training maps keep the key (and the cached runs) they had before splits existed
+        key["split"] = split
+    return key
 
 
-def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
-    """The label maps of the training images under the config's label-map settings.
+def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Path:
+    """The label maps of the images of `split` (train; val for Figures 5 and A2) under the config's settings.
 
-    The official maps when labelmap.official_dir is set; otherwise one annotator pass at BASE_TOPK fp32, and the
-    configured top-k / dtype derived from it (Table 6's variants cost no second pass)."""
+    The official maps when labelmap.official_dir is set (they cover train only); otherwise one annotator pass at
+    BASE_TOPK fp32, and the configured top-k / dtype derived from it (Table 6's variants cost no second pass)."""
     lm = cfg["labelmap"]
-    if lm.get("official_dir"):
+    if lm.get("official_dir") and split == "train":
         return Path(lm["official_dir"])
-    base = _generated_labelmaps(cfg, runs_root)
+    base = generated_labelmaps(cfg, runs_root, split)
     topk, dtype = int(lm["topk"]), lm["dtype"]
     if (topk, dtype) == (BASE_TOPK, "fp32"):
         return base.dir / "store"
@@ -105,7 +169,7 @@ def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
         store = derive_store(base.dir / "store", run.dir / "store", topk=topk, dtype=dtype, overwrite=True)
         return _store_metrics(store)
 
-    return cached_run("labelmaps", labelmaps_key(cfg, topk, dtype), runs_root, derive).dir / "store"
+    return cached_run("labelmaps", labelmaps_key(cfg, topk, dtype, split), runs_root, derive).dir / "store"
 
 
 def _store_metrics(store: Path) -> dict:
@@ -115,7 +179,10 @@ def _store_metrics(store: Path) -> dict:
     return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
 
 
-def _generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
+def generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Run:
+    """The annotator's pass over the images of `split` (BASE_TOPK, fp32); its metrics hold the pass's wall time
+    (`wall_seconds_last_session`, Section 3.3's generation cost) and the share of images whose whole-image map
+    agrees with their label."""
     from repro.data.imagenet import open_imagenet
     from repro.labelmaps.annotator import build_annotator
     from repro.labelmaps.generate import generate_labelmaps
@@ -125,7 +192,7 @@ def _generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
 
     def compute(run: Run) -> dict:
         root = data_root(cfg, runs_root)
-        data = open_imagenet(root, cfg["data"])
+        data = open_imagenet(root, cfg["data"], train_splits=split)
         annotator = build_annotator(annotator_source(cfg, runs_root), pretrained=bool(annotator_cfg["pretrained"]),
                                     output_stride=lm["output_stride"], num_classes=data.num_classes)
         store = generate_labelmaps(annotator, list(data.train.relpaths), root, run.dir / "store",
@@ -133,10 +200,10 @@ def _generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
                                    batch_size=int(cfg["train"]["batch_size_eval"]),
                                    workers=int(cfg["train"]["workers"]), overwrite=True)
         agreeing = agreeing_indices(store, data.train, data.num_classes)
-        # the share of training images whose whole-image map agrees with their label (the annotator's view)
-        return {**_store_metrics(store), "agreement_top1_train": 100.0 * len(agreeing) / len(data.train)}
+        # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
+        return {**_store_metrics(store), f"agreement_top1_{split}": 100.0 * len(agreeing) / len(data.train)}
 
-    return cached_run("labelmaps", labelmaps_key(cfg, BASE_TOPK, "fp32"), runs_root, compute)
+    return cached_run("labelmaps", labelmaps_key(cfg, BASE_TOPK, "fp32", split), runs_root, compute)
 
 
 # --- the student -----------------------------------------------------------------------------------------------
@@ -156,7 +223,12 @@ def supervision_key(supervision: Mapping) -> dict:
     if mode not in SUPERVISION_KEYS:
         raise ValueError(f"unknown supervision.mode {mode!r}: choose one of {', '.join(SUPERVISION_KEYS)}")
     keys = ("mode", "cutmix") + SUPERVISION_KEYS[mode] + (CUTMIX_KEYS if supervision["cutmix"] else ())
-    return {k: supervision[k] for k in keys}
+    key = {k: supervision[k] for k in keys}
+    teacher = key.get("kd_teacher")
+    if teacher and teacher.get("annotator_run"):
+        # a teacher trained by the pipeline is named by its run, not by where this machine keeps its checkpoint
+        key["kd_teacher"] = {k: v for k, v in teacher.items() if k != "checkpoint"}
+    return key
 
 
 def uses_labelmaps(cfg: Mapping) -> bool:
@@ -200,7 +272,7 @@ def annotator_diagnostics(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
     if cfg["annotator"]["source"] == "train":
         out["annotator_imagenet_top1"] = annotator_run(cfg, runs_root).metrics.get("imagenet_top1")
     if not cfg["labelmap"].get("official_dir"):
-        out.update({k: v for k, v in _generated_labelmaps(cfg, runs_root).metrics.items()
+        out.update({k: v for k, v in generated_labelmaps(cfg, runs_root).metrics.items()
                     if k.startswith("agreement")})
     return out
 
