@@ -1,0 +1,147 @@
+"""Ground-truth boxes of the validation images, and summaries of crops by their overlap with them (Figures 2, 5).
+
+ImageNet: `LOC_val_solution.csv` (the localisation challenge's val boxes; `data.boxes_csv`), one row per image,
+"ImageId,PredictionString" with PredictionString "wnid x1 y1 x2 y2 wnid x1 y1 x2 y2 ..." in pixels; the image
+sizes come from the val JPEG headers. The embedded world: `annotations/instances_val.json`, the box of the
+object flagged `primary` (the one that names the image). Boxes are (x1, y1, x2, y2), as repro.crops uses them.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from repro.world.stats import xywh_to_xyxy
+
+BOX_FIELDS = 5  # wnid x1 y1 x2 y2
+
+
+@dataclass(frozen=True)
+class ValBoxes:
+    """The val images (paths relative to the data root, in val-number order, as ReaL lists them), the boxes of
+    each one's labelled object ([k, 4] per image) and each image's (width, height); `source` says where they come
+    from, in words."""
+    relpaths: list[str]
+    boxes: list[np.ndarray]
+    sizes: list[tuple[int, int]]
+    source: str
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+
+def read_loc_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list[float]]]]:
+    """ImageId -> [(wnid, [x1, y1, x2, y2]), ...] from a LOC_val_solution.csv."""
+    boxes = {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
+            raise ValueError(f"{path}: expected the columns ImageId,PredictionString, got {reader.fieldnames}")
+        for line, row in enumerate(reader, start=2):
+            tokens = row["PredictionString"].split()
+            if len(tokens) % BOX_FIELDS:
+                raise ValueError(f"{path}:{line}: PredictionString has {len(tokens)} fields, not groups of "
+                                 f"{BOX_FIELDS} (wnid x1 y1 x2 y2)")
+            boxes[row["ImageId"]] = [(tokens[i], [float(v) for v in tokens[i + 1:i + BOX_FIELDS]])
+                                     for i in range(0, len(tokens), BOX_FIELDS)]
+    return boxes
+
+
+def imagenet_val_boxes(root: str | os.PathLike, boxes_csv: str | os.PathLike) -> ValBoxes:
+    """The boxes of each val image's own class (the folder's wnid) from LOC_val_solution.csv."""
+    from repro.labelmaps.store import list_images
+
+    root = Path(root)
+    solution = read_loc_solution(boxes_csv)
+    relpaths, boxes, sizes = [], [], []
+    for relpath in sorted(list_images(root, "val"), key=lambda p: PurePosixPath(p).name):
+        path = PurePosixPath(relpath)
+        entries = solution.get(path.stem)
+        if entries is None:
+            raise KeyError(f"{boxes_csv} has no boxes for val image {path.stem}")
+        own = [box for wnid, box in entries if wnid == path.parent.name]
+        if not own:
+            raise ValueError(f"{boxes_csv}: no box of class {path.parent.name} for {path.stem}")
+        with Image.open(root / relpath) as image:  # reads the header only
+            sizes.append(image.size)
+        relpaths.append(relpath)
+        boxes.append(np.array(own, dtype=np.float64))
+    return ValBoxes(relpaths, boxes, sizes, "ImageNet val, LOC_val_solution boxes")
+
+
+def world_val_boxes(root: str | os.PathLike) -> ValBoxes:
+    """The primary object's box of every val image of the embedded world (COCO annotations)."""
+    coco = json.loads((Path(root) / "annotations" / "instances_val.json").read_text())
+    primary = {a["image_id"]: a["bbox"] for a in coco["annotations"] if a.get("primary")}
+    images = sorted(coco["images"], key=lambda image: image["id"])  # the split's order: val number k has id k
+    missing = [image["file_name"] for image in images if image["id"] not in primary]
+    if missing:
+        raise ValueError(f"{root}: no primary object for {len(missing)} val image(s), e.g. {missing[0]}")
+    return ValBoxes([image["file_name"] for image in images],
+                    [np.array([xywh_to_xyxy(primary[image["id"]])], dtype=np.float64) for image in images],
+                    [(int(image["width"]), int(image["height"])) for image in images],
+                    "embedded world val, primary boxes")
+
+
+def world_objects(root: str | os.PathLike, split: str = "val", min_visible: float = 0.0
+                  ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """file_name -> (class indices [n], boxes [n, 4]) of every object of a world image that is at least
+    `min_visible` visible (the world's real_min_visible gives the objects real.json counts as present)."""
+    coco = json.loads((Path(root) / "annotations" / f"instances_{split}.json").read_text())
+    names = {image["id"]: image["file_name"] for image in coco["images"]}
+    objects: dict[str, tuple[list, list]] = {name: ([], []) for name in names.values()}
+    for annotation in coco["annotations"]:
+        if annotation["visible"] >= min_visible:
+            classes, boxes = objects[names[annotation["image_id"]]]
+            classes.append(annotation["category_id"] - 1)  # COCO category id = class index + 1
+            boxes.append(xywh_to_xyxy(annotation["bbox"]))
+    return {name: (np.array(classes, dtype=np.int64), np.array(boxes, dtype=np.float64).reshape(-1, 4))
+            for name, (classes, boxes) in objects.items()}
+
+
+def val_boxes(cfg: Mapping, runs_root: str | os.PathLike) -> ValBoxes:
+    """The val boxes of the config's data: the world's annotations, or ImageNet's data.boxes_csv."""
+    from repro.pipeline import data_root
+
+    root = data_root(cfg, runs_root)
+    if cfg["data"]["source"] == "world":
+        return world_val_boxes(root)
+    if not cfg["data"].get("boxes_csv"):
+        raise FileNotFoundError("data.boxes_csv is not set: Figures 2 and 5 need ImageNet's LOC_val_solution.csv")
+    return imagenet_val_boxes(root, cfg["data"]["boxes_csv"])
+
+
+def iou_cdf(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+    """The share of crops with IoU <= each threshold."""
+    ordered = np.sort(np.asarray(ious, dtype=np.float64))
+    return np.searchsorted(ordered, thresholds, side="right") / max(len(ordered), 1)
+
+
+def iou_bins(ious: np.ndarray, values: np.ndarray, width: float = 0.1) -> pd.DataFrame:
+    """`values` summarised per IoU bin: IoU = 0 on its own, then (0, width], (width, 2 width], ... up to 1.
+
+    One row per bin that holds crops: bin, iou_low, iou_high, iou_centre (the mean IoU of its crops), crops,
+    mean, std, q10, q90 (the 10th and 90th percentiles of the values)."""
+    ious, values = np.asarray(ious, dtype=np.float64), np.asarray(values, dtype=np.float64)
+    edges = np.linspace(0.0, 1.0, int(round(1.0 / width)) + 1)
+    # bin 0 holds IoU = 0 exactly; bin i >= 1 holds (edges[i-1], edges[i]]
+    index = np.where(ious <= 0.0, 0, np.clip(np.searchsorted(edges, ious, side="left"), 1, len(edges) - 1))
+    rows = []
+    for i in range(len(edges)):
+        chosen = index == i
+        if not chosen.any():
+            continue
+        low, high = (0.0, 0.0) if i == 0 else (edges[i - 1], edges[i])
+        part = values[chosen]
+        rows.append({"bin": "iou_zero" if i == 0 else f"iou_{low:.1f}-{high:.1f}", "iou_low": low, "iou_high": high,
+                     "iou_centre": float(ious[chosen].mean()), "crops": int(chosen.sum()),
+                     "mean": float(part.mean()), "std": float(part.std()),
+                     "q10": float(np.quantile(part, 0.1)), "q90": float(np.quantile(part, 0.9))})
+    return pd.DataFrame(rows)
