@@ -1,12 +1,170 @@
-"""Section 3.3 (costs: label-map generation share, LabelPooling step-time share, storage).
+"""Section 3.3: what ReLabel costs, in time and storage.
 
-Not implemented yet: the timing and storage accounting
+- Generation: the wall time of the annotator's pass over the training images (the cached label-map run's
+  `wall_seconds_last_session`) as a share of one original-label training run of the student (its
+  `train_seconds`); the paper: 10 GPU-hours against 328, 3.3%. At the embedded scale the annotator is trained
+  and run on a CPU at a higher resolution than the student, with a small student recipe, so the share differs
+  from ImageNet's; the claim allows up to 25%. The annotator's own training is reported beside it (the paper
+  downloads its annotator).
+- LabelPooling: an in-process micro-benchmark on one batch of the student's recipe (`repro.costs.
+  pooling_benchmark`): reading the batch's maps plus pooling them, against one training step; the paper: 0.5%
+  more training time. The ReLabel student's measured train_seconds against the original one's is reported too.
+- Storage: ImageNet-size maps (1,281,167 images, 15x15, 1000 classes) at each k and dtype, in GiB, from
+  `repro.labelmaps.store.bytes_per_image` (the packed store) and the released format ([2, k, H, W] fp32); the
+  paper: 10 GB for top-5 (the released format), 1.0 TB for full maps.
+Writes costs_storage.csv (the storage table) beside the PNG. The paper's numbers are listed in reported.csv
+under "section3.3".
 """
-from repro.experiment import Experiment
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from repro import results
+from repro.claims import Claim
+from repro.config import with_changes
+from repro.costs import imagenet_storage, pooling_benchmark
+from repro.data.imagenet import open_imagenet
+from repro.experiment import Context, Experiment
+from repro.pipeline import annotator_run, data_root, generated_labelmaps, labelmaps_dir, train_student
+from repro.plotting import plt, wrapped_title
+
+REPORTED = "section3.3"  # the experiment name of the paper's Section 3.3 numbers in reported.csv
+STORAGE_FILE = "costs_storage.csv"
+GENERATION_SHARE_LIMIT = 0.25
+POOLING_SHARE_LIMIT = 0.05
+STORAGE_TOLERANCE_GB = 1.0
+
+
+def _reported(model: str, setting: str) -> float:
+    table = results.reported_for(REPORTED)
+    return float(table[(table.model == model) & (table.setting == setting)]["value"].iloc[0])
+
+
+def collect(ctx: Context) -> pd.DataFrame:
+    cfg, seed = ctx.config, ctx.seeds[0]
+    student = cfg["train"]["model"]["name"]
+    rows = []
+
+    def add(model, setting, metric, value, row_seed=seed):
+        rows.append({"model": model, "setting": setting, "seed": row_seed, "metric": metric, "value": value})
+
+    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["wall_seconds_last_session"]
+    add("annotator", "label_map_generation", "wall_seconds", generation)
+    if cfg["annotator"]["source"] == "train":
+        add("annotator", "annotator_training", "wall_seconds", annotator_run(cfg, ctx.runs_root).metrics[
+            "train_seconds"])
+    for run_seed in ctx.seeds:
+        original = train_student(with_changes(cfg, {"supervision.mode": "original", "seed": run_seed}),
+                                 ctx.runs_root)["train_seconds"]
+        relabel = train_student(with_changes(cfg, {"supervision.mode": "relabel", "seed": run_seed}),
+                                ctx.runs_root)["train_seconds"]
+        add(student, "original_training", "wall_seconds", original, run_seed)
+        add(student, "relabel_training", "wall_seconds", relabel, run_seed)
+        add(student, "label_map_generation", "share_of_training", generation / original, run_seed)
+        add(student, "relabel_training", "extra_training_time_fraction", relabel / original - 1.0, run_seed)
+
+    num_classes = open_imagenet(data_root(cfg, ctx.runs_root), cfg["data"]).num_classes
+    bench = pooling_benchmark(cfg, labelmaps_dir(cfg, ctx.runs_root), num_classes, seed=seed)
+    for key in ("read_seconds", "pool_seconds", "train_step_seconds"):
+        add(student, "labelpooling", key, bench[key])
+    add(student, "labelpooling", "extra_training_time_fraction",
+        (bench["read_seconds"] + bench["pool_seconds"]) / bench["train_step_seconds"])
+
+    storage = imagenet_storage()
+    storage.to_csv(ctx.out_dir / STORAGE_FILE, index=False, float_format="%.6g")
+    for row in storage.itertuples(index=False):
+        if row.layout == "full":
+            add("none", "label_maps_full_fp32", "storage_tb", row.gib / 1024)
+        elif row.layout == "official":
+            add("none", f"label_maps_top{row.topk}_fp32", "storage_gb", row.gib)
+        else:
+            add("none", f"packed_top{row.topk}_{row.dtype}", "storage_gb", row.gib)
+    return results.measurements(rows)
+
+
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
+    means = summary.set_index(["model", "setting", "metric"])["mean"]
+    student = summary[summary.setting == "labelpooling"].model.iloc[0]
+    fig, (time_ax, storage_ax) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1, 1.3]})
+
+    shares = {"label-map generation\n/ one training run": (
+                  means[(student, "label_map_generation", "share_of_training")],
+                  PAPER_GENERATION_HOURS / PAPER_TRAINING_HOURS),
+              "LabelPooling (read + pool)\n/ one training step": (
+                  means[(student, "labelpooling", "extra_training_time_fraction")],
+                  PAPER_POOLING_FRACTION),
+              "ReLabel student's extra\ntraining time (whole run)": (
+                  means[(student, "relabel_training", "extra_training_time_fraction")], None)}
+    y = list(range(len(shares)))[::-1]  # first item on top
+    time_ax.barh(y, [100 * v for v, _ in shares.values()], color="#4C72B0", label="reproduced")
+    paper = [(100 * p, y[i]) for i, (_, p) in enumerate(shares.values()) if p is not None]
+    time_ax.plot(*zip(*paper), "D", color="#C44E52", ms=8, label="paper (ImageNet, GPUs)")
+    for i, (value, _) in enumerate(shares.values()):
+        time_ax.annotate(f" {100 * value:.1f}%", (max(100 * value, 0), y[i]), ha="left", va="center", fontsize=9)
+    time_ax.axvline(0, color="0.3", lw=0.8)
+    time_ax.set_yticks(y, list(shares), fontsize=9)
+    time_ax.set_xlabel("extra time (%)")
+    time_ax.margins(x=0.2)
+    time_ax.set_title("time", fontsize=10)
+    time_ax.legend(fontsize=8, loc="lower right")
+
+    storage = pd.read_csv(Path(path).with_name(STORAGE_FILE))
+    layouts = [("packed", "fp32"), ("packed", "fp16"), ("packed", "int8"), ("official", "fp32")]
+    topks = sorted(storage[storage.layout != "full"].topk.unique())
+    width = 0.8 / len(layouts)
+    colours = ["#4C72B0", "#55A868", "#8172B2", "#DD8452"]
+    for j, ((layout, dtype), colour) in enumerate(zip(layouts, colours)):
+        part = storage[(storage.layout == layout) & (storage.dtype == dtype)].set_index("topk").loc[topks]
+        label = f"packed store, {dtype}" if layout == "packed" else "released format (fp32 logits + ids)"
+        storage_ax.bar([i + (j - 1.5) * width for i in range(len(topks))], part.gib, width, color=colour,
+                       label=label)
+    full = storage[storage.layout == "full"].gib.iloc[0]
+    storage_ax.axhline(full, color="0.3", ls="--", lw=1, label=f"full maps, fp32: {full / 1024:.2f} TiB")
+    top5 = topks.index(5)
+    storage_ax.plot([top5 + 1.5 * width], [_reported("none", "label_maps_top5_fp32")], "D", color="#C44E52", ms=8,
+                    label="paper: top-5, 10 GB")
+    storage_ax.plot([len(topks) - 0.5], [_reported("none", "label_maps_full_fp32") * 1024], "v", color="#C44E52",
+                    ms=8, label="paper: full maps, 1.0 TB")
+    storage_ax.set_yscale("log")
+    storage_ax.set_xticks(range(len(topks)), [f"top-{k}" for k in topks])
+    storage_ax.set_ylabel("GiB for ImageNet's 1.28M training images (log)")
+    storage_ax.set_title("storage (15x15 maps, 1000 classes)", fontsize=10)
+    storage_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.suptitle(wrapped_title(title, width=110), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+
+
+def _storage_claim() -> Claim:
+    reported = _reported("none", "label_maps_top5_fp32")
+    return Claim(f"top-5 fp32 label maps of ImageNet take about {reported:g} GB (released format, GiB)",
+                 kind="range", metric="storage_gb", better="label_maps_top5_fp32",
+                 low=reported - STORAGE_TOLERANCE_GB, high=reported + STORAGE_TOLERANCE_GB)
+
+
+PAPER_GENERATION_HOURS = _reported("efficientnet_l2_475", "label_map_generation")
+PAPER_TRAINING_HOURS = _reported("resnet50", "vanilla_training_300ep")
+PAPER_POOLING_FRACTION = _reported("resnet50", "labelpooling")
 
 EXPERIMENT = Experiment(
     name="costs",
     title="costs: label-map generation share, LabelPooling step-time share, storage",
     paper_ref="Section 3.3",
-    missing="the timing and storage accounting",
+    collect=collect,
+    plot=plot,
+    metrics=["share_of_training", "extra_training_time_fraction", "storage_gb"],
+    claims=[
+        Claim(f"label-map generation is a small share of one training run (paper: {PAPER_GENERATION_HOURS:g} of "
+              f"{PAPER_TRAINING_HOURS:g} GPU-hours; here below {GENERATION_SHARE_LIMIT:.0%})", kind="range",
+              metric="share_of_training",
+              better="label_map_generation", low=0.0, high=GENERATION_SHARE_LIMIT),
+        Claim(f"LabelPooling adds little to a training step (paper: {PAPER_POOLING_FRACTION:.1%}; here below "
+              f"{POOLING_SHARE_LIMIT:.0%})",
+              kind="range", metric="extra_training_time_fraction", better="labelpooling", low=0.0,
+              high=POOLING_SHARE_LIMIT),
+        _storage_claim(),
+    ],
 )
