@@ -1,0 +1,68 @@
+"""Annotators of several strengths (Figure 4) and KD teachers of several sizes (Figure 6), as changes to a
+config. Each variant is an annotator config, so it is trained (embedded scale) or loaded (paper scale) by the
+pipeline's cached runs: `annotator_run`, `labelmaps_dir`, `kd_changes`.
+
+At paper scale they are the paper's pretrained EfficientNets (noisy-student weights in timm), each at its own
+resolution. At the embedded scale they are CPU-sized ResNets of timm's families, made weaker than the profile's
+annotator by fewer epochs and fewer channels, and larger by depth; the strongest annotator of the sweep is the
+profile's own, so Figure 4 and Figure 6 share their runs with every ReLabel table.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+# the paper's annotators (Figure 4) and KD teachers (Figure 6): name in the paper -> timm's weights
+PAPER_ANNOTATORS = {
+    "efficientnet_b1": "tf_efficientnet_b1.ns_jft_in1k",
+    "efficientnet_b3": "tf_efficientnet_b3.ns_jft_in1k",
+    "efficientnet_b5": "tf_efficientnet_b5.ns_jft_in1k",
+    "efficientnet_b7": "tf_efficientnet_b7.ns_jft_in1k",
+    "efficientnet_l2": "tf_efficientnet_l2.ns_jft_in1k_475",
+}
+PAPER_TEACHERS = ("efficientnet_b1", "efficientnet_b3", "efficientnet_b5", "efficientnet_b7")
+
+
+def model_label(model: Mapping) -> str:
+    """A short name for an embedded model spec: its timm name and stem width, e.g. resnet26w32."""
+    kwargs = model.get("kwargs") or {}
+    width = kwargs.get("stem_width") or (kwargs.get("channels") or [None])[0]
+    return f"{model['name']}w{width}" if width else model["name"]
+
+
+def _paper_variant(timm_name: str) -> dict:
+    import timm
+
+    size = int(timm.models.get_pretrained_cfg(timm_name).input_size[-1])
+    return {"annotator.source": "timm", "annotator.pretrained": True, "annotator.checkpoint": None,
+            "annotator.model": {"name": timm_name, "kwargs": {}}, "labelmap.input_size": size}
+
+
+def _embedded_variant(model: Mapping, epochs: int) -> tuple[str, dict]:
+    return (f"{model_label(model)}_{epochs}ep",
+            {"annotator.model": dict(model), "annotator.train.epochs": int(epochs)})
+
+
+def annotator_sweep(cfg: Mapping) -> dict[str, dict]:
+    """Figure 4's annotators, weakest first: name -> config changes."""
+    if cfg["annotator"]["source"] != "train":
+        return {name: _paper_variant(timm_name) for name, timm_name in PAPER_ANNOTATORS.items()}
+    annotator = cfg["annotator"]
+    epochs = int(annotator["train"]["epochs"])
+    small = cfg["models"]["resnet18"]
+    # equal names are equal configs (at smoke one epoch is all there is), so the dict keeps each run once
+    return dict(_embedded_variant(model, e) for model, e in (
+        (small, 1), (small, epochs), (annotator["model"], max(1, epochs // 2)), (annotator["model"], epochs)))
+
+
+def kd_teachers(cfg: Mapping) -> dict[str, dict]:
+    """Figure 6's KD teachers, smallest first: name -> config changes of the annotator they are."""
+    if cfg["annotator"]["source"] != "train":
+        return {name: _paper_variant(PAPER_ANNOTATORS[name]) for name in PAPER_TEACHERS}
+    annotator = cfg["annotator"]
+    epochs = int(annotator["train"]["epochs"])
+    deeper = {"name": "resnet50", "kwargs": annotator["model"]["kwargs"]}
+    teachers = {}
+    for model in (cfg["models"]["resnet18"], annotator["model"], deeper):
+        _, changes = _embedded_variant(model, epochs)
+        teachers[model_label(model)] = changes
+    return teachers
