@@ -1,0 +1,274 @@
+"""The figure modules at the smoke profile, and the library pieces they rely on: the LOC_val_solution reader,
+IoU summaries, label maps of the val split, crops' pooled confidence, heatmap peaks, storage accounting and KD
+teachers named by their run. The smoke runs share one runs directory (the world and annotator are built once)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf, read_loc_solution
+from repro.config import profile_config, with_changes
+from repro.costs import GIB, imagenet_storage, official_bytes_per_image
+from repro.experiment import Context, discover, run_experiment
+from repro.labelmaps.analysis import (boxes_containing, crop_confidences, epoch_crop_boxes, peaks_in_different_objects,
+                                      top2_peaks)
+from repro.labelmaps.store import bytes_per_image, open_labelmaps, write_packed
+from repro.models import create_model, save_model
+from repro.pipeline import (annotator_run, annotator_top1, data_root, kd_changes, labelmaps_dir, labelmaps_key,
+                            student_key, supervision_key)
+from repro.sweeps import annotator_sweep, kd_teachers
+from repro.world.stats import crop_iou_values
+from tests.fixtures import HEIGHT, NUM_CLASSES, TINY_MODEL, WIDTH, tiny_config
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+@pytest.fixture(scope="module")
+def results_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("results")
+
+
+def run_smoke(name: str, runs, results_root) -> dict:
+    ctx = Context(profile="smoke", config=profile_config("smoke"), seeds=[0], runs_root=runs,
+                  results_root=results_root)
+    return run_experiment(discover()[name], ctx)
+
+
+def assert_written(outcome: dict, *extra: str) -> None:
+    png = outcome["paths"]["png"]
+    assert png.stat().st_size > 10_000  # a rendered figure, not an empty canvas
+    for name in extra:
+        assert (png.parent / name).stat().st_size > 0
+    assert all(not v.checked for v in outcome["verdicts"])  # smoke claims never gate
+
+
+# --- the LOC_val_solution reader --------------------------------------------------------------------------------
+
+def _write_solution(path, rows):
+    path.write_text("ImageId,PredictionString\n" + "".join(f"{image},{boxes}\n" for image, boxes in rows))
+    return path
+
+
+def test_read_loc_solution_groups_boxes_by_five_fields(tmp_path):
+    path = _write_solution(tmp_path / "LOC_val_solution.csv", [
+        ("ILSVRC2012_val_00000002", "n01 10 20 30 40 n01 0 0 5 6 "),
+        ("ILSVRC2012_val_00000001", "n02 1 2 3 4")])
+    boxes = read_loc_solution(path)
+    assert boxes["ILSVRC2012_val_00000002"] == [("n01", [10.0, 20.0, 30.0, 40.0]), ("n01", [0.0, 0.0, 5.0, 6.0])]
+    assert boxes["ILSVRC2012_val_00000001"] == [("n02", [1.0, 2.0, 3.0, 4.0])]
+    _write_solution(tmp_path / "bad.csv", [("ILSVRC2012_val_00000001", "n02 1 2 3")])
+    with pytest.raises(ValueError, match="groups of 5"):
+        read_loc_solution(tmp_path / "bad.csv")
+
+
+def test_imagenet_val_boxes_keep_the_images_own_class_and_read_sizes_from_the_files(imagenet, tmp_path):
+    rows = []
+    for number, label in enumerate(imagenet.val_labels, start=1):
+        own, other = imagenet.wnids[label], imagenet.wnids[(label + 1) % NUM_CLASSES]
+        rows.append((f"ILSVRC2012_val_{number:08d}", f"{other} 0 0 1 1 {own} {number} 2 30 31 {own} 1 1 9 9"))
+    val = imagenet_val_boxes(imagenet.root, _write_solution(tmp_path / "solution.csv", rows[::-1]))
+    assert len(val) == len(imagenet.val_labels)
+    assert [int(p.rsplit("_", 1)[1][:8]) for p in val.relpaths] == list(range(1, len(val) + 1))  # val order
+    assert set(val.sizes) == {(WIDTH, HEIGHT)}
+    assert val.boxes[2].tolist() == [[3.0, 2.0, 30.0, 31.0], [1.0, 1.0, 9.0, 9.0]]
+    with pytest.raises(KeyError, match="no boxes"):
+        imagenet_val_boxes(imagenet.root, _write_solution(tmp_path / "short.csv", rows[1:]))
+
+
+def test_figure2_reads_imagenet_boxes_at_paper_scale(imagenet, tmp_path):
+    rows = [(f"ILSVRC2012_val_{n:08d}", f"{imagenet.wnids[label]} 5 4 25 20")
+            for n, label in enumerate(imagenet.val_labels, start=1)]
+    cfg = with_changes(profile_config("paper"), {"data.root": str(imagenet.root),
+                                                 "data.boxes_csv": str(_write_solution(tmp_path / "s.csv", rows))})
+    ctx = Context(profile="paper", config=cfg, seeds=[0], runs_root=tmp_path / "runs", results_root=tmp_path)
+    measured = discover()["figure2"].collect(ctx)
+    assert set(measured.metric) == {"fraction_crops_iou_zero", "fraction_crops_iou_gt_0.5"}
+    curve = pd.read_csv(tmp_path / "paper" / "figure2_curve.csv")
+    assert curve.source.iloc[0].startswith("ImageNet val") and curve.crops.iloc[0] == 100 * len(rows)
+    assert curve.cdf.is_monotonic_increasing and curve.cdf.iloc[-1] == 1.0
+
+
+# --- crop and box summaries --------------------------------------------------------------------------------------
+
+def test_iou_cdf_and_bins():
+    ious = np.array([0.0, 0.0, 0.05, 0.1, 0.55, 1.0])
+    assert iou_cdf(ious, np.array([0.0, 0.1, 0.5, 1.0])).tolist() == [2 / 6, 4 / 6, 4 / 6, 1.0]
+    bins = iou_bins(ious, np.array([0.2, 0.4, 0.5, 0.7, 0.8, 0.9]))
+    assert bins.bin.tolist() == ["iou_zero", "iou_0.0-0.1", "iou_0.5-0.6", "iou_0.9-1.0"]
+    assert bins.crops.tolist() == [2, 2, 1, 1]
+    assert np.allclose(bins["mean"], [0.3, 0.6, 0.8, 0.9])
+
+
+def test_peaks_in_different_objects():
+    boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20]], dtype=float)
+    assert boxes_containing((7, 7), boxes) == {0, 1}
+    assert peaks_in_different_objects((2, 2), (15, 15), boxes)
+    assert peaks_in_different_objects((2, 2), (7, 7), boxes)      # the second peak is also in the other box
+    assert not peaks_in_different_objects((6, 6), (7, 7), boxes)  # both in the overlap: not told apart
+    assert not peaks_in_different_objects((2, 2), (30, 30), boxes)  # the second on no object
+
+
+def test_top2_peaks_locate_each_class_where_its_logits_are():
+    values = torch.zeros(2, 4, 4)
+    ids = torch.zeros(2, 4, 4, dtype=torch.long)
+    values[0], ids[0] = 1.0, 3
+    values[0, 0, 0], values[0, 3, 3] = 9.0, 5.0  # class 3 peaks top-left
+    ids[0, 3, 3] = 1                               # class 1 holds the bottom-right cell
+    values[1], ids[1] = 0.1, 2
+    (c1, _, peak1), (c2, _, peak2) = top2_peaks(values, ids, num_classes=4, width=40, height=20)
+    assert (c1, peak1) == (3, (5.0, 2.5))
+    assert (c2, peak2) == (1, (35.0, 17.5))
+
+
+def test_crop_confidences_draw_the_crops_of_figure2(tmp_path):
+    relpaths = [f"val/n0/ILSVRC2012_val_{i:08d}.JPEG" for i in (1, 2, 3)]
+    values = torch.rand(3, 2, 5, 5) * 4
+    ids = torch.stack([torch.zeros(5, 5), torch.ones(5, 5)]).long().expand(3, 2, 5, 5)
+    maps = open_labelmaps(write_packed(tmp_path / "store", relpaths[::-1], values, ids, num_classes=3))
+    val = ValBoxes(relpaths, [np.array([[0.0, 0.0, 30.0, 20.0]])] * 3, [(60, 40), (50, 50), (40, 60)], "test")
+    ious, confidences = crop_confidences(maps, val, crops_per_image=7, seed=5)
+    assert np.array_equal(ious, crop_iou_values(val.boxes, val.sizes, 7, 5))
+    assert ious.shape == confidences.shape == (21,) and ((confidences > 1 / 3) & (confidences <= 1)).all()
+
+
+def test_epoch_crop_boxes_are_the_trainers_first_draw(imagenet):
+    from repro.crops import crop_rng
+    from repro.data.folders import image_folder
+    from repro.data.transforms import TrainCrop, read_image
+
+    train = image_folder(imagenet.root, "train", imagenet.wnids)
+    boxes, sizes = epoch_crop_boxes(train, [3, 7], seed=2, epoch=1)
+    assert sizes == [(WIDTH, HEIGHT)] * 2
+    _, unit = TrainCrop(16)(read_image(train.path(7)), crop_rng(2, 1, 7))
+    assert np.allclose(boxes[1] / [WIDTH, HEIGHT, WIDTH, HEIGHT], unit.numpy())
+
+
+def test_imagenet_storage_matches_the_papers_arithmetic():
+    table = imagenet_storage(images=1_280_000).set_index(["layout", "topk", "dtype"])
+    # Section 3.3: 1.28e6 images x 15 x 15 x 1000 x 4 bytes
+    assert table.loc[("full", 1000, "fp32"), "bytes_per_image"] == 15 * 15 * 1000 * 4
+    assert table.loc[("official", 5, "fp32"), "bytes_per_image"] == official_bytes_per_image(5, (15, 15)) == 9000
+    assert table.loc[("packed", 5, "fp16"), "bytes_per_image"] == bytes_per_image(5, (15, 15), "fp16")
+    assert np.isclose(table.loc[("official", 5, "fp32"), "gib"], 1_280_000 * 9000 / GIB)
+
+
+# --- pipeline additions -----------------------------------------------------------------------------------------
+
+def test_labelmaps_key_of_the_train_split_is_unchanged_and_other_splits_differ():
+    cfg = profile_config("smoke")
+    train = labelmaps_key(cfg, 5, "fp32")
+    assert "split" not in train and labelmaps_key(cfg, 5, "fp32", "train") == train
+    assert labelmaps_key(cfg, 5, "fp32", "val") == {**train, "split": "val"}
+
+
+def test_kd_student_key_names_a_pipeline_teacher_by_its_run_not_its_path():
+    def kd(checkpoint, run):
+        return {"mode": "kd", "cutmix": False, "kd_input_size": 48,
+                "kd_teacher": {"name": "resnet26", "kwargs": {}, "checkpoint": checkpoint, "annotator_run": run}}
+    assert supervision_key(kd("/a/model.pt", "abc")) == supervision_key(kd("/b/model.pt", "abc"))
+    assert supervision_key(kd("/a/model.pt", "abc")) != supervision_key(kd("/a/model.pt", "xyz"))
+    external = kd("/a/model.pt", None)
+    assert supervision_key(external)["kd_teacher"]["checkpoint"] == "/a/model.pt"
+
+
+def test_annotator_top1_of_a_pretrained_annotator_is_evaluated_once(imagenet, tmp_path):
+    checkpoint = tmp_path / "teacher.pt"
+    torch.manual_seed(0)
+    save_model(create_model(TINY_MODEL, NUM_CLASSES), TINY_MODEL, NUM_CLASSES, checkpoint)
+    cfg = tiny_config(**{"data.source": "imagenet", "data.root": str(imagenet.root), "annotator.source": "timm",
+                         "annotator.model": TINY_MODEL, "annotator.checkpoint": str(checkpoint)})
+    top1 = annotator_top1(cfg, tmp_path / "runs")
+    assert 0.0 <= top1 <= 100.0
+    assert len(list((tmp_path / "runs" / "annotator_eval").iterdir())) == 1
+    assert annotator_top1(cfg, tmp_path / "runs") == top1
+
+
+def test_sweeps_at_each_profile():
+    smoke, proxy, paper = (profile_config(p) for p in ("smoke", "proxy", "paper"))
+    assert list(annotator_sweep(proxy)) == ["resnet18w16_1ep", "resnet18w16_12ep", "resnet26w32_6ep",
+                                            "resnet26w32_12ep"]
+    assert with_changes(proxy, annotator_sweep(proxy)["resnet26w32_12ep"]) == proxy  # the profile's annotator
+    assert list(annotator_sweep(smoke)) == ["resnet18w16_1ep", "resnet26w32_1ep"]  # one epoch: equal runs merge
+    assert list(kd_teachers(proxy)) == ["resnet18w16", "resnet26w32", "resnet50w32"]
+    assert list(annotator_sweep(paper))[-1] == "efficientnet_l2"
+    assert with_changes(paper, annotator_sweep(paper)["efficientnet_l2"]) == paper
+    assert with_changes(paper, kd_teachers(paper)["efficientnet_b7"])["labelmap"]["input_size"] == 600
+
+
+# --- every figure at the smoke profile ----------------------------------------------------------------------------
+
+def test_figure2_smoke_reproduces_the_worlds_calibration(runs, results_root):
+    outcome = run_smoke("figure2", runs, results_root)
+    assert_written(outcome, "figure2_curve.csv")
+    stats = json.loads((data_root(profile_config("smoke"), runs) / "stats.json").read_text())["calibration"]
+    measured = pd.read_csv(outcome["paths"]["seeds"]).set_index("metric")["value"]
+    # seed 0 is the world's own seed: the same crops and the same code as its stats.json
+    assert round(measured["fraction_crops_iou_zero"], 4) == stats["iou_zero"]["world"]
+    assert round(measured["fraction_crops_iou_gt_0.5"], 4) == stats["iou_gt_0.5"]["world"]
+
+
+def test_figure5_smoke_pools_at_least_100k_crops_from_val_label_maps(runs, results_root):
+    outcome = run_smoke("figure5", runs, results_root)
+    assert_written(outcome, "figure5_bins.csv")
+    bins = pd.read_csv(results_root / "smoke" / "figure5_bins.csv")
+    assert bins.crops.sum() >= 100_000 and bins.bin.iloc[0] == "iou_zero"
+    cfg = profile_config("smoke")
+    val_maps = open_labelmaps(labelmaps_dir(cfg, runs, split="val"))
+    train_maps = open_labelmaps(labelmaps_dir(cfg, runs))
+    assert all(p.startswith("val/") for p in val_maps.paths)
+    assert (val_maps.topk, val_maps.grid, val_maps.dtype) == (train_maps.topk, train_maps.grid, train_maps.dtype)
+
+
+def test_figureA2_smoke_measures_peaks_on_multi_object_images(runs, results_root):
+    outcome = run_smoke("figureA2", runs, results_root)
+    assert_written(outcome, "figureA2_peaks.csv", "figureA2_suite_annotator.png", "figureA2_lite0.png")
+    peaks = pd.read_csv(results_root / "smoke" / "figureA2_peaks.csv")
+    assert len(peaks) > 0 and peaks.classes_present.str.contains(",").all()
+
+
+def test_figureA3_smoke_gallery(runs, results_root):
+    outcome = run_smoke("figureA3", runs, results_root)
+    assert_written(outcome, "figureA3_gallery.csv")
+    gallery = pd.read_csv(results_root / "smoke" / "figureA3_gallery.csv")
+    assert len(gallery) > 0 and ((gallery.x2 > gallery.x1) & (gallery.y2 > gallery.y1)).all()
+
+
+def test_costs_smoke(runs, results_root):
+    outcome = run_smoke("costs", runs, results_root)
+    assert_written(outcome, "costs_storage.csv")
+    measured = pd.read_csv(outcome["paths"]["seeds"]).set_index(["setting", "metric"])["value"]
+    assert measured[("label_map_generation", "share_of_training")] > 0
+    assert 0 < measured[("labelpooling", "pool_seconds")] < measured[("labelpooling", "train_step_seconds")]
+
+
+def test_kd_changes_name_the_teacher_run(runs):
+    cfg = profile_config("smoke")
+    changes = kd_changes(cfg, runs)
+    teacher = changes["supervision.kd_teacher"]
+    assert teacher["annotator_run"] == annotator_run(cfg, runs).hash
+    assert changes["supervision.kd_input_size"] == cfg["annotator"]["train"]["crop_size"]
+    key = student_key(with_changes(cfg, changes))
+    assert "checkpoint" not in key["supervision"]["kd_teacher"]
+
+
+def test_figure4_smoke(runs, results_root):
+    outcome = run_smoke("figure4", runs, results_root)
+    assert_written(outcome, "figure4_points.csv")
+    points = pd.read_csv(results_root / "smoke" / "figure4_points.csv")
+    assert points.setting.tolist()[-1] == "original" and points.annotator_top1.iloc[:-1].notna().all()
+
+
+def test_figure6_smoke(runs, results_root):
+    outcome = run_smoke("figure6", runs, results_root)
+    assert_written(outcome, "figure6_points.csv")
+    points = pd.read_csv(results_root / "smoke" / "figure6_points.csv").set_index("setting")
+    kd = points[points.index.str.startswith("kd_")]
+    assert len(kd) == 3 and (kd.teacher_seconds > 0).all() and (kd.cost_seconds == kd.train_seconds).all()
+    assert points.loc["relabel", "cost_seconds"] > points.loc["relabel", "train_seconds"]
