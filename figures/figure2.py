@@ -85,6 +85,7 @@ EXPERIMENT = Experiment(
     collect=collect,
     plot=plot,
     metrics=list(METRICS.values()),
+    absolute_tolerances={metric: BANDS[key] for key, metric in METRICS.items()},  # fractions, not percent
     claims=[
         Claim("about 8% of random crops miss the object (IoU = 0)", kind="range", metric=METRICS["iou_zero"],
               better=SETTING, low=_band("iou_zero")[0], high=_band("iou_zero")[1]),
