@@ -176,7 +176,7 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict) -> dic
 
 # The embedded scale: small ResNets of timm's own families, CPU-sized batches, the annotator trained here on a
 # higher resolution and more data than the student, as the paper's annotators were.
-_CPU = {"workers": 1, "amp": False, "channels_last": False, "batch_size_eval": 256, "warmup_lr": 1e-3}
+_CPU = {"workers": 1, "amp": False, "channels_last": True, "batch_size_eval": 256, "warmup_lr": 1e-3}
 _NARROW_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 _EMBEDDED_MODELS = {
     **{name: {"name": name, "kwargs": _NARROW_RESNET} for name in ("resnet18", "resnet50", "resnet101")},
@@ -184,24 +184,27 @@ _EMBEDDED_MODELS = {
     "rexnet_100": {"name": "rexnet_100", "kwargs": {"width_mult": 0.5}},
 }
 _PROXY_MODEL = _EMBEDDED_MODELS["resnet50"]
-_ANNOTATOR_MODEL = {"name": "resnet26", "kwargs": {"channels": [32, 64, 128, 256], "stem_width": 32}}
+_ANNOTATOR_MODEL = {"name": "resnet18", "kwargs": {"channels": [24, 48, 96, 192], "stem_width": 24}}
 
 SMOKE = _embedded(
     "smoke",
-    train={**_CPU, "model": _PROXY_MODEL, "epochs": 1, "batch_size": 32, "lr": 0.1, "warmup_epochs": 0,
+    train={**_CPU, "model": _PROXY_MODEL, "epochs": 1, "batch_size": 8, "lr": 0.1, "warmup_epochs": 0,
            "crop_size": 32, "eval_size": 48, "eval_crop_pct": 1.0, "workers": 0},
     annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
-               "train": {"epochs": 1, "crop_size": 48, "eval_size": 48, "batch_size": 32}},
+               "train": {"epochs": 1, "crop_size": 48, "eval_size": 48, "batch_size": 32, "scale": [0.25, 1.0]}},
     labelmap={"input_size": 48, "output_stride": 8, "topk": 5},
 )
 
 PROXY = _embedded(
     "proxy",
-    train={**_CPU, "model": _PROXY_MODEL, "epochs": 8, "batch_size": 128, "lr": 0.2, "warmup_epochs": 1,
-           "crop_size": 64, "eval_size": 96, "eval_crop_pct": 1.0},
+    train={**_CPU, "model": _PROXY_MODEL, "epochs": 5, "batch_size": 128, "lr": 0.2, "warmup_epochs": 1,
+           "crop_size": 56, "eval_size": 72, "eval_crop_pct": 1.0},
+    # The annotator's advantages, as in the paper: more data (extra + train), a higher resolution (96 px crops,
+    # whole 112 px images when labelling) and crops that keep more of the image (its own recipe, like the paper's
+    # annotators, which were trained under other recipes than the students).
     annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
-               "train": {"epochs": 12, "crop_size": 112, "eval_size": 128, "batch_size": 128}},
-    labelmap={"input_size": 128, "output_stride": 8, "topk": 5},
+               "train": {"epochs": 2, "crop_size": 96, "eval_size": 112, "batch_size": 128, "scale": [0.25, 1.0]}},
+    labelmap={"input_size": 112, "output_stride": 8, "topk": 5},
 )
 
 PROFILES = {"smoke": SMOKE, "proxy": PROXY, "paper": PAPER}

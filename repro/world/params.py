@@ -10,9 +10,9 @@ import copy
 # Scene settings: the keys a v2 variant may shift (see V2 below).
 SCENE = {
     # backgrounds: scikit-image photos/textures (random crop, colour change) or procedural colour fields
-    "background_contrast": 0.5,       # background's deviation from its mean is scaled by this (1 = as photographed)
+    "background_contrast": 0.3,       # background's deviation from its mean is scaled by this (1 = as photographed)
     "p_procedural_background": 0.15,
-    "clutter": 3.0,                   # mean number of procedural shapes per image (Poisson)
+    "clutter": 1.0,                   # mean number of procedural shapes per image (Poisson)
     "p_clutter_front": 0.2,           # share of those shapes drawn over the objects (partial occluders)
     # the primary object (the image's label): longest side as a fraction of the image side, bimodal as ImageNet's
     "p_small_primary": 0.22,
@@ -26,9 +26,9 @@ SCENE = {
     "p_other_front": 0.5,             # an other object is drawn over the primary (else behind it)
     # every object
     "max_truncation": 0.25,           # share of an object's width/height that may fall outside the image
-    "rotation_deg": 20.0,
+    "rotation_deg": 10.0,
     "color_jitter": 0.2,              # brightness and saturation factors drawn from 1 +- this
-    "p_blur": 0.2,
+    "p_blur": 0.1,
     "blur_sigma": [0.3, 1.0],
 }
 
@@ -41,7 +41,7 @@ DEFAULTS: dict = {
     "held_out_subgroups": ["plant-flower", "plant-other"],  # kept for the downstream "plants" task
     "min_glyphs_per_class": 3,
     "split_subgroups_from": 30,       # a subgroup with at least this many glyphs becomes two classes (-a, -b)
-    "glyphs_per_class": 6,            # the first glyphs of each class (fewer exemplars: easier recognition)
+    "glyphs_per_class": 4,            # the first glyphs of each class (fewer exemplars: easier recognition)
     **SCENE,
     # labels: when another object counts as present
     "real_min_visible": 0.3,          # real.json (ReaL-style)
@@ -49,10 +49,10 @@ DEFAULTS: dict = {
     "shankar_min_size": 0.15,         # ... and the visible box's longest side at least this share of the image
     # ImageNetV2 analogues: fresh draws with these scene settings changed
     "v2_variants": {
-        "matched-frequency": {"p_small_primary": 0.4, "clutter": 5.0, "background_contrast": 0.7,
+        "matched-frequency": {"p_small_primary": 0.4, "clutter": 2.5, "background_contrast": 0.5,
                               "p_multi": 0.3, "p_blur": 0.35},
-        "threshold0.7": {"p_small_primary": 0.3, "clutter": 4.0, "background_contrast": 0.6},
-        "top-images": {"p_small_primary": 0.1, "primary_size_large": [0.7, 1.0], "clutter": 2.0,
+        "threshold0.7": {"p_small_primary": 0.3, "clutter": 2.0, "background_contrast": 0.4},
+        "top-images": {"p_small_primary": 0.1, "primary_size_large": [0.7, 1.0], "clutter": 0.5,
                        "p_multi": 0.1},
     },
     "n_v2_per_class": 10,              # ImageNetV2 has 10 images per class
@@ -83,7 +83,7 @@ SIZES = {
     "smoke": {"n_train": 400, "n_extra": 600, "n_val": 200, "n_v2_per_class": 1, "n_rendition_per_class": 1,
               "downstream_max_classes": 4, "n_downstream_train_per_class": 3, "n_downstream_test_per_class": 2,
               "n_detection_train": 40, "n_detection_val": 20},
-    "proxy": {"n_train": 12000, "n_extra": 24000, "n_val": 5000},
+    "proxy": {"n_train": 10000, "n_extra": 24000, "n_val": 5000},
     "paper": None,
 }
 
