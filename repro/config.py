@@ -197,13 +197,13 @@ SMOKE = _embedded(
 
 PROXY = _embedded(
     "proxy",
-    train={**_CPU, "model": _PROXY_MODEL, "epochs": 5, "batch_size": 128, "lr": 0.2, "warmup_epochs": 1,
+    train={**_CPU, "model": _PROXY_MODEL, "epochs": 4, "batch_size": 128, "lr": 0.2, "warmup_epochs": 1,
            "crop_size": 56, "eval_size": 72, "eval_crop_pct": 1.0},
     # The annotator's advantages, as in the paper: more data (extra + train), a higher resolution (96 px crops,
     # whole 112 px images when labelling) and crops that keep more of the image (its own recipe, like the paper's
     # annotators, which were trained under other recipes than the students).
     annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
-               "train": {"epochs": 2, "crop_size": 96, "eval_size": 112, "batch_size": 128, "scale": [0.25, 1.0]}},
+               "train": {"epochs": 3, "crop_size": 96, "eval_size": 112, "batch_size": 128, "scale": [0.25, 1.0]}},
     labelmap={"input_size": 112, "output_stride": 8, "topk": 5},
 )
 
