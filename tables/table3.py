@@ -16,6 +16,12 @@ SUPERVISIONS = {
 }
 
 
+def relabel_beats_the_others(metrics):
+    """The paper's reading of Tables 3 and A1: ReLabel above each other supervision on every metric."""
+    return [Claim(f"ReLabel > {other} on {metric}", metric=metric, better="relabel", worse=other)
+            for metric in metrics for other in SUPERVISIONS if other != "relabel"]
+
+
 def runs(config):
     return {("resnet50", setting): changes for setting, changes in SUPERVISIONS.items()}
 
@@ -27,6 +33,5 @@ EXPERIMENT = TrainingExperiment(
     runs=runs,
     report=annotator_report,
     metrics=METRICS,
-    claims=[Claim(f"ReLabel > {other} on {metric}", metric=metric, better="relabel", worse=other)
-            for metric in METRICS for other in ("original", "label_smoothing_0.1", "label_cleaning")],
+    claims=relabel_beats_the_others(METRICS),
 )

@@ -2,9 +2,8 @@
 
 The runs are Table 3's own (same configs, so the cached runs are reused); only the metrics differ.
 """
-from repro.claims import Claim
 from repro.experiment import TrainingExperiment, annotator_report
-from tables.table3 import runs
+from tables.table3 import relabel_beats_the_others, runs
 
 METRICS = ["imagenetv2_top_images_top1", "imagenetv2_matched_frequency_top1", "imagenetv2_threshold_0.7_top1"]
 
@@ -15,6 +14,5 @@ EXPERIMENT = TrainingExperiment(
     runs=runs,
     report=annotator_report,
     metrics=METRICS,
-    claims=[Claim(f"ReLabel > {other} on {metric}", metric=metric, better="relabel", worse=other)
-            for metric in METRICS for other in ("original", "label_smoothing_0.1", "label_cleaning")],
+    claims=relabel_beats_the_others(METRICS),
 )
