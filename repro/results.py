@@ -109,7 +109,8 @@ def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] |
     Proxy-scale and paper-scale numbers live on different scales, so each metric gets its own panel and the
     reported numbers sit on a second axis.
     """
-    metrics = metrics or list(summary["metric"].drop_duplicates())
+    present = list(summary["metric"].drop_duplicates())
+    metrics = [m for m in (metrics or present) if m in present]  # a metric no eval set produced gets no panel
     fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 3.2 * len(metrics)) + 1, 4.2), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = summary[summary.metric == metric].reset_index(drop=True)

@@ -2,6 +2,7 @@
 fixture, and every module end to end at the smoke profile."""
 import pandas as pd
 import pytest
+import torch
 
 from repro.config import profile_config, with_changes
 from repro.experiment import Context, discover, run_experiment
@@ -37,11 +38,12 @@ def test_runs_shared_between_tables_are_one_run(profile):
 def test_table3_and_tableA1_at_paper_profile_on_an_imagenet_layout(tmp_path):
     imagenet = build_imagenet(tmp_path / "imagenet", train_per_class=8)
     checkpoint = tmp_path / "annotator.pt"
+    torch.manual_seed(0)
     save_model(create_model(TINY_MODEL, NUM_CLASSES), TINY_MODEL, NUM_CLASSES, checkpoint)
     cfg = with_changes(profile_config("paper"), {
-        "data.root": str(imagenet.root), "annotator.model": TINY_MODEL, "annotator.pretrained": False,
+        "data.root": str(imagenet.root), "data.v2_root": str(imagenet.root / "v2"), "annotator.model": TINY_MODEL, "annotator.pretrained": False,
         "annotator.checkpoint": str(checkpoint), "labelmap.input_size": 32, "labelmap.output_stride": 8,
-        "models.resnet50": TINY_MODEL, "train.model": TINY_MODEL, "train.epochs": 1, "train.batch_size": 8,
+        "models.resnet50": TINY_MODEL, "train.model": TINY_MODEL, "train.epochs": 1, "train.batch_size": 4,
         "train.warmup_epochs": 0, "train.crop_size": 32, "train.eval_size": 32, "train.workers": 0,
         "train.amp": False, "train.batch_size_eval": 16})
     ctx = Context(profile="paper", config=cfg, seeds=[0], runs_root=tmp_path / "runs",
