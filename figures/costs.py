@@ -1,7 +1,7 @@
 """Section 3.3: what ReLabel costs, in time and storage.
 
 - Generation: the wall time of the annotator's pass over the training images (the cached label-map run's
-  `wall_seconds_last_session`) as a share of one original-label training run of the student (its
+  `generation_seconds`) as a share of one original-label training run of the student (its
   `train_seconds`); the paper: 10 GPU-hours against 328, 3.3%. At the embedded scale the annotator is trained
   and run on a CPU at a higher resolution than the student, with a small student recipe, so the share differs
   from ImageNet's; the claim allows up to 25%. The annotator's own training is reported beside it (the paper
@@ -50,7 +50,7 @@ def collect(ctx: Context) -> pd.DataFrame:
     def add(model, setting, metric, value, row_seed=seed):
         rows.append({"model": model, "setting": setting, "seed": row_seed, "metric": metric, "value": value})
 
-    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["wall_seconds_last_session"]
+    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["generation_seconds"]
     add("annotator", "label_map_generation", "wall_seconds", generation)
     if cfg["annotator"]["source"] == "train":
         add("annotator", "annotator_training", "wall_seconds", annotator_run(cfg, ctx.runs_root).metrics[

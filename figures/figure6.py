@@ -36,7 +36,7 @@ def collect(ctx: Context) -> pd.DataFrame:
     def add(setting, seed, metric, value):
         rows.append({"model": student, "setting": setting, "seed": seed, "metric": metric, "value": value})
 
-    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["wall_seconds_last_session"]
+    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["generation_seconds"]
     annotator_training = (annotator_run(cfg, ctx.runs_root).metrics["train_seconds"]
                           if cfg["annotator"]["source"] == "train" else 0.0)
     teachers = {name: with_changes(cfg, changes) for name, changes in kd_teachers(cfg).items()}

@@ -7,7 +7,7 @@ import torch
 from repro.config import profile_config, with_changes
 from repro.experiment import Context, discover, run_experiment
 from repro.models import create_model, save_model
-from repro.pipeline import student_key
+from repro.pipeline import annotator_key, student_key
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, build_imagenet
 
 TABLES = ["table2", "table3", "table4", "table5", "table6", "tableA1"]
@@ -30,6 +30,10 @@ def test_runs_shared_between_tables_are_one_run(profile):
     assert key["tableA1"] == key["table3"]
     original = key["table3"][("resnet50", "original")]
     assert key["table2"][("resnet50", "original")] == key["table5"][("resnet50", "vanilla")] == original
+    # one annotator serves every student, whatever its architecture, recipe or supervision
+    if profile == "proxy":
+        annotators = {str(annotator_key(c)) for name in TABLES for c in _run_configs(name, cfg).values()}
+        assert annotators == {str(annotator_key(cfg))}
     # and a different supervision, label-map setting or architecture is a different run
     assert len({str(k) for k in key["table6"].values()}) == len(key["table6"])
     assert key["table4"][("resnet18", "relabel")] != relabel

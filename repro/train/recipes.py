@@ -7,11 +7,14 @@ from repro.config import deep_update, profile_config
 
 
 def annotator_recipe(cfg: Mapping) -> dict:
-    """The annotator's training config (annotator.source == "train"): the student's recipe with the annotator's
-    model and its `annotator.train` changes (epochs, resolution, batch size), on the original labels. Only the
-    sections the trainer reads are kept, so changing a student's supervision never retrains the annotator."""
+    """The annotator's training config (annotator.source == "train"): the profile's base recipe with the
+    annotator's model and its `annotator.train` changes (epochs, resolution, batch size, crop scale), on the
+    original labels. It reads neither the student's recipe nor its supervision, so every student of a profile
+    (any architecture, optimiser or supervision) shares one annotator."""
     annotator = cfg["annotator"]
     if annotator["source"] != "train":
         raise ValueError(f"annotator.source is {annotator['source']!r}: only a 'train' annotator has a recipe")
-    train = deep_update(cfg["train"], {**annotator.get("train", {}), "model": annotator["model"]})
-    return {"seed": cfg["seed"], "train": train, "supervision": profile_config(cfg["profile"])["supervision"]}
+    base = profile_config(cfg["profile"])
+    train = deep_update(base["train"], annotator.get("train", {}))
+    train["model"] = dict(annotator["model"])  # replaced whole: the student's model kwargs must not leak in
+    return {"seed": cfg["seed"], "train": train, "supervision": base["supervision"]}
