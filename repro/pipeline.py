@@ -270,25 +270,12 @@ def train_student(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
     return student_run(cfg, runs_root).metrics
 
 
-def annotator_diagnostics(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
-    """How much better the annotator is than the data it labels: its own val accuracy and its agreement with the
-    training labels (a weak annotator makes ReLabel worse than the original labels: Figure 4)."""
-    out = {}
-    if cfg["annotator"]["source"] == "train":
-        out["annotator_imagenet_top1"] = annotator_run(cfg, runs_root).metrics.get("imagenet_top1")
-    if not cfg["labelmap"].get("official_dir"):
-        out.update({k: v for k, v in generated_labelmaps(cfg, runs_root).metrics.items()
-                    if k.startswith("agreement")})
-    return out
-
-
 def annotator_report(cfg: Mapping, runs_root: str | os.PathLike, seed: int = 0) -> str:
     """The annotator's quality beside the original-label student of the same recipe, as printed by the ReLabel
     tables: ReLabel can only help when the annotator is clearly better than that student."""
-    diagnostics = annotator_diagnostics(cfg, runs_root)
     lines = []
-    top1 = diagnostics.get("annotator_imagenet_top1")
-    if top1 is not None:
+    if cfg["annotator"]["source"] == "train":  # a pretrained annotator's top-1 would cost an evaluation here
+        top1 = annotator_top1(cfg, runs_root)
         lines.append(f"annotator: val top-1 {top1:.2f}% ({cfg['annotator']['model']['name']}, "
                      f"{cfg['annotator']['train']['crop_size']} px crops, extra + train)")
         from repro.config import with_changes
@@ -298,7 +285,7 @@ def annotator_report(cfg: Mapping, runs_root: str | os.PathLike, seed: int = 0) 
         if original.done:
             margin = top1 - original.metrics["imagenet_top1"]
             lines.append(f"annotator margin over the original-label student (seed {seed}): {margin:+.2f} pp")
-    if "agreement_top1_train" in diagnostics:
-        lines.append(f"whole-image label map agrees with the training label on "
-                     f"{diagnostics['agreement_top1_train']:.1f}% of training images")
+    if not cfg["labelmap"].get("official_dir"):
+        agreement = generated_labelmaps(cfg, runs_root).metrics["agreement_top1_train"]
+        lines.append(f"whole-image label map agrees with the training label on {agreement:.1f}% of training images")
     return "\n".join(lines)
