@@ -184,29 +184,34 @@ def generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike, split: str =
     """The annotator's pass over the images of `split` (BASE_TOPK, fp32); its metrics hold the pass's wall time
     (`generation_seconds`, Section 3.3's generation cost: the annotator's own training, done first when it is
     trained here, is not part of it) and the share of images whose whole-image map agrees with their label."""
-    from repro.data.imagenet import open_imagenet
+    from repro.data.folders import image_folder, read_classes, unlabelled_folder
     from repro.labelmaps.annotator import build_annotator
     from repro.labelmaps.generate import generate_labelmaps
     from repro.train.supervision import agreeing_indices
 
     lm, annotator_cfg = cfg["labelmap"], cfg["annotator"]
+    extra_pool = split == cfg["extra_data"]["split"]
 
     def compute(run: Run) -> dict:
         root = data_root(cfg, runs_root)
-        data = open_imagenet(root, cfg["data"], train_splits=split)
+        wnids = read_classes(root)[0]
+        num_classes = len(wnids)
+        # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
+        images = unlabelled_folder(root, split) if extra_pool else image_folder(root, split, wnids)
         source = annotator_source(cfg, runs_root)  # trains the annotator first where it is trained here
         started = time.time()
         annotator = build_annotator(source, pretrained=bool(annotator_cfg["pretrained"]),
-                                    output_stride=lm["output_stride"], num_classes=data.num_classes)
-        store = generate_labelmaps(annotator, list(data.train.relpaths), root, run.dir / "store",
+                                    output_stride=lm["output_stride"], num_classes=num_classes)
+        store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
                                    input_size=int(lm["input_size"]), topk=BASE_TOPK, dtype="fp32",
                                    batch_size=int(cfg["train"]["batch_size_eval"]),
                                    workers=int(cfg["train"]["workers"]), overwrite=True)
-        generation_seconds = time.time() - started
-        agreeing = agreeing_indices(store, data.train, data.num_classes)
-        # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
-        return {**_store_metrics(store), "generation_seconds": round(generation_seconds, 2),
-                f"agreement_top1_{split}": 100.0 * len(agreeing) / len(data.train)}
+        metrics = {**_store_metrics(store), "generation_seconds": round(time.time() - started, 2)}
+        if not extra_pool:
+            agreeing = agreeing_indices(store, images, num_classes)
+            # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
+            metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)
+        return metrics
 
     return cached_run("labelmaps", labelmaps_key(cfg, BASE_TOPK, "fp32", split), runs_root, compute)
 
@@ -247,6 +252,11 @@ def student_key(cfg: Mapping) -> dict:
         lm = cfg["labelmap"]
         key["labelmaps"] = ({"official_dir": lm["official_dir"]} if lm.get("official_dir")
                             else labelmaps_key(cfg, int(lm["topk"]), lm["dtype"]))
+    if cfg["extra_data"]["enabled"]:  # absent otherwise: the keys of runs without extra data stay as they were
+        extra = cfg["extra_data"]
+        key["extra_data"] = {"split": extra["split"], "images": int(extra["images"]),
+                             "labelmaps": labelmaps_key(cfg, int(cfg["labelmap"]["topk"]), cfg["labelmap"]["dtype"],
+                                                        extra["split"])}
     return key
 
 
@@ -256,13 +266,51 @@ def student_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
 
     def compute(run: Run) -> dict:
         root = data_root(cfg, runs_root)
+        data = open_imagenet(root, cfg["data"])
         store = labelmaps_dir(cfg, runs_root) if uses_labelmaps(cfg) else None
-        metrics = train_classifier(run, cfg, open_imagenet(root, cfg["data"]), labelmaps=store)
-        if store is not None:
-            metrics["labelmap_bytes_per_image"] = _store_metrics(store)["labelmap_bytes_per_image"]
-        return metrics
+        bytes_per_image = None if store is None else _store_metrics(store)["labelmap_bytes_per_image"]
+        summary = {}
+        if cfg["extra_data"]["enabled"]:
+            data, store, summary = with_extra_data(cfg, runs_root, data, store)
+        metrics = train_classifier(run, cfg, data, labelmaps=store)
+        if bytes_per_image is not None:
+            metrics["labelmap_bytes_per_image"] = bytes_per_image
+        return {**metrics, **summary}
 
     return cached_run("train", student_key(cfg), runs_root, compute)
+
+
+def with_extra_data(cfg: Mapping, runs_root: str | os.PathLike, data, store) -> tuple:
+    """Table 5's extra data: the training set grown by images of the pool <data root>/<extra_data.split>, each
+    kept image labelled by its ReLabel map only. The annotator labels the whole pool; `extra_data.images` of it
+    are kept, balanced over the maps' top-1 classes. Returns (data, label maps of the grown set, summary)."""
+    import dataclasses
+
+    import numpy as np
+
+    from repro.data.folders import ImageList
+    from repro.labelmaps.analysis import balanced_top1_subsample
+    from repro.labelmaps.store import ConcatLabelMaps, open_labelmaps
+
+    extra = cfg["extra_data"]
+    if cfg["supervision"]["mode"] != "relabel":
+        raise ValueError(f"extra_data needs supervision.mode 'relabel', not {cfg['supervision']['mode']!r}: the "
+                         "pool's images carry no labels of the suite's classes, only their label maps")
+    pool = open_labelmaps(labelmaps_dir(cfg, runs_root, split=extra["split"]), data.num_classes)
+    per_class = int(extra["images"]) // data.num_classes
+    if per_class < 1:
+        raise ValueError(f"extra_data.images = {extra['images']} is fewer than one image per class "
+                         f"({data.num_classes} classes)")
+    rows, top1 = balanced_top1_subsample(pool, per_class)
+    kept = ImageList(data.root, tuple(pool.paths[row] for row in rows), top1)
+    train = ImageList(data.root, data.train.relpaths + kept.relpaths, np.concatenate([data.train.labels, top1]))
+    own = open_labelmaps(store, data.num_classes)
+    maps = ConcatLabelMaps([(own, own.rows_for(data.train.relpaths)), (pool, rows)])
+    per_class_counts = np.bincount(top1, minlength=data.num_classes)
+    summary = {"extra_pool_images": pool.num_images, "extra_images": len(kept),
+               "extra_images_per_class_min": int(per_class_counts.min()),
+               "extra_images_per_class_max": int(per_class_counts.max())}
+    return dataclasses.replace(data, train=train), maps, summary
 
 
 def train_student(cfg: Mapping, runs_root: str | os.PathLike) -> dict:

@@ -8,7 +8,8 @@ from torch.utils.data import DataLoader
 
 from repro.crops import crop_rng, sample_rrc_boxes
 from repro.data import (EpochSampler, EvalView, TrainCrop, TrainCrops, image_folder, integer_folder, normalize,
-                        open_imagenet, read_classes, read_image, read_label_sets, timm_real_json)
+                        open_imagenet, read_classes, read_image, read_label_sets, timm_real_json,
+                        unlabelled_folder)
 from repro.data.transforms import INTERPOLATION
 from tests.fixtures import HEIGHT, NUM_CLASSES, WIDTH
 
@@ -27,6 +28,20 @@ def test_image_folder_labels_by_wnid_and_unions_splits(imagenet):
     for relpath, label in zip(both.relpaths, both.labels):
         assert relpath.split("/")[1] == imagenet.wnids[label]
     assert both.path(0).exists()
+
+
+def test_an_unlabelled_pool_lists_every_image_at_any_depth(imagenet, tmp_path):
+    root = tmp_path / "root"
+    (root / "pool" / "a" / "b").mkdir(parents=True)
+    (root / "pool" / "a" / "b" / "x.JPEG").write_bytes(b"")
+    (root / "pool" / "notes.txt").write_text("not an image")
+    (root / "pool" / "linked").symlink_to(imagenet.root / "extra", target_is_directory=True)
+    pool = unlabelled_folder(root, "pool")
+    assert len(pool) == 1 + 2 * NUM_CLASSES and (pool.labels == -1).all()
+    assert list(pool.relpaths) == sorted(pool.relpaths) and pool.relpaths[0] == "pool/a/b/x.JPEG"
+    assert pool.path(len(pool) - 1).exists()
+    with pytest.raises(FileNotFoundError, match="no image pool folder .*missing"):
+        unlabelled_folder(root, "missing")
 
 
 def test_imagenet_v2_folders_are_read_as_integers(imagenet):

@@ -17,9 +17,10 @@ from repro.labelmaps.generate import annotate_images, commit_progress, generate_
 from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos,
                                    imagenet_class_names)
 from repro.labelmaps.render import render_label_maps
-from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, LabelMapError, derive_store, list_images,
-                                   official_key, official_to_packed, open_labelmaps, packed_to_official,
-                                   save_official, verify, write_packed)
+from repro.labelmaps.analysis import balanced_top1_subsample
+from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, ConcatLabelMaps, LabelMapError, derive_store,
+                                   list_images, official_key, official_to_packed, open_labelmaps,
+                                   packed_to_official, save_official, verify, write_packed)
 from repro.models import create_model, save_model
 from repro.pooling import global_pool_logits, pool_labels
 
@@ -195,6 +196,40 @@ def test_packed_store_from_arrays_and_global_logits(tmp_path):
         write_packed(tmp_path / "bad", RELPATHS[:4], values, ids, num_classes=10)
     with pytest.raises(FileExistsError):
         write_packed(tmp_path / "s", RELPATHS[:4], values, ids, num_classes=20)
+
+
+def test_concatenated_stores_read_the_chosen_rows_of_each(tmp_path):
+    values, ids = make_maps(9, k=3, height=4, width=4, classes=20)
+    first = open_labelmaps(write_packed(tmp_path / "a", RELPATHS[:5], values[:5], ids[:5], num_classes=20))
+    extra_paths = [f"extra/x/{i}.JPEG" for i in range(4)]
+    second = open_labelmaps(write_packed(tmp_path / "b", extra_paths, values[5:], ids[5:], num_classes=20))
+    maps = ConcatLabelMaps([(first, [4, 0]), (second, [3, 1])])
+    assert maps.paths == [RELPATHS[4], RELPATHS[0], extra_paths[3], extra_paths[1]]
+    assert open_labelmaps(maps) is maps
+    read_values, read_ids = maps.read(maps.rows_for([extra_paths[1], RELPATHS[0], extra_paths[3]]))
+    torch.testing.assert_close(read_values, torch.stack([values[6], values[0], values[8]]))
+    assert torch.equal(read_ids, torch.stack([ids[6], ids[0], ids[8]]))
+    restored = pickle.loads(pickle.dumps(maps))
+    assert torch.equal(restored.read([2])[1], ids[8][None])
+    fp16 = open_labelmaps(derive_store(tmp_path / "b", tmp_path / "b16", dtype="fp16"))
+    with pytest.raises(LabelMapError, match="does not match"):
+        ConcatLabelMaps([(first, [0]), (fp16, [0])])
+
+
+def test_balanced_subsample_keeps_the_most_confident_images_of_each_top1_class(tmp_path):
+    # image i shows class i % 3 with confidence growing with i; class 3 has a single image
+    count, grid = 10, 2
+    values = np.zeros((count, 1, grid, grid), dtype=np.float32)
+    ids = np.zeros((count, 1, grid, grid), dtype=np.int64)
+    for i in range(count - 1):
+        values[i], ids[i] = 1.0 + i, i % 3
+    values[-1], ids[-1] = 1.0, 3
+    paths = [f"extra/{i}.JPEG" for i in range(count)]
+    maps = open_labelmaps(write_packed(tmp_path / "s", paths, values, ids, num_classes=4))
+    rows, top1 = balanced_top1_subsample(maps, per_class=2)
+    # class 0: images 0, 3, 6 -> 3 and 6; class 1: 1, 4, 7 -> 4, 7; class 2: 2, 5, 8 -> 5, 8; class 3: image 9
+    assert rows.tolist() == [3, 4, 5, 6, 7, 8, 9]
+    assert top1.tolist() == [0, 1, 2, 0, 1, 2, 3]
 
 
 def test_fp16_and_int8_stay_within_their_error_bounds(tmp_path):

@@ -7,7 +7,7 @@ import torch
 from repro.config import profile_config, with_changes
 from repro.experiment import Context, discover, run_experiment
 from repro.models import create_model, save_model
-from repro.pipeline import annotator_key, student_key
+from repro.pipeline import annotator_key, student_key, train_student
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, build_imagenet
 
 TABLES = ["table2", "table3", "table4", "table5", "table6", "tableA1"]
@@ -39,17 +39,22 @@ def test_runs_shared_between_tables_are_one_run(profile):
     assert key["table4"][("resnet18", "relabel")] != relabel
 
 
-def test_table3_and_tableA1_at_paper_profile_on_an_imagenet_layout(tmp_path):
+def _paper_profile_on_a_fixture(tmp_path, **changes) -> dict:
+    """The paper profile on a tiny ImageNet-layout installation, with a seeded tiny annotator checkpoint."""
     imagenet = build_imagenet(tmp_path / "imagenet", train_per_class=8)
     checkpoint = tmp_path / "annotator.pt"
     torch.manual_seed(0)
     save_model(create_model(TINY_MODEL, NUM_CLASSES), TINY_MODEL, NUM_CLASSES, checkpoint)
-    cfg = with_changes(profile_config("paper"), {
-        "data.root": str(imagenet.root), "data.v2_root": str(imagenet.root / "v2"), "annotator.model": TINY_MODEL, "annotator.pretrained": False,
-        "annotator.checkpoint": str(checkpoint), "labelmap.input_size": 32, "labelmap.output_stride": 8,
-        "models.resnet50": TINY_MODEL, "train.model": TINY_MODEL, "train.epochs": 1, "train.batch_size": 4,
-        "train.warmup_epochs": 0, "train.crop_size": 32, "train.eval_size": 32, "train.workers": 0,
-        "train.amp": False, "train.batch_size_eval": 16})
+    return with_changes(profile_config("paper"), {
+        "data.root": str(imagenet.root), "data.v2_root": str(imagenet.root / "v2"), "annotator.model": TINY_MODEL,
+        "annotator.pretrained": False, "annotator.checkpoint": str(checkpoint), "labelmap.input_size": 32,
+        "labelmap.output_stride": 8, "models.resnet50": TINY_MODEL, "train.model": TINY_MODEL, "train.epochs": 1,
+        "train.batch_size": 4, "train.warmup_epochs": 0, "train.crop_size": 32, "train.eval_size": 32,
+        "train.workers": 0, "train.amp": False, "train.batch_size_eval": 16, **changes})
+
+
+def test_table3_and_tableA1_at_paper_profile_on_an_imagenet_layout(tmp_path):
+    cfg = _paper_profile_on_a_fixture(tmp_path)
     ctx = Context(profile="paper", config=cfg, seeds=[0], runs_root=tmp_path / "runs",
                   results_root=tmp_path / "results")
     outcome = run_experiment(discover()["table3"], ctx)
@@ -78,3 +83,18 @@ def test_every_table_at_smoke_writes_csv_and_png(tmp_path):
         assert len(table) == len(discover()[name].runs(ctx.config))
         assert outcome["paths"]["png"].stat().st_size > 10_000
         assert all(not v.checked for v in outcome["verdicts"])
+
+
+def test_extra_data_grows_the_training_set_by_a_balanced_relabelled_subsample(tmp_path):
+    # the fixture's extra/ pool: 2 images of each class; 1 per class is kept, by the annotator's top-1
+    cfg = _paper_profile_on_a_fixture(tmp_path, **{"supervision.mode": "relabel", "extra_data.enabled": True,
+                                                   "extra_data.images": NUM_CLASSES})
+    runs = tmp_path / "runs"
+    metrics = train_student(cfg, runs)
+    assert metrics["extra_pool_images"] == 2 * NUM_CLASSES
+    assert metrics["extra_images_per_class_max"] <= 1
+    assert metrics["train_images"] == 8 * NUM_CLASSES + metrics["extra_images"] > 8 * NUM_CLASSES
+    assert student_key(cfg) != student_key(with_changes(cfg, {"extra_data.enabled": False}))
+    assert student_key(cfg) != student_key(with_changes(cfg, {"extra_data.images": 2 * NUM_CLASSES}))
+    with pytest.raises(ValueError, match="extra_data needs supervision.mode 'relabel'"):
+        train_student(with_changes(cfg, {"supervision.mode": "original"}), runs)

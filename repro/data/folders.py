@@ -87,6 +87,18 @@ def image_folder(root: str | os.PathLike, splits: str | Sequence[str], wnids: Se
     return ImageList(root, tuple(relpaths), np.asarray(labels, dtype=np.int64))
 
 
+def unlabelled_folder(root: str | os.PathLike, split: str) -> ImageList:
+    """Every image under <root>/<split> at any depth (symlinked folders followed), in sorted path order, labelled
+    -1: a pool whose own labels are not the suite's classes, like ImageNet-21k for Table 5's extra data."""
+    root = Path(root)
+    split_dir = root / split
+    if not split_dir.is_dir():
+        raise FileNotFoundError(f"no image pool folder {split_dir}")
+    relpaths = sorted(f"{Path(folder).relative_to(root).as_posix()}/{name}"
+                      for folder, _, files in os.walk(split_dir, followlinks=True) for name in files if _is_image(name))
+    return ImageList(root, tuple(relpaths), np.full(len(relpaths), -1, dtype=np.int64))
+
+
 def integer_folder(root: str | os.PathLike) -> ImageList:
     """An ImageNetV2-style folder whose class folders are integers, read as integers (folder "10" is class 10)."""
     root = Path(root)

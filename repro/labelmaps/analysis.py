@@ -100,3 +100,21 @@ def peaks_in_different_objects(first: tuple[float, float], second: tuple[float, 
     the same set of boxes (two peaks inside the overlap of the same boxes cannot be told apart)."""
     a, b = boxes_containing(first, boxes), boxes_containing(second, boxes)
     return bool(a) and bool(b) and a != b
+
+
+def balanced_top1_subsample(maps: LabelMaps, per_class: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of `maps` balanced over their whole-image top-1 class, the way the paper subsamples ImageNet-21k
+    (after Yalniz et al., 2019): of the images whose top-1 is class c, the `per_class` the map is most confident of
+    (all of them where there are fewer). Returns (rows ascending, each row's top-1 class)."""
+    top1, confidence = [], []
+    for start in range(0, maps.num_images, chunk):
+        scores = maps.global_logits(np.arange(start, min(start + chunk, maps.num_images))).softmax(dim=1)
+        best = scores.max(dim=1)
+        top1.append(best.indices.numpy())
+        confidence.append(best.values.numpy())
+    top1, confidence = np.concatenate(top1), np.concatenate(confidence)
+    order = np.lexsort((-confidence, top1))  # by class, most confident first (ties in row order)
+    classes = top1[order]
+    rank = np.arange(len(order)) - np.searchsorted(classes, classes)  # position within its class
+    rows = np.sort(order[rank < per_class])
+    return rows, top1[rows]

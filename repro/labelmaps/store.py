@@ -409,8 +409,51 @@ class OfficialLabelMaps(LabelMaps):
         return 2 * self.topk * self.grid[0] * self.grid[1] * 4
 
 
-def open_labelmaps(path: str | os.PathLike, num_classes: int | None = None) -> LabelMaps:
-    """A packed store (a directory with index.json) or an official directory (<wnid>/<stem>.pt files)."""
+class ConcatLabelMaps(LabelMaps):
+    """Chosen rows of several stores read as one, e.g. a training set whose images come from two pools (Table 5's
+    extra data). The parts must agree in grid, top-k, dtype and classes."""
+    format = "concat"
+
+    def __init__(self, parts: Sequence[tuple[LabelMaps, Sequence[int]]]):
+        super().__init__()
+        if not parts:
+            raise LabelMapError("no label maps to concatenate")
+        self.parts = [(maps, _as_rows(rows)) for maps, rows in parts]
+        first = self.parts[0][0]
+
+        def shape(maps):
+            return maps.grid, maps.topk, maps.dtype, maps.num_classes
+
+        for maps, _ in self.parts[1:]:
+            if shape(maps) != shape(first):
+                raise LabelMapError(f"{maps.path} (grid, top-k, dtype, classes = {shape(maps)}) does not match "
+                                    f"{first.path} ({shape(first)})")
+        self.path, self.settings = first.path, first.settings
+        self.grid, self.topk, self.dtype, self.num_classes = shape(first)
+        self._starts = np.cumsum([0] + [len(rows) for _, rows in self.parts])
+        self._paths = [maps.paths[row] for maps, rows in self.parts for row in rows]
+
+    @property
+    def paths(self) -> list[str]:
+        return self._paths
+
+    def read(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = _as_rows(rows)
+        part_of = np.searchsorted(self._starts, rows, side="right") - 1
+        values = torch.empty((len(rows), self.topk, *self.grid), dtype=torch.float32)
+        ids = torch.empty((len(rows), self.topk, *self.grid), dtype=torch.int64)
+        for part in np.unique(part_of):
+            where = np.nonzero(part_of == part)[0]
+            maps, source_rows = self.parts[part]
+            values[where], ids[where] = maps.read(source_rows[rows[where] - self._starts[part]])
+        return values, ids
+
+
+def open_labelmaps(path: str | os.PathLike | LabelMaps, num_classes: int | None = None) -> LabelMaps:
+    """A packed store (a directory with index.json) or an official directory (<wnid>/<stem>.pt files); label maps
+    already open are returned as they are."""
+    if isinstance(path, LabelMaps):
+        return path
     path = Path(path)
     if not path.is_dir():
         raise LabelMapError(f"no label-map directory {path}")
