@@ -71,9 +71,9 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) 
     fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.5, 1]})
     ax.errorbar(sweep.annotator_top1, sweep.student_top1, yerr=sweep.student_std, fmt="o-", color="#4C72B0",
                 capsize=3, label="ReLabel student (mean ± std over seeds)")
-    for row in sweep.itertuples(index=False):
+    for i, row in enumerate(sweep.itertuples(index=False)):  # labels alternate below and above their points
         ax.annotate(row.setting[len(PREFIX):], (row.annotator_top1, row.student_top1), textcoords="offset points",
-                    xytext=(5, -12), fontsize=8)
+                    xytext=(5, -12 if i % 2 == 0 else 8), fontsize=8)
     ax.axhline(original.student_top1, color="0.3", ls="--", label="original labels")
     if original.student_std > 0:
         ax.axhspan(original.student_top1 - original.student_std, original.student_top1 + original.student_std,

@@ -208,8 +208,9 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         failed += [f"{experiment.name}: {v.claim}" for v in verdicts if v.checked and v.verdict == "fails"]
         md += [f"## {experiment.name} ({experiment.paper_ref}) — {experiment.title}", ""]
         if meta:
-            md += [f"Seeds {meta['seeds']}; last run {meta['finished']} took {meta['seconds'] / 60:.1f} min "
-                   f"(`{meta['command']}`).", ""]
+            md += [f"Seeds {meta['seeds']}; the last invocation, `{meta['command']}`, finished {meta['finished']} "
+                   f"after {meta['seconds'] / 60:.1f} min (runs already in the cache are reused, not timed again).",
+                   ""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary), ""]

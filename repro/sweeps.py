@@ -49,9 +49,11 @@ def annotator_sweep(cfg: Mapping) -> dict[str, dict]:
     annotator = cfg["annotator"]
     epochs = int(annotator["train"]["epochs"])
     small = cfg["models"]["resnet18"]
-    # equal names are equal configs (at smoke one epoch is all there is), so the dict keeps each run once
+    # the profile's annotator stopped after 1 and epochs - 1 epochs, a narrower one trained as long, and the
+    # profile's own; equal names are equal configs (at smoke one epoch is all there is), kept once by the dict
     return dict(_embedded_variant(model, e) for model, e in (
-        (small, 1), (small, epochs), (annotator["model"], max(1, epochs // 2)), (annotator["model"], epochs)))
+        (annotator["model"], 1), (annotator["model"], max(1, epochs - 1)), (small, epochs),
+        (annotator["model"], epochs)))
 
 
 def kd_teachers(cfg: Mapping) -> dict[str, dict]:
