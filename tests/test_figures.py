@@ -10,7 +10,10 @@ import pandas as pd
 import pytest
 import torch
 
+from figures.figure6 import kd_epochs_cost_more
+from repro import results
 from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf, read_loc_solution
+from repro.claims import FAILS, HOLDS
 from repro.config import profile_config, with_changes
 from repro.costs import GIB, imagenet_storage, official_bytes_per_image
 from repro.experiment import Context, discover, run_experiment
@@ -273,3 +276,17 @@ def test_figure6_smoke(runs, results_root):
     kd = points[points.index.str.startswith("kd_")]
     assert len(kd) == 3 and (kd.teacher_seconds > 0).all() and (kd.cost_seconds == kd.train_seconds).all()
     assert points.loc["relabel", "cost_seconds"] > points.loc["relabel", "train_seconds"]
+
+
+def test_figure6_per_epoch_claim_reports_when_kd_overtakes_the_generation_cost():
+    def measured(kd_seconds):
+        rows = [("relabel", "train_seconds", 100.0), ("relabel", "labelmap_generation_seconds", 60.0),
+                ("relabel", "epochs", 4), ("relabel", "imagenet_top1", 30.0),
+                ("kd_small", "train_seconds", kd_seconds), ("kd_small", "imagenet_top1", 31.0)]
+        return results.measurements([{"model": "resnet50", "setting": s, "seed": 0, "metric": m, "value": v}
+                                     for s, m, v in rows])
+
+    verdict, detail = kd_epochs_cost_more(measured(140.0))  # 10 s more per epoch: 60 s repaid by epoch 6
+    assert verdict == HOLDS and "1.40x" in detail and "from epoch 6" in detail
+    verdict, detail = kd_epochs_cost_more(measured(90.0))
+    assert verdict == FAILS and "0.90x" in detail
