@@ -7,7 +7,9 @@ world's extra/ split here) and a subsample balanced over its top-1 classes joins
 label maps only (`repro.pipeline.with_extra_data`; sizes in the profile's `extra_data`).
 """
 from repro.claims import Claim
-from repro.experiment import TrainingExperiment, annotator_report
+from repro.config import with_changes
+from repro.experiment import Context, TrainingExperiment, annotator_report
+from repro.pipeline import train_student
 
 CUTMIX = {"supervision.mode": "relabel", "supervision.cutmix": True,
           "train.opt": "adamp", "train.lr": 2e-3, "train.weight_decay": 1e-2}
@@ -27,12 +29,26 @@ def runs(config):
     return settings
 
 
+def report(ctx: Context) -> str:
+    """The annotator's diagnostics, and what the extra data changed: images kept, and the training set's size and
+    updates against + ReLabel + CutMix's (the same epochs over more images are more updates)."""
+    seed, settings = ctx.seeds[0], runs(ctx.config)
+    extra, base = (train_student(with_changes(ctx.config, {**settings[key], "seed": seed}), ctx.runs_root)
+                   for key in (EXTRA_DATA, ("resnet50", "relabel_cutmix")))
+    return "\n".join([
+        annotator_report(ctx),
+        f"extra data (seed {seed}): {extra['extra_images']} of the pool's {extra['extra_pool_images']} images kept "
+        f"({extra['extra_images_per_class_min']}-{extra['extra_images_per_class_max']} per top-1 class); the "
+        f"student trains on {extra['train_images']} images for {extra['updates']} updates, + ReLabel + CutMix on "
+        f"{base['train_images']} for {base['updates']}"])
+
+
 EXPERIMENT = TrainingExperiment(
     name="table5",
     title="ResNet-50/101: vanilla, + ReLabel, + ReLabel + CutMix, + extra data",
     paper_ref="Table 5",
     runs=runs,
-    report=annotator_report,
+    report=report,
     metrics=["imagenet_top1"],
     claims=[claim for arch in ARCHITECTURES for claim in (
         Claim(f"{arch}: + ReLabel > vanilla", better="relabel", worse="vanilla", model=arch),
