@@ -137,6 +137,18 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
     return "\n".join(lines)
 
 
+# Invocations kept in an experiment's meta file: a re-run that finds its runs cached takes seconds, and the history
+# keeps the invocation that computed them.
+KEPT_INVOCATIONS = 5
+
+
+def _invocations(meta: dict | None) -> list[dict]:
+    """The invocations recorded in a meta file, oldest first (one for files written before they were kept)."""
+    if not meta:
+        return []
+    return meta.get("invocations") or [{k: meta[k] for k in ("seeds", "seconds", "finished", "command")}]
+
+
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if not experiment.implemented:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
@@ -161,11 +173,11 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         print("Claims:")
         print(format_verdicts(verdicts))
     elapsed = time.time() - started
-    results.write_meta(ctx.out_dir, experiment.name, {
-        "seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
-        "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile,
-                             "--seeds", str(len(ctx.seeds))] + [f"--set {k}={v}" for k, v in ctx.overrides.items()]),
-        "report": report})
+    invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                  "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
+                                       str(len(ctx.seeds))] + [f"--set {k}={v}" for k, v in ctx.overrides.items()])}
+    results.write_meta(ctx.out_dir, experiment.name, {**invocation, "report": report, "invocations": (
+        _invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
     print(f"wrote {paths['table']}, {paths['seeds']}, {png} ({elapsed:.0f}s)")
     return {"paths": {**paths, "png": png}, "verdicts": verdicts, "seconds": elapsed}
 
@@ -208,9 +220,10 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         failed += [f"{experiment.name}: {v.claim}" for v in verdicts if v.checked and v.verdict == "fails"]
         md += [f"## {experiment.name} ({experiment.paper_ref}) — {experiment.title}", ""]
         if meta:
-            md += [f"Seeds {meta['seeds']}; the last invocation, `{meta['command']}`, finished {meta['finished']} "
-                   f"after {meta['seconds'] / 60:.1f} min (runs already in the cache are reused, not timed again).",
-                   ""]
+            md += [f"Seeds {meta['seeds']}. Invocations, oldest first (each reuses the runs already in the cache, "
+                   "so only the one that computed a run spent its time):", ""]
+            md += [f"- `{i['command']}` finished {i['finished']} after {i['seconds'] / 60:.1f} min"
+                   for i in _invocations(meta)] + [""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary), ""]

@@ -216,6 +216,10 @@ def test_figure2_smoke_reproduces_the_worlds_calibration(runs, results_root):
     # (stats.json keeps four decimals)
     assert measured["fraction_crops_iou_zero"] == pytest.approx(stats["iou_zero"]["world"], abs=5e-5)
     assert measured["fraction_crops_iou_gt_0.5"] == pytest.approx(stats["iou_gt_0.5"]["world"], abs=5e-5)
+    # a second invocation keeps the first in the meta file's history
+    run_smoke("figure2", runs, results_root)
+    invocations = json.loads((results_root / "smoke" / "figure2_meta.json").read_text())["invocations"]
+    assert len(invocations) == 2 and invocations[0]["command"] == "python -m repro figure2 --profile smoke --seeds 1"
 
 
 def test_figure5_smoke_pools_at_least_100k_crops_from_val_label_maps(runs, results_root):

@@ -137,8 +137,13 @@ def test_compare_writes_a_markdown_report(tmp_path):
     experiments = {name: exp for name, exp in discover().items() if name in ("table3", "table7")}
     (tmp_path / "proxy").mkdir()
     _hand_made(1.0).to_csv(tmp_path / "proxy" / "table3_seeds.csv", index=False)
+    first = {"seeds": [0, 1, 2], "seconds": 600.0, "finished": "2026-01-01 10:00",
+             "command": "python -m repro table3 --profile proxy --seeds 3"}
+    results.write_meta(tmp_path / "proxy", "table3", {**first, "seconds": 1.0, "finished": "2026-01-01 11:00",
+                                                      "invocations": [first, {**first, "seconds": 1.0}]})
     compare(experiments, "proxy", tmp_path, markdown=tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
+    assert "- `python -m repro table3 --profile proxy --seeds 3` finished 2026-01-01 10:00 after 10.0 min" in text
     assert "| resnet50 | relabel | imagenet_top1 | 61.10 ± 0.10 (3) | 78.9 | -17.80 |" in text
     assert "**holds**: ReLabel > original on imagenet_top1" in text
     assert "table7 (Table 7): not implemented yet" in text
