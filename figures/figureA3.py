@@ -19,7 +19,7 @@ from PIL import Image
 from repro import results
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Context, Experiment
-from repro.labelmaps.analysis import epoch_crop_boxes, normalised, pooled_targets
+from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
 from repro.labelmaps.store import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
 from repro.plotting import plt, wrapped_title
@@ -39,7 +39,7 @@ def collect(ctx: Context) -> pd.DataFrame:
     train = data.train
     indices = np.random.default_rng(seed).permutation(len(train))[:SAMPLE]
     boxes, sizes = epoch_crop_boxes(train, indices, seed, 0, cfg["train"]["scale"], cfg["train"]["ratio"])
-    unit = np.stack([normalised(box, *size) for box, size in zip(boxes, sizes)])
+    unit = normalised_crops(boxes, sizes)
     targets = pooled_targets(maps, [train.relpaths[i] for i in indices], unit, cfg["supervision"]["variant"])
     confidence, top = targets.max(dim=1)
     labels = train.labels[indices]

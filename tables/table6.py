@@ -37,7 +37,7 @@ def report(ctx: Context) -> str:
     variation, mean and max) on the crops the seed's student sees first: what the storage changes before any
     training noise, which at a few seeds hides a difference of 0.3 pp."""
     from repro.data.imagenet import open_imagenet
-    from repro.labelmaps.analysis import epoch_crop_boxes, normalised, pooled_targets
+    from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
     from repro.labelmaps.store import open_labelmaps
 
     cfg = ctx.config
@@ -45,7 +45,7 @@ def report(ctx: Context) -> str:
     indices = np.arange(min(TARGET_CHECK_IMAGES, len(train)))
     boxes, sizes = epoch_crop_boxes(train, indices, ctx.seeds[0], scale=cfg["train"]["scale"],
                                     ratio=cfg["train"]["ratio"])
-    boxes = np.concatenate([normalised(box[None], w, h) for box, (w, h) in zip(boxes, sizes)])
+    boxes = normalised_crops(boxes, sizes)
     relpaths = [train.relpaths[i] for i in indices]
 
     def targets(name):

@@ -64,6 +64,11 @@ def epoch_crop_boxes(images: ImageList, indices: Sequence[int], seed: int, epoch
     return np.array(boxes).reshape(-1, 4), sizes
 
 
+def normalised_crops(boxes: np.ndarray, sizes: Sequence[tuple[int, int]]) -> np.ndarray:
+    """`epoch_crop_boxes`' pixel boxes [N, 4] as fractions of their images (width, height), for LabelPooling."""
+    return np.stack([normalised(box, width, height) for box, (width, height) in zip(boxes, sizes)])
+
+
 def pooled_targets(maps: LabelMaps, relpaths: Sequence[str], boxes: np.ndarray, variant: str = "local_multi"
                    ) -> torch.Tensor:
     """The ReLabel targets [N, C] of crops `boxes` (normalised, one per image) of the images `relpaths`."""
@@ -106,13 +111,7 @@ def balanced_top1_subsample(maps: LabelMaps, per_class: int, chunk: int = 4096) 
     """Rows of `maps` balanced over their whole-image top-1 class, the way the paper subsamples ImageNet-21k
     (after Yalniz et al., 2019): of the images whose top-1 is class c, the `per_class` the map is most confident of
     (all of them where there are fewer). Returns (rows ascending, each row's top-1 class)."""
-    top1, confidence = [], []
-    for start in range(0, maps.num_images, chunk):
-        scores = maps.global_logits(np.arange(start, min(start + chunk, maps.num_images))).softmax(dim=1)
-        best = scores.max(dim=1)
-        top1.append(best.indices.numpy())
-        confidence.append(best.values.numpy())
-    top1, confidence = np.concatenate(top1), np.concatenate(confidence)
+    top1, confidence = maps.whole_image_top1(chunk=chunk)
     order = np.lexsort((-confidence, top1))  # by class, most confident first (ties in row order)
     classes = top1[order]
     rank = np.arange(len(order)) - np.searchsorted(classes, classes)  # position within its class

@@ -286,6 +286,19 @@ class LabelMaps(ABC):
         """Whole-image class scores [B, C]: the map averaged over positions (zeros outside the top-k)."""
         return global_pool_logits(*self.read(rows), self.num_classes)
 
+    def whole_image_top1(self, rows=None, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+        """The annotator's whole-image prediction for rows (default: all), read chunk by chunk: each row's top-1
+        class of the map averaged over positions, and that class's softmax probability."""
+        rows = np.arange(self.num_images) if rows is None else _as_rows(rows)
+        classes, probabilities = [], []
+        for start in range(0, len(rows), chunk):
+            best = self.global_logits(rows[start:start + chunk]).softmax(dim=1).max(dim=1)
+            classes.append(best.indices.numpy())
+            probabilities.append(best.values.numpy())
+        if not classes:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return np.concatenate(classes), np.concatenate(probabilities)
+
     @property
     def bytes_per_image(self) -> int:
         return bytes_per_image(self.topk, self.grid, self.dtype)

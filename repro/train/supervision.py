@@ -99,10 +99,8 @@ def agreeing_indices(labelmaps: str | os.PathLike, images: ImageList, num_classe
     """Label cleaning: indices of the images whose annotator's whole-image prediction (the argmax of the label map
     averaged over all positions) equals the original label."""
     store = open_labelmaps(labelmaps, num_classes)
-    rows = store.rows_for(images.relpaths)
-    predictions = [store.global_logits(rows[start:start + chunk]).argmax(dim=1).numpy()
-                   for start in range(0, len(rows), chunk)]
-    return np.flatnonzero(np.concatenate(predictions) == images.labels)
+    predictions, _ = store.whole_image_top1(store.rows_for(images.relpaths), chunk)
+    return np.flatnonzero(predictions == images.labels)
 
 
 class Supervision:
