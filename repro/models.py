@@ -43,17 +43,37 @@ EFFICIENTNET_SCALING = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b
 NARROW_WIDTH = 0.25
 
 
+def zero_init_residual_branches(model: nn.Module) -> int:
+    """Zero the last BatchNorm's scale in every EfficientNet block with a skip connection, so each block starts as
+    the identity (what timm's ResNets do by default with zero_init_last). Returns how many blocks were changed."""
+    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+
+    last_norm = {DepthwiseSeparableConv: "bn2", InvertedResidual: "bn3"}
+    changed = 0
+    for block in model.modules():
+        name = last_norm.get(type(block))
+        if name is not None and block.has_skip:
+            nn.init.zeros_(getattr(block, name).weight)
+            changed += 1
+    return changed
+
+
 def _register_narrow_efficientnets() -> None:
     """`efficientnet_bN_narrow`: B0..B3 at a quarter of their width, keeping the family's compound scaling.
 
-    timm's own B0..B3 fix their width, and the embedded scale needs CPU-sized members of the same family.
+    timm's own B0..B3 fix their width, and the embedded scale needs CPU-sized members of the same family. With
+    `zero_init_last` their residual blocks start as the identity: under timm's own initialisation they stay near
+    chance for the few hundred updates of the embedded recipe.
     """
     from timm.models import efficientnet, register_model
 
     for variant, (width, depth) in EFFICIENTNET_SCALING.items():
-        def build(pretrained=False, _width=width, _depth=depth, _variant=variant, **kwargs):
-            return efficientnet._gen_efficientnet(f"efficientnet_{_variant}", channel_multiplier=_width * NARROW_WIDTH,
-                                                  depth_multiplier=_depth, pretrained=False, **kwargs)
+        def build(pretrained=False, zero_init_last=False, _width=width, _depth=depth, _variant=variant, **kwargs):
+            model = efficientnet._gen_efficientnet(f"efficientnet_{_variant}", channel_multiplier=_width * NARROW_WIDTH,
+                                                   depth_multiplier=_depth, pretrained=False, **kwargs)
+            if zero_init_last:
+                zero_init_residual_branches(model)
+            return model
         build.__name__ = f"efficientnet_{variant}_narrow"
         register_model(build)
 

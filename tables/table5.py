@@ -7,7 +7,7 @@ world's extra/ split here) and a subsample balanced over its top-1 classes joins
 label maps only (`repro.pipeline.with_extra_data`; sizes in the profile's `extra_data`).
 """
 from repro.claims import Claim
-from repro.config import with_changes
+from repro.config import architecture_changes, with_changes
 from repro.experiment import Context, TrainingExperiment, annotator_report
 from repro.pipeline import train_student
 
@@ -23,7 +23,7 @@ EXTRA_DATA = ("resnet50", "relabel_cutmix_extra_data")  # the paper's extra-data
 
 
 def runs(config):
-    settings = {(arch, setting): {**changes, "train.model": config["models"][arch]}
+    settings = {(arch, setting): {**architecture_changes(config, arch), **changes}
                 for arch in ARCHITECTURES for setting, changes in SETTINGS.items()}
     settings[EXTRA_DATA] = {**settings[("resnet50", "relabel_cutmix")], "extra_data.enabled": True}
     return settings

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
-from repro.config import profile_config, with_changes
+from repro.config import architecture_changes, profile_config, with_changes
 from repro.experiment import Context, discover, run_experiment
 from repro.models import create_model, save_model
 from repro.pipeline import annotator_key, student_key, train_student
@@ -98,3 +98,29 @@ def test_extra_data_grows_the_training_set_by_a_balanced_relabelled_subsample(tm
     assert student_key(cfg) != student_key(with_changes(cfg, {"extra_data.images": 2 * NUM_CLASSES}))
     with pytest.raises(ValueError, match="extra_data needs supervision.mode 'relabel'"):
         train_student(with_changes(cfg, {"supervision.mode": "original"}), runs)
+
+
+@pytest.mark.parametrize("profile", ["proxy", "paper"])
+def test_an_architecture_trains_under_its_familys_recipe_vanilla_and_relabel_alike(profile):
+    cfg = profile_config(profile)
+    runs = _run_configs("table4", cfg)
+    for setting in ("vanilla", "relabel"):
+        efficientnet = runs[("efficientnet_b0", setting)]["train"]
+        assert efficientnet["model"] == cfg["models"]["efficientnet_b0"]
+        assert (efficientnet["opt"], efficientnet["lr"]) == ("adamp", cfg["recipes"]["efficientnet_b0"]["lr"])
+        resnet = runs[("resnet18", setting)]["train"]
+        assert (resnet["opt"], resnet["lr"]) == (cfg["train"]["opt"], cfg["train"]["lr"])
+    with pytest.raises(ValueError, match="unknown architecture 'vgg16'"):
+        architecture_changes(cfg, "vgg16")
+
+
+def test_narrow_efficientnet_blocks_start_as_the_identity_with_zero_init_last():
+    for zero_init_last in (False, True):
+        torch.manual_seed(0)
+        model = create_model({"name": "efficientnet_b0_narrow", "kwargs": {"zero_init_last": zero_init_last}}, 5)
+        skips = [block for block in model.blocks.modules() if getattr(block, "has_skip", False)]
+        assert len(skips) >= 5
+        for block in skips:
+            channels = next(m for m in block.modules() if isinstance(m, torch.nn.Conv2d)).in_channels
+            x = torch.randn(2, channels, 8, 8)
+            assert torch.equal(block.eval()(x), x) == zero_init_last
