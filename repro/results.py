@@ -9,12 +9,10 @@ import json
 from importlib import resources
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from repro.plotting import plt, wrapped_title
 
 MEASUREMENT_COLUMNS = ["model", "setting", "seed", "metric", "value"]
 KEY = ["model", "setting"]
@@ -111,17 +109,20 @@ def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] |
     """
     present = list(summary["metric"].drop_duplicates())
     metrics = [m for m in (metrics or present) if m in present]  # a metric no eval set produced gets no panel
-    fig, axes = plt.subplots(1, len(metrics), figsize=(max(4.5, 3.2 * len(metrics)) + 1, 4.2), squeeze=False)
+    bars = max((summary.metric == metric).sum() for metric in metrics)
+    width = max(4.5, max(3.2, 0.45 * bars) * len(metrics)) + 1  # wide enough for every bar's label
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 4.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = summary[summary.metric == metric].reset_index(drop=True)
-        labels = [s if m in ("none", "resnet50") else f"{m}\n{s}" for m, s in zip(part.model, part.setting)]
+        one_model = part.model.nunique() == 1  # then the settings alone tell the bars apart
+        labels = [s if one_model else f"{m} {s}" for m, s in zip(part.model, part.setting)]
         x = np.arange(len(part))
         ax.bar(x, part["mean"], yerr=part["std"], color="#4C72B0", alpha=0.85, capsize=3, label="reproduced")
         low = (part["mean"] - part["std"]).min()
         high = (part["mean"] + part["std"]).max()
         pad = max(0.5, 0.15 * (high - low))
         ax.set_ylim(low - pad, high + pad)
-        ax.set_xticks(x, labels, rotation=35, ha="right", fontsize=8)
+        ax.set_xticks(x, labels, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
         ax.set_title(metric, fontsize=10)
         ax.set_ylabel("reproduced (%)")
         if part["reported"].notna().any():
@@ -135,7 +136,7 @@ def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] |
     handles = [plt.Rectangle((0, 0), 1, 1, color="#4C72B0"),
                plt.Line2D([], [], marker="D", color="#C44E52", linestyle="none")]
     fig.legend(handles, ["reproduced (mean ± std over seeds)", "paper"], loc="lower center", ncol=2, fontsize=8)
-    fig.suptitle(title, fontsize=11)
+    fig.suptitle(wrapped_title(title, width=int(11 * width)), fontsize=11)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
