@@ -43,19 +43,16 @@ EFFICIENTNET_SCALING = {"b0": (1.0, 1.0), "b1": (1.0, 1.1), "b2": (1.1, 1.2), "b
 NARROW_WIDTH = 0.25
 
 
-def zero_init_residual_branches(model: nn.Module) -> int:
+def _zero_init_residual_branches(model: nn.Module) -> None:
     """Zero the last BatchNorm's scale in every EfficientNet block with a skip connection, so each block starts as
-    the identity (what timm's ResNets do by default with zero_init_last). Returns how many blocks were changed."""
+    the identity (what timm's ResNets do by default with zero_init_last)."""
     from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 
     last_norm = {DepthwiseSeparableConv: "bn2", InvertedResidual: "bn3"}
-    changed = 0
     for block in model.modules():
         name = last_norm.get(type(block))
         if name is not None and block.has_skip:
             nn.init.zeros_(getattr(block, name).weight)
-            changed += 1
-    return changed
 
 
 def _register_narrow_efficientnets() -> None:
@@ -72,7 +69,7 @@ def _register_narrow_efficientnets() -> None:
             model = efficientnet._gen_efficientnet(f"efficientnet_{_variant}", channel_multiplier=_width * NARROW_WIDTH,
                                                    depth_multiplier=_depth, pretrained=False, **kwargs)
             if zero_init_last:
-                zero_init_residual_branches(model)
+                _zero_init_residual_branches(model)
             return model
         build.__name__ = f"efficientnet_{variant}_narrow"
         register_model(build)
