@@ -1,0 +1,43 @@
+"""Writing a file so that a reader, or a process killed mid-write, never sees it half written."""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Callable, Iterator
+
+
+def temporary_name(path: str | os.PathLike) -> Path:
+    """A hidden sibling of `path`, unique to this process and thread, so two writers never share a temp file."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary path to write; on success it replaces `path` in one rename, on error it is removed."""
+    path = Path(path)
+    tmp = temporary_name(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
+    """`write(tmp)` fills a temporary file that then replaces `path` (e.g. `lambda p: torch.save(obj, p)`)."""
+    with atomic_path(path) as tmp:
+        write(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True))
