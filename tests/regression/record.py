@@ -13,7 +13,7 @@ from pathlib import Path
 
 RECORD = Path(__file__).with_name("smoke.json")
 # metrics measured in wall time, or derived from it: they vary from run to run
-TIMED = re.compile(r"seconds|per_second|_share|speedup|ratio|overtakes|cost|_ms|throughput")
+TIMED = re.compile(r"seconds|per_second|share_of|_share|extra_training_time|speedup|ratio|overtakes|cost|_ms|throughput")
 
 
 def _value(value: float):
