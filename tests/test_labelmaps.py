@@ -10,6 +10,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from repro.imagefiles import list_images
 from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
@@ -19,8 +20,8 @@ from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, ex
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.analysis import balanced_top1_subsample
 from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, ConcatLabelMaps, LabelMapError, derive_store,
-                                   list_images, official_key, official_to_packed, open_labelmaps,
-                                   packed_to_official, save_official, verify, write_packed)
+                                   official_key, official_to_packed, open_labelmaps, packed_to_official,
+                                   save_official, verify, write_packed)
 from repro.models import create_model, save_model
 from repro.pooling import global_pool_logits, pool_labels
 

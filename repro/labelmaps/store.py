@@ -27,8 +27,8 @@ from typing import Iterable, Sequence
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from torchvision.datasets.folder import IMG_EXTENSIONS
 
+from repro.imagefiles import list_images
 from repro.pooling import global_pool_logits
 
 FORMAT = "repro-labelmaps-packed"
@@ -50,18 +50,6 @@ def official_key(relpath: str | os.PathLike) -> str:
     """`train/n01440764/n01440764_10026.JPEG` -> `n01440764/n01440764_10026`, the official file's key."""
     path = PurePosixPath(str(relpath).replace(os.sep, "/"))
     return f"{path.parent.name}/{path.stem}"
-
-
-def list_images(root: str | os.PathLike, split: str) -> list[str]:
-    """Sorted paths, relative to root, of the images under root/split (ImageFolder's extensions)."""
-    base = Path(root) / split
-    if not base.is_dir():
-        raise FileNotFoundError(f"no image folder {base}")
-    found = []
-    for folder, _, files in os.walk(base):
-        rel = Path(folder).relative_to(root)
-        found.extend((rel / f).as_posix() for f in files if f.lower().endswith(IMG_EXTENSIONS))
-    return sorted(found)
 
 
 def check_dtype(dtype: str) -> str:
