@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from numpy.lib.format import open_memmap
 
+from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.imagefiles import list_images
 from repro.pooling import global_pool_logits
 
@@ -70,9 +71,7 @@ def save_official(path: str | os.PathLike, values, ids) -> None:
     tensor = torch.stack([torch.as_tensor(values, dtype=torch.float32), torch.as_tensor(ids).float()])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(tensor, tmp)
-    os.replace(tmp, path)
+    write_stream_atomic(path, lambda file: torch.save(tensor, file))
 
 
 def _load_official_tensor(path: str | os.PathLike) -> torch.Tensor:
@@ -109,12 +108,6 @@ def dequantize_uint8(codes: np.ndarray, scales: np.ndarray) -> np.ndarray:
 
 
 # ---- writing packed stores ----
-
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-
 
 class PackedWriter:
     """Fills the arrays of a packed store in place (rows in any order); `finish` writes the index."""
@@ -169,7 +162,8 @@ class PackedWriter:
         index = {"format": FORMAT, "version": VERSION, **settings, "num_images": len(paths),
                  "topk": int(self.values.shape[1]), "grid": [int(s) for s in self.values.shape[2:]],
                  "dtype": self.dtype, "paths": list(paths)}
-        write_json_atomic(self.directory / INDEX, index)
+        # compact, unlike write_json_atomic's indented form: the index lists every image
+        write_text_atomic(self.directory / INDEX, json.dumps(index))
 
 
 def commit_dir(partial: Path, out_dir: Path, overwrite: bool) -> None:
@@ -544,7 +538,7 @@ def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, ov
         for row, v, i in zip(rows, values, ids):
             save_official(partial / f"{keys[row]}.pt", v, i)
     settings = {k: maps.settings.get(k) for k in ("num_classes", "annotator", "input_size")}
-    write_json_atomic(partial / OFFICIAL_SETTINGS, settings)
+    write_text_atomic(partial / OFFICIAL_SETTINGS, json.dumps(settings))
     commit_dir(partial, out_dir, overwrite)
     return out_dir
 
