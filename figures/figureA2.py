@@ -25,7 +25,7 @@ from repro.experiment import Context, Experiment
 from repro.labelmaps.analysis import peaks_in_different_objects, top2_peaks
 from repro.labelmaps.lite0 import EXAMPLE_PHOTOS, example_label_maps, imagenet_class_names
 from repro.labelmaps.render import render_label_maps
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
 from repro.plotting import plt, wrapped_title
 

@@ -19,9 +19,13 @@ from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, ex
                                    imagenet_class_names)
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.analysis import balanced_top1_subsample
-from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, ConcatLabelMaps, LabelMapError, derive_store,
-                                   official_key, official_to_packed, open_labelmaps, packed_to_official,
-                                   save_official, verify, write_packed)
+from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import ConcatLabelMaps, official_key
+from repro.labelmaps.official import save_official
+from repro.labelmaps.packed import IDS, INDEX, SCALES, VALUES, write_packed
+from repro.labelmaps.reader import open_labelmaps
+from repro.labelmaps.verification import verify
 from repro.models import create_model, save_model
 from repro.pooling import global_pool_logits, pool_labels
 

@@ -28,8 +28,11 @@ from tqdm import tqdm
 
 from repro.atomic import write_text_atomic
 from repro.labelmaps.annotator import Annotator
-from repro.labelmaps.store import (OFFICIAL_SETTINGS, LabelMapError, PackedWriter, check_dtype, commit_dir,
-                                   official_key, save_official)
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import official_key
+from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
+from repro.labelmaps.packed import PackedWriter, commit_dir
+from repro.labelmaps.quantize import check_dtype
 
 PROGRESS = "progress.json"
 FORMATS = ("packed", "official")
