@@ -15,8 +15,8 @@ from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
 from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps, image_tensor
-from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos,
-                                   imagenet_class_names)
+from repro.labelmaps.examples import EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos
+from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.analysis import balanced_top1_subsample
 from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official

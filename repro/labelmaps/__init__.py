@@ -2,7 +2,7 @@
 
 The trainer reads maps through `open_labelmaps(path)` and pools them with `repro.pooling.pool_labels`.
 Modules, lowest first: errors, quantize (value types), maps (the reader API, ConcatLabelMaps), packed and official
-(the two formats), reader (open_labelmaps), convert, verification; annotator, lite0, generate.
+(the two formats), reader (open_labelmaps), convert, verification; lite0, annotator, generate, examples.
 """
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
 from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official, write_store
