@@ -19,7 +19,7 @@ from repro.boxes import iou_bins, val_boxes
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.experiment import Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import labelmaps_dir
 from repro.plotting import plt, wrapped_title
 

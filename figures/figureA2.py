@@ -3,7 +3,7 @@
 (a) val images that hold objects of at least two classes, with the suite's annotator and label-map settings (the
 val maps of `labelmaps_dir(..., split="val")`): the embedded world's, or at paper scale ImageNet's images with
 at least two ReaL labels. (b) scikit-image's photos with a real ImageNet annotator, EfficientNet-Lite0
-(`repro.labelmaps.lite0`). The paper: the two heatmaps sit on different objects. On the world every object's box
+(`repro.labelmaps.examples`). The paper: the two heatmaps sit on different objects. On the world every object's box
 is known, so that is measured over all its multi-object val images: the share whose top-1 and top-2 heatmap
 peaks fall in different objects' boxes (`repro.labelmaps.analysis.peaks_in_different_objects`). Writes
 figureA2_peaks.csv (per image: classes present, top-2 classes, peaks, verdict) beside the PNG.
@@ -23,9 +23,10 @@ from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Context, Experiment
 from repro.labelmaps.analysis import peaks_in_different_objects, top2_peaks
-from repro.labelmaps.lite0 import EXAMPLE_PHOTOS, example_label_maps, imagenet_class_names
+from repro.labelmaps.examples import EXAMPLE_PHOTOS, example_label_maps
+from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
 from repro.plotting import plt, wrapped_title
 

@@ -20,7 +20,7 @@ from repro import results
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Context, Experiment
 from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
 from repro.plotting import plt, wrapped_title
 

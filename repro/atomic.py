@@ -6,7 +6,7 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 
 def temporary_name(path: str | os.PathLike) -> Path:
@@ -32,6 +32,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> No
     """`write(tmp)` fills a temporary file that then replaces `path` (e.g. `lambda p: torch.save(obj, p)`)."""
     with atomic_path(path) as tmp:
         write(tmp)
+
+
+def write_stream_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
+    """`write(file)` fills an open temporary file that then replaces `path`: for writers whose output would depend
+    on the file's name, like torch.save, which names the archive inside after the file it is given by path (a
+    per-process temporary name would make every save differ)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        write(file)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:

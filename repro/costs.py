@@ -14,7 +14,8 @@ from timm.loss import SoftTargetCrossEntropy
 
 from repro.crops import crop_rng, sample_rrc_boxes
 from repro.evaluate.classification import autocast_for
-from repro.labelmaps.store import DTYPES, bytes_per_image, open_labelmaps
+from repro.labelmaps.quantize import DTYPES, bytes_per_image
+from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model
 from repro.pooling import pool_labels
 

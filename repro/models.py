@@ -12,6 +12,8 @@ import timm
 import torch
 from torch import nn
 
+from repro.atomic import write_stream_atomic
+
 
 def create_model(spec: Mapping, num_classes: int, pretrained: bool = False, **overrides) -> nn.Module:
     kwargs = {**dict(spec.get("kwargs") or {}), **overrides}
@@ -25,9 +27,8 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_model(model: nn.Module, spec: Mapping, num_classes: int, path: str | os.PathLike) -> None:
     state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
-    tmp = f"{path}.tmp"
-    torch.save({"model": dict(spec), "num_classes": num_classes, "state_dict": state}, tmp)
-    os.replace(tmp, path)
+    checkpoint = {"model": dict(spec), "num_classes": num_classes, "state_dict": state}
+    write_stream_atomic(path, lambda file: torch.save(checkpoint, file))
 
 
 def load_model(path: str | os.PathLike, **overrides) -> nn.Module:

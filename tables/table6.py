@@ -38,7 +38,7 @@ def report(ctx: Context) -> str:
     training noise, which at a few seeds hides a difference of 0.3 pp."""
     from repro.data.imagenet import open_imagenet
     from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
-    from repro.labelmaps.store import open_labelmaps
+    from repro.labelmaps.reader import open_labelmaps
 
     cfg = ctx.config
     train = open_imagenet(data_root(cfg, ctx.runs_root), cfg["data"]).train

@@ -18,7 +18,7 @@ from PIL import Image
 from repro.config import profile_config, with_changes
 from repro.data.folders import image_folder
 from repro.data.imagenet import IMAGENET_V2
-from repro.labelmaps.store import write_packed
+from repro.labelmaps.packed import write_packed
 
 NUM_CLASSES = 12  # > 10, so string order of integer folders ("10" < "2") differs from numeric order
 WIDTH, HEIGHT = 40, 32

@@ -116,7 +116,7 @@ def test_crops_do_not_depend_on_workers(imagenet):
 
 
 def test_train_crops_read_the_row_of_each_image(imagenet, labelmaps):
-    from repro.labelmaps.store import open_labelmaps
+    from repro.labelmaps.reader import open_labelmaps
     images = image_folder(imagenet.root, "train", imagenet.wnids)
     dataset = TrainCrops(images, TrainCrop(16), seed=0, labelmaps=labelmaps)
     store = open_labelmaps(labelmaps)

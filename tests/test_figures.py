@@ -19,7 +19,9 @@ from repro.costs import GIB, imagenet_storage, official_bytes_per_image
 from repro.experiment import Context, discover, run_experiment
 from repro.labelmaps.analysis import (boxes_containing, crop_confidences, epoch_crop_boxes, peaks_in_different_objects,
                                       top2_peaks)
-from repro.labelmaps.store import bytes_per_image, open_labelmaps, write_packed
+from repro.labelmaps.packed import write_packed
+from repro.labelmaps.quantize import bytes_per_image
+from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model, save_model
 from repro.pipeline import (annotator_run, annotator_top1, data_root, kd_changes, labelmaps_dir, labelmaps_key,
                             student_key, supervision_key)

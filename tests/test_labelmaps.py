@@ -10,17 +10,22 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from repro.imagefiles import list_images
 from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
 from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps, image_tensor
-from repro.labelmaps.lite0 import (EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos,
-                                   imagenet_class_names)
+from repro.labelmaps.examples import EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos
+from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.analysis import balanced_top1_subsample
-from repro.labelmaps.store import (IDS, INDEX, SCALES, VALUES, ConcatLabelMaps, LabelMapError, derive_store,
-                                   list_images, official_key, official_to_packed, open_labelmaps,
-                                   packed_to_official, save_official, verify, write_packed)
+from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import ConcatLabelMaps, official_key
+from repro.labelmaps.official import save_official
+from repro.labelmaps.packed import IDS, INDEX, SCALES, VALUES, write_packed
+from repro.labelmaps.reader import open_labelmaps
+from repro.labelmaps.verification import verify
 from repro.models import create_model, save_model
 from repro.pooling import global_pool_logits, pool_labels
 

@@ -14,7 +14,7 @@ from torch.utils.data import DataLoader
 from repro.data import TrainCrop, TrainCrops, image_folder, open_imagenet
 from repro.data.imagenet import EvalSet
 from repro.evaluate import evaluate_model
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model, load_model
 from repro.pooling import pool_labels
 from repro.runs import Run, cached_run

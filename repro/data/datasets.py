@@ -14,7 +14,7 @@ from torch.utils.data import Dataset, DistributedSampler
 from repro.crops import crop_rng
 from repro.data.folders import ImageList
 from repro.data.transforms import EvalView, TrainCrop, read_image
-from repro.labelmaps.store import open_labelmaps
+from repro.labelmaps.reader import open_labelmaps
 
 
 class TrainCrops(Dataset):

@@ -13,7 +13,8 @@ from typing import Sequence
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+from repro.imagefiles import is_image, list_images
+
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 
 
@@ -38,12 +39,8 @@ class ImageList:
         return ImageList(self.root, tuple(self.relpaths[i] for i in indices), self.labels[indices])
 
 
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(IMAGE_EXTENSIONS)
-
-
 def _sorted_files(folder: Path) -> list[str]:
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and _is_image(entry.name))
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_file() and is_image(entry.name))
 
 
 def read_classes(root: str | os.PathLike) -> tuple[list[str], list[str]]:
@@ -88,14 +85,12 @@ def image_folder(root: str | os.PathLike, splits: str | Sequence[str], wnids: Se
 
 
 def unlabelled_folder(root: str | os.PathLike, split: str) -> ImageList:
-    """Every image under <root>/<split> at any depth (symlinked folders followed), in sorted path order, labelled
-    -1: a pool whose own labels are not the suite's classes, like ImageNet-21k for Table 5's extra data."""
+    """Every image under <root>/<split> at any depth (`list_images`), labelled -1: a pool whose own labels are not
+    the suite's classes, like ImageNet-21k for Table 5's extra data."""
     root = Path(root)
-    split_dir = root / split
-    if not split_dir.is_dir():
-        raise FileNotFoundError(f"no image pool folder {split_dir}")
-    relpaths = sorted(f"{Path(folder).relative_to(root).as_posix()}/{name}"
-                      for folder, _, files in os.walk(split_dir, followlinks=True) for name in files if _is_image(name))
+    if not (root / split).is_dir():  # checked here so that the error names the folder as the extra-data pool
+        raise FileNotFoundError(f"no image pool folder {root / split}")
+    relpaths = list_images(root, split)
     return ImageList(root, tuple(relpaths), np.full(len(relpaths), -1, dtype=np.int64))
 
 

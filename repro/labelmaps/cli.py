@@ -6,10 +6,14 @@ import json
 import sys
 from pathlib import Path
 
+from repro.imagefiles import list_images
 from repro.labelmaps.annotator import LITE0, build_annotator
 from repro.labelmaps.generate import FORMATS, generate_labelmaps
-from repro.labelmaps.store import (DTYPES, LabelMapError, derive_store, list_images, official_to_packed,
-                                   open_labelmaps, packed_to_official, verify)
+from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.quantize import DTYPES
+from repro.labelmaps.reader import open_labelmaps
+from repro.labelmaps.verification import verify
 
 ERRORS = (LabelMapError, FileNotFoundError, FileExistsError, KeyError, TypeError, ValueError)
 

@@ -26,9 +26,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
+from repro.atomic import write_text_atomic
 from repro.labelmaps.annotator import Annotator
-from repro.labelmaps.store import (OFFICIAL_SETTINGS, LabelMapError, PackedWriter, check_dtype, commit_dir,
-                                   official_key, save_official, write_json_atomic)
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import official_key
+from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
+from repro.labelmaps.packed import PackedWriter, commit_dir
+from repro.labelmaps.quantize import check_dtype
 
 PROGRESS = "progress.json"
 FORMATS = ("packed", "official")
@@ -77,7 +81,7 @@ def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, to
 
 def commit_progress(partial: Path, settings: dict, done: int) -> None:
     """The resume marker: written only after the rows before `done` are flushed."""
-    write_json_atomic(partial / PROGRESS, {"settings": settings, "done": done})
+    write_text_atomic(partial / PROGRESS, json.dumps({"settings": settings, "done": done}))
 
 
 def _resume_point(marker: Path, settings: dict) -> int | None:
@@ -179,7 +183,7 @@ def _generate_official(annotator: Annotator, relpaths: list[str], root, out_dir:
     elif out_dir.exists() and not marker.exists():
         raise FileExistsError(f"{out_dir} exists and is not a label-map directory made here")
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(marker, settings)
+    write_text_atomic(marker, json.dumps(settings))
     todo = [i for i, key in enumerate(keys) if not (out_dir / f"{key}.pt").exists()]
     dataset = ImageFiles(root, [relpaths[i] for i in todo], settings["input_size"])
     for start, values, ids in _annotated_batches(annotator, dataset, settings["topk"], batch_size, workers,

@@ -1,0 +1,105 @@
+"""Stores made from other stores: official <-> packed, and packed stores with fewer classes per position or
+another dtype (Table 6's variants). Each is written to `<out>.partial/` and renamed into place when complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from repro.atomic import write_text_atomic
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import CHUNK, LabelMaps, official_key
+from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
+from repro.labelmaps.packed import MAX_CLASSES, PackedWriter, check_classes, commit_dir
+from repro.labelmaps.quantize import check_dtype
+from repro.labelmaps.reader import open_labelmaps
+
+
+def _sorted_topk(values: torch.Tensor, ids: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    values, order = values.sort(dim=1, descending=True, stable=True)
+    return values[:, :topk], ids.gather(1, order)[:, :topk]
+
+
+def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None = None, dtype: str | None = None,
+                paths: Sequence[str] | None = None, transpose: bool = False, overwrite: bool = False) -> Path:
+    """A packed store from any label maps, optionally keeping fewer classes per position (topk) or another
+    dtype, under other image paths, or with each map's H and W swapped (transpose)."""
+    topk = source.topk if topk is None else int(topk)
+    dtype = check_dtype(dtype or source.dtype)
+    if not 1 <= topk <= source.topk:
+        raise LabelMapError(f"topk must be in 1..{source.topk} (the source's), got {topk}")
+    paths = list(source.paths if paths is None else paths)
+    if len(paths) != source.num_images:
+        raise LabelMapError(f"{len(paths)} paths for {source.num_images} label maps")
+    if source.num_classes > MAX_CLASSES:
+        raise LabelMapError(f"{source.num_classes} classes do not fit the uint16 ids of a packed store")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    grid = source.grid[::-1] if transpose else source.grid
+    writer = PackedWriter(partial, source.num_images, topk, grid, dtype)
+    for start in range(0, source.num_images, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, source.num_images))
+        values, ids = source.read(rows)
+        check_classes(ids, source.num_classes, source.path)
+        values, ids = _sorted_topk(values, ids, topk)
+        if transpose:
+            values, ids = values.transpose(2, 3), ids.transpose(2, 3)
+        writer.write(start, values, ids)
+    settings = {"num_classes": source.num_classes, "annotator": source.settings.get("annotator"),
+                "input_size": source.settings.get("input_size"),
+                "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
+                                 "dtype": source.dtype}}
+    writer.finish(paths, settings)
+    commit_dir(partial, out_dir, overwrite)
+    return out_dir
+
+
+def derive_store(source: str | os.PathLike, out_dir: str | os.PathLike, topk: int | None = None,
+                 dtype: str | None = None, overwrite: bool = False) -> Path:
+    """Table 6's variants: a store keeping the top-k' <= k classes per position and/or another dtype."""
+    return write_store(open_labelmaps(source), out_dir, topk=topk, dtype=dtype, overwrite=overwrite)
+
+
+def official_to_packed(source: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "fp32",
+                       topk: int | None = None, prefix: str = "train/", ext: str = ".JPEG", transpose: bool = False,
+                       num_classes: int | None = None, overwrite: bool = False) -> Path:
+    """Pack an official directory; image paths become prefix + <wnid>/<stem> + ext."""
+    maps = open_labelmaps(source, num_classes)
+    if maps.format != "official":
+        raise LabelMapError(f"{source} is a packed store, not an official directory")
+    paths = [f"{prefix}{key}{ext}" for key in maps.paths]
+    return write_store(maps, out_dir, topk=topk, dtype=dtype, paths=paths, transpose=transpose,
+                       overwrite=overwrite)
+
+
+def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write one <wnid>/<stem>.pt per image (fp32, as released) from a packed store."""
+    maps = open_labelmaps(source)
+    if maps.format != "packed":
+        raise LabelMapError(f"{source} is an official directory, not a packed store")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
+    keys = [official_key(p) for p in maps.paths]
+    if len(set(keys)) != len(keys):
+        raise LabelMapError(f"{source}: two images share a <wnid>/<stem> key, the official layout cannot hold both")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    for start in range(0, maps.num_images, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, maps.num_images))
+        values, ids = maps.read(rows)
+        for row, v, i in zip(rows, values, ids):
+            save_official(partial / f"{keys[row]}.pt", v, i)
+    settings = {k: maps.settings.get(k) for k in ("num_classes", "annotator", "input_size")}
+    write_text_atomic(partial / OFFICIAL_SETTINGS, json.dumps(settings))
+    commit_dir(partial, out_dir, overwrite)
+    return out_dir

@@ -1,0 +1,185 @@
+"""The packed store (a directory), written in place and read memory-mapped:
+- `values.npy` [N, k, H, W]: float32 (fp32), float16 (fp16), or uint8 (int8, with `scales.npy` [N, 2] float32
+  holding each image's (scale, offset); see repro.labelmaps.quantize);
+- `ids.npy` [N, k, H, W] uint16;
+- `index.json`: the image paths in row order (relative to the data root, e.g. `train/<wnid>/<file>.JPEG`) and the
+  settings (topk, grid, dtype, num_classes, the annotator's description).
+Entries at each position are sorted by value, largest first, so a store with fewer classes per position is a
+prefix along k (Table 6's top-k variants are derived, not regenerated).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+
+from repro.atomic import write_text_atomic
+from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows
+from repro.labelmaps.quantize import DTYPES, FP16_MAX, check_dtype, dequantize_uint8, quantize_uint8
+
+FORMAT = "repro-labelmaps-packed"
+VERSION = 1
+INDEX, VALUES, IDS, SCALES = "index.json", "values.npy", "ids.npy", "scales.npy"
+MAX_CLASSES = int(np.iinfo(np.uint16).max) + 1
+
+
+class PackedWriter:
+    """Fills the arrays of a packed store in place (rows in any order); `finish` writes the index."""
+
+    def __init__(self, directory: str | os.PathLike, num_images: int, topk: int, grid: Sequence[int],
+                 dtype: str, resume: bool = False):
+        self.directory = Path(directory)
+        self.dtype = check_dtype(dtype)
+        shape = (num_images, topk, *grid)
+        if resume:
+            self.values = open_memmap(self.directory / VALUES, mode="r+")
+            self.ids = open_memmap(self.directory / IDS, mode="r+")
+            self.scales = open_memmap(self.directory / SCALES, mode="r+") if dtype == "int8" else None
+            if self.values.shape != shape or self.values.dtype != DTYPES[dtype]:
+                raise LabelMapError(f"{self.directory / VALUES} is {self.values.shape} {self.values.dtype}, "
+                                    f"expected {shape} {np.dtype(DTYPES[dtype])}")
+        else:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            self.values = open_memmap(self.directory / VALUES, mode="w+", dtype=DTYPES[dtype], shape=shape)
+            self.ids = open_memmap(self.directory / IDS, mode="w+", dtype=np.uint16, shape=shape)
+            self.scales = (open_memmap(self.directory / SCALES, mode="w+", dtype=np.float32,
+                                       shape=(num_images, 2)) if dtype == "int8" else None)
+
+    def write(self, start: int, values, ids) -> None:
+        values = np.asarray(torch.as_tensor(values, dtype=torch.float32).cpu())
+        ids = np.asarray(torch.as_tensor(ids).cpu())
+        stop = start + len(values)
+        if not np.isfinite(values).all():
+            raise LabelMapError(f"non-finite label-map values in rows {start}..{stop - 1}")
+        if ids.size and (ids.min() < 0 or ids.max() >= MAX_CLASSES):
+            raise LabelMapError(f"class id {int(ids.max())} in rows {start}..{stop - 1} does not fit uint16")
+        if self.dtype == "int8":
+            codes, scales = quantize_uint8(values)
+            self.values[start:stop] = codes
+            self.scales[start:stop] = scales
+        else:
+            if self.dtype == "fp16" and values.size and np.abs(values).max() > FP16_MAX:
+                raise LabelMapError(f"label-map value {np.abs(values).max():.4g} in rows {start}..{stop - 1} "
+                                    f"overflows fp16")
+            self.values[start:stop] = values
+        self.ids[start:stop] = ids
+
+    def flush(self) -> None:
+        for array in (self.values, self.ids, self.scales):
+            if array is not None:
+                array.flush()
+
+    def finish(self, paths: Sequence[str], settings: dict) -> None:
+        if len(paths) != len(self.values):
+            raise LabelMapError(f"{len(paths)} paths for {len(self.values)} rows")
+        self.flush()
+        index = {"format": FORMAT, "version": VERSION, **settings, "num_images": len(paths),
+                 "topk": int(self.values.shape[1]), "grid": [int(s) for s in self.values.shape[2:]],
+                 "dtype": self.dtype, "paths": list(paths)}
+        # compact, unlike write_json_atomic's indented form: the index lists every image
+        write_text_atomic(self.directory / INDEX, json.dumps(index))
+
+
+def commit_dir(partial: Path, out_dir: Path, overwrite: bool) -> None:
+    """Move a finished store into place (one rename; an existing store is replaced only with overwrite)."""
+    if out_dir.exists():
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
+        shutil.rmtree(out_dir)
+    os.replace(partial, out_dir)
+
+
+def write_packed(out_dir: str | os.PathLike, paths: Sequence[str], values, ids,
+                 num_classes: int = DEFAULT_CLASSES, dtype: str = "fp32", annotator: dict | None = None,
+                 overwrite: bool = False) -> Path:
+    """A packed store from in-memory maps values/ids [N, k, H, W] (entries sorted largest first)."""
+    values, ids = torch.as_tensor(values), torch.as_tensor(ids)
+    check_classes(ids, num_classes, out_dir)
+    out_dir = Path(out_dir)
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    writer = PackedWriter(partial, len(paths), values.shape[1], values.shape[2:], dtype)
+    writer.write(0, values, ids)
+    writer.finish(paths, {"num_classes": num_classes, "annotator": annotator})
+    commit_dir(partial, out_dir, overwrite)
+    return out_dir
+
+
+def check_classes(ids: torch.Tensor, num_classes: int, where) -> None:
+    if num_classes > MAX_CLASSES:
+        raise LabelMapError(f"{num_classes} classes do not fit the uint16 ids of a packed store")
+    if ids.numel() and int(ids.max()) >= num_classes:
+        raise LabelMapError(f"{where}: class id {int(ids.max())} >= num_classes {num_classes}")
+
+
+class PackedLabelMaps(LabelMaps):
+    format = "packed"
+
+    def __init__(self, path: str | os.PathLike, num_classes: int | None = None):
+        super().__init__()
+        self.path = Path(path)
+        index = self._load_index()
+        self._paths = index.pop("paths")
+        self.settings = index
+        self.topk = int(index["topk"])
+        self.grid = tuple(int(s) for s in index["grid"])
+        self.dtype = check_dtype(index["dtype"])
+        self.num_classes = int(num_classes or index.get("num_classes") or DEFAULT_CLASSES)
+        self._count = int(index["num_images"])
+        self._arrays = None
+        self._pid = None
+
+    def _load_index(self) -> dict:
+        file = self.path / INDEX
+        try:
+            index = json.loads(file.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise LabelMapError(f"cannot read {file}: {error}") from None
+        if index.get("format") != FORMAT:
+            raise LabelMapError(f"{file} is not a packed label-map index (format {index.get('format')!r})")
+        return index
+
+    @property
+    def paths(self) -> list[str]:
+        if self._paths is None:
+            self._paths = self._load_index()["paths"]
+        return self._paths
+
+    @property
+    def num_images(self) -> int:
+        return self._count
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(values, ids, scales or None), memory-mapped read-only, opened once per process."""
+        if self._arrays is None or self._pid != os.getpid():
+            names = (VALUES, IDS, SCALES) if self.dtype == "int8" else (VALUES, IDS)
+            values, ids, *scales = (self._open(name) for name in names)
+            self._arrays, self._pid = (values, ids, scales[0] if scales else None), os.getpid()
+        return self._arrays
+
+    def _open(self, name: str) -> np.ndarray:
+        try:
+            return np.load(self.path / name, mmap_mode="r")
+        except (OSError, ValueError) as error:
+            raise LabelMapError(f"cannot open {self.path / name}: {error}") from None
+
+    def read(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = as_rows(rows)
+        values, ids, scales = self.arrays()
+        if self.dtype == "int8":
+            out = dequantize_uint8(values[rows], np.asarray(scales[rows]))
+        else:
+            out = values[rows].astype(np.float32)
+        return torch.from_numpy(out), torch.from_numpy(ids[rows].astype(np.int64))
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.update(_arrays=None, _pid=None, _paths=None)
+        return state
