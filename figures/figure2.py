@@ -18,6 +18,7 @@ from repro.boxes import iou_cdf, val_boxes
 from repro.claims import Claim
 from repro.crops import crop_iou_fractions
 from repro.experiment import Context, Experiment
+from repro.pipeline import data_root
 from repro.plotting import plt, wrapped_title
 from repro.world.stats import BANDS, crop_iou_values
 
@@ -29,7 +30,7 @@ CURVE_FILE = "figure2_curve.csv"
 
 
 def collect(ctx: Context) -> pd.DataFrame:
-    val = val_boxes(ctx.config, ctx.runs_root)
+    val = val_boxes(data_root(ctx.config, ctx.runs_root), ctx.config["data"])
     rows, curves = [], []
     for seed in ctx.seeds:
         ious = crop_iou_values(val.boxes, val.sizes, CROPS_PER_IMAGE, seed)

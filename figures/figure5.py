@@ -20,7 +20,7 @@ from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.experiment import Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
 from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import labelmaps_dir
+from repro.pipeline import data_root, labelmaps_dir
 from repro.plotting import plt, wrapped_title
 
 MIN_CROPS = 100_000
@@ -33,7 +33,7 @@ UPPER_AT_IOU_ZERO = float(results.reported_for("figure5")["value"].iloc[0])
 
 def collect(ctx: Context) -> pd.DataFrame:
     cfg = ctx.config
-    val = val_boxes(cfg, ctx.runs_root)
+    val = val_boxes(data_root(cfg, ctx.runs_root), cfg["data"])
     maps = open_labelmaps(labelmaps_dir(cfg, ctx.runs_root, split="val"))
     crops_per_image = math.ceil(MIN_CROPS / len(val))
     rows, tables = [], []

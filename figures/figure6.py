@@ -53,7 +53,7 @@ def collect(ctx: Context) -> pd.DataFrame:
         add(RELABEL, seed, "annotator_training_seconds", annotator_training)
         for i, (name, teacher_cfg) in enumerate(teachers.items(), 1):
             print(f"== figure6 KD teacher {i}/{len(teachers)}: {name} seed {seed}", file=sys.stderr, flush=True)
-            metrics = train_student(with_changes(cfg, {**kd_changes(teacher_cfg, ctx.runs_root), "seed": seed}),
+            metrics = train_student(with_changes(cfg, {**kd_changes(teacher_cfg), "seed": seed}),
                                     ctx.runs_root)
             add(KD + name, seed, "imagenet_top1", metrics["imagenet_top1"])
             add(KD + name, seed, "train_seconds", metrics["train_seconds"])

@@ -28,12 +28,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
-def write_atomic(path: str | os.PathLike, write: Callable[[Path], object]) -> None:
-    """`write(tmp)` fills a temporary file that then replaces `path` (e.g. `lambda p: torch.save(obj, p)`)."""
-    with atomic_path(path) as tmp:
-        write(tmp)
-
-
 def write_stream_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> None:
     """`write(file)` fills an open temporary file that then replaces `path`: for writers whose output would depend
     on the file's name, like torch.save, which names the archive inside after the file it is given by path (a

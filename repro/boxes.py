@@ -56,7 +56,7 @@ def read_loc_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list
 
 def imagenet_val_boxes(root: str | os.PathLike, boxes_csv: str | os.PathLike) -> ValBoxes:
     """The boxes of each val image's own class (the folder's wnid) from LOC_val_solution.csv."""
-    from repro.labelmaps.store import list_images
+    from repro.imagefiles import list_images
 
     root = Path(root)
     solution = read_loc_solution(boxes_csv)
@@ -106,16 +106,14 @@ def world_objects(root: str | os.PathLike, split: str = "val", min_visible: floa
             for name, (classes, boxes) in objects.items()}
 
 
-def val_boxes(cfg: Mapping, runs_root: str | os.PathLike) -> ValBoxes:
-    """The val boxes of the config's data: the world's annotations, or ImageNet's data.boxes_csv."""
-    from repro.pipeline import data_root
-
-    root = data_root(cfg, runs_root)
-    if cfg["data"]["source"] == "world":
+def val_boxes(root: str | os.PathLike, data: Mapping) -> ValBoxes:
+    """The val boxes of the data at `root` (its config section `data`): the world's annotations, or ImageNet's
+    data.boxes_csv."""
+    if data["source"] == "world":
         return world_val_boxes(root)
-    if not cfg["data"].get("boxes_csv"):
+    if not data.get("boxes_csv"):
         raise FileNotFoundError("data.boxes_csv is not set: Figures 2 and 5 need ImageNet's LOC_val_solution.csv")
-    return imagenet_val_boxes(root, cfg["data"]["boxes_csv"])
+    return imagenet_val_boxes(root, data["boxes_csv"])
 
 
 def iou_cdf(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ run get the same config, hence the same hash and the same cached run.
 from __future__ import annotations
 
 import copy
-import hashlib
 import json
 from typing import Any, Iterable, Mapping
 
@@ -78,14 +77,6 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
     return changes
 
 
-def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-
-
-def config_hash(cfg: Mapping) -> str:
-    return hashlib.sha256(canonical_json(cfg).encode()).hexdigest()[:16]
-
-
 # The student's recipe (Section 4.1 and the official configs); profiles shrink epochs, sizes and models.
 _TRAIN_PAPER = {
     "model": {"name": "resnet50", "kwargs": {}},
@@ -108,11 +99,15 @@ _TRAIN_PAPER = {
     "ratio": [0.75, 1.3333333333333333],
     "hflip": 0.5,
     "color_jitter": 0.4,
-    "workers": 8,
     "amp": True,
     "channels_last": True,
-    "batch_size_eval": 256,
+    # None, or {"run": <a finished train run's hash or spec>, "reset_head": N}: start from that run's weights with
+    # a fresh N-class head (fine-tuning, a backbone for detection); the init run is part of the spec
+    "init": None,
 }
+
+# What a run may use without changing its result: never part of a run's spec.
+_RESOURCES_PAPER = {"workers": 8, "batch_size_eval": 256}
 
 _SUPERVISION = {
     "mode": "original",       # original | label_smoothing | label_cleaning | relabel | kd
@@ -188,11 +183,13 @@ PAPER = {
     "train": _TRAIN_PAPER,
     "supervision": _SUPERVISION,
     "extra_data": _EXTRA_DATA_PAPER,
+    "resources": _RESOURCES_PAPER,
 }
 
 
-def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_images: int) -> dict:
+def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_images: int, workers: int) -> dict:
     cfg = copy.deepcopy(PAPER)
+    cfg["resources"] = {"workers": workers, "batch_size_eval": 256}
     cfg["profile"] = profile
     cfg["data"] = {"source": "world", "root": None, "real_json": None, "shankar_json": None, "v2_root": None,
                    "boxes_csv": None}
@@ -208,7 +205,7 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
 
 # The embedded scale: small ResNets of timm's own families, CPU-sized batches, the annotator trained here on a
 # higher resolution and more data than the student, as the paper's annotators were.
-_CPU = {"workers": 1, "amp": False, "channels_last": True, "batch_size_eval": 256, "warmup_lr": 1e-3}
+_CPU = {"amp": False, "channels_last": True, "warmup_lr": 1e-3}
 _NARROW_RESNET = {"channels": [16, 32, 64, 128], "stem_width": 16}
 _EMBEDDED_MODELS = {
     **{name: {"name": name, "kwargs": _NARROW_RESNET} for name in ("resnet18", "resnet50", "resnet101")},
@@ -225,11 +222,12 @@ _ANNOTATOR_MODEL = {"name": "resnet18", "kwargs": {"channels": [24, 48, 96, 192]
 SMOKE = _embedded(
     "smoke",
     train={**_CPU, "model": _PROXY_MODEL, "epochs": 1, "batch_size": 8, "lr": 0.1, "warmup_epochs": 0,
-           "crop_size": 32, "eval_size": 48, "eval_crop_pct": 1.0, "workers": 0},
+           "crop_size": 32, "eval_size": 48, "eval_crop_pct": 1.0},
     annotator={"source": "train", "model": _ANNOTATOR_MODEL, "pretrained": False,
                "train": {"epochs": 1, "crop_size": 48, "eval_size": 48, "batch_size": 32, "scale": [0.25, 1.0]}},
     labelmap={"input_size": 48, "output_stride": 8, "topk": 5},
     extra_images=200,
+    workers=0,
 )
 
 PROXY = _embedded(
@@ -244,6 +242,7 @@ PROXY = _embedded(
     labelmap={"input_size": 112, "output_stride": 8, "topk": 5},
     # as many extra images as training images (the paper: 4M beside ImageNet's 1.28M; the pool here has 24k)
     extra_images=10000,
+    workers=1,
 )
 
 PROFILES = {"smoke": SMOKE, "proxy": PROXY, "paper": PAPER}

@@ -10,9 +10,12 @@ from typing import Mapping
 
 import timm
 import torch
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from repro.atomic import write_stream_atomic
+
+MODEL_FILE = "model.pt"  # a run's final model, in `save_model`'s format
 
 
 def create_model(spec: Mapping, num_classes: int, pretrained: bool = False, **overrides) -> nn.Module:
@@ -37,6 +40,33 @@ def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
     model = create_model(saved["model"], saved["num_classes"], **overrides)
     model.load_state_dict(saved["state_dict"])
     return model.eval()
+
+
+class Renormalized(nn.Module):
+    """A pretrained model fed crops normalised with ImageNet's mean and std, re-normalised to its own."""
+
+    def __init__(self, model: nn.Module, mean, std):
+        super().__init__()
+        self.model = model
+        view = (1, -1, 1, 1)
+        mean, std = torch.tensor(mean).view(view), torch.tensor(std).view(view)
+        default_mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(view)
+        default_std = torch.tensor(IMAGENET_DEFAULT_STD).view(view)
+        self.register_buffer("scale", default_std / std, persistent=False)
+        self.register_buffer("shift", (default_mean - mean) / std, persistent=False)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.model(images * self.scale + self.shift)
+
+
+def pretrained_model(spec: Mapping, num_classes: int, pretrained: bool = True) -> nn.Module:
+    """timm's weights of that name, taking crops normalised as the suite's are (re-normalised if the weights
+    expect other constants than ImageNet's)."""
+    model = create_model(spec, num_classes, pretrained=pretrained)
+    mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
+    if (mean, std) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
+        model = Renormalized(model, mean, std)
+    return model
 
 
 # EfficientNet's compound scaling (channel, depth multipliers) for B0..B3, as in the EfficientNet paper.

@@ -1,9 +1,10 @@
 """The content-addressed run cache.
 
-A run is a kind (world, annotator, labelmaps, train, ...) plus a fully resolved config; the hash of both names
-`<runs>/<kind>/<hash>/`, which holds `config.json`, `log.txt`, the run's own files (checkpoints, data) and, once it
-has finished, `metrics.json`. Any experiment asking for the same config gets the finished run back; an interrupted
-one is handed to its function again, which resumes from what it left in the directory.
+A run is computed from a frozen `Spec` (repro.specs); its hash names `<runs>/<kind>/<hash>/`, which holds
+`spec.json`, `log.txt`, the run's own files (checkpoints, data) and, once it has finished, `metrics.json`. Any
+experiment asking for the same spec gets the finished run back; an interrupted one is handed to its kind's
+compute function again, which resumes from what it left in the directory. A compute function receives the spec
+and `Resources` only: what a run may use without changing its result (workers, eval batch size, the cache).
 """
 from __future__ import annotations
 
@@ -13,37 +14,57 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
 import torch.distributed
 
-from repro.config import canonical_json, config_hash
+from repro.atomic import write_json_atomic
+from repro.specs import Spec, canonical_json
 
 METRICS = "metrics.json"
+SPEC_FILE = "spec.json"
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
-    os.replace(tmp, path)
+@dataclass(frozen=True)
+class Resources:
+    """What a run may use that cannot change its result: never part of a spec."""
+    runs_root: Path
+    workers: int = 0
+    batch_size_eval: int = 256
+
+
+# kind -> compute(spec, run, resources) -> metrics; filled by repro.steps
+COMPUTE: dict[str, Callable[[Spec, "Run", Resources], Mapping]] = {}
+
+
+def computes(kind: str):
+    """Registers the function that computes the runs of `kind`."""
+    def register(function):
+        COMPUTE[kind] = function
+        return function
+    return register
 
 
 class Run:
-    def __init__(self, kind: str, config: Mapping, runs_root: str | os.PathLike):
-        self.kind = kind
-        self.config = dict(config)
-        self.hash = config_hash({"kind": kind, "config": self.config})
-        self.dir = Path(runs_root) / kind / self.hash
+    def __init__(self, spec: Spec, runs_root: str | os.PathLike):
+        self.spec = spec
+        self.kind = spec.kind
+        self.hash = spec.hash
+        self.dir = Path(runs_root) / spec.kind / spec.hash
+
+    def create(self) -> "Run":
+        """Make the run's folder and record its spec (a different spec under the same hash is refused)."""
         self.dir.mkdir(parents=True, exist_ok=True)
-        config_file = self.dir / "config.json"
-        if config_file.exists():
-            stored = json.loads(config_file.read_text())
-            if canonical_json(stored) != canonical_json(self.config):
-                raise RuntimeError(f"{config_file} holds a different config for hash {self.hash}")
+        spec_file = self.dir / SPEC_FILE
+        if spec_file.exists():
+            stored = json.loads(spec_file.read_text())
+            if canonical_json(stored) != canonical_json(self.spec.as_json()):
+                raise RuntimeError(f"{spec_file} holds a different spec for hash {self.hash}")
         else:
-            write_json_atomic(config_file, self.config)
+            write_json_atomic(spec_file, self.spec.as_json())
+        return self
 
     @property
     def done(self) -> bool:
@@ -82,18 +103,30 @@ class Run:
         return f"Run({self.kind}, {self.dir})"
 
 
-def cached_run(kind: str, config: Mapping, runs_root: str | os.PathLike,
-               compute: Callable[[Run], Mapping]) -> Run:
-    """The finished run for (kind, config): reused if done, else computed (resuming whatever it left before).
+def stored_spec(kind: str, run_hash: str, runs_root: str | os.PathLike) -> Spec:
+    """The spec of the run `<runs_root>/<kind>/<run_hash>` (a full hash or a unique prefix of one)."""
+    matches = sorted((Path(runs_root) / kind).glob(f"{run_hash}*/{SPEC_FILE}"))
+    if len(matches) != 1:
+        state = "no" if not matches else f"{len(matches)}"
+        raise FileNotFoundError(f"{state} {kind} run matches {run_hash!r} under {Path(runs_root) / kind}: give "
+                                "the hash of a run in this cache (python -m repro EXP --plan lists them)")
+    return Spec.from_json(json.loads(matches[0].read_text()))
+
+
+def cached(spec: Spec, resources: Resources) -> Run:
+    """The finished run of `spec`: reused if done, else computed (resuming whatever it left before).
 
     Under torchrun every rank computes (a training run is one DDP job) and rank 0 alone takes the lock and writes
     the run's files; steps that are not distributed (world, label maps) must be cached by one process first."""
-    run = Run(kind, config, runs_root)
+    run = Run(spec, resources.runs_root).create()
     if run.done:
         return run
+    if spec.kind not in COMPUTE:
+        raise RuntimeError(f"no compute function for {spec.kind} runs: import repro.steps")
+    compute = COMPUTE[spec.kind]
     if int(os.environ.get("RANK", "0")) != 0:
         # the other ranks of a torchrun job train alongside rank 0, which holds the lock and writes the files
-        compute(run)
+        compute(spec, run, resources)
         if torch.distributed.is_initialized():
             torch.distributed.barrier()  # until rank 0 has written metrics.json
         return run
@@ -101,7 +134,7 @@ def cached_run(kind: str, config: Mapping, runs_root: str | os.PathLike,
         if not run.done:  # another process may have finished it while we waited for the lock
             started = time.time()
             run.log("started" if not any(run.dir.glob("checkpoint*")) else "resuming")
-            metrics = dict(compute(run))
+            metrics = dict(compute(spec, run, resources))
             metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
             run.finish(metrics)
             run.log(f"finished in {time.time() - started:.1f}s")

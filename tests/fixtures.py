@@ -105,5 +105,5 @@ def tiny_config(**changes) -> dict:
     cfg = profile_config("smoke")
     base = {"train.model": TINY_MODEL, "train.epochs": 1, "train.batch_size": 8, "train.accum_steps": 1,
             "train.lr": 0.05, "train.warmup_epochs": 0, "train.crop_size": 32, "train.eval_size": 32,
-            "train.eval_crop_pct": 1.0, "train.workers": 0, "train.batch_size_eval": 16}
+            "train.eval_crop_pct": 1.0, "resources.workers": 0, "resources.batch_size_eval": 16}
     return with_changes(cfg, {**base, **changes})

@@ -23,8 +23,8 @@ from repro.labelmaps.packed import write_packed
 from repro.labelmaps.quantize import bytes_per_image
 from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model, save_model
-from repro.pipeline import (annotator_run, annotator_top1, data_root, kd_changes, labelmaps_dir, labelmaps_key,
-                            student_key, supervision_key)
+from repro.pipeline import (annotator_spec, annotator_top1, data_root, generated_labelmaps_spec, kd_changes,
+                            labelmaps_dir, student_spec)
 from repro.sweeps import annotator_sweep, kd_teachers
 from repro.world.stats import crop_iou_values
 from tests.fixtures import HEIGHT, NUM_CLASSES, TINY_MODEL, WIDTH, tiny_config
@@ -166,21 +166,23 @@ def test_imagenet_storage_matches_the_papers_arithmetic():
 
 # --- pipeline additions -----------------------------------------------------------------------------------------
 
-def test_labelmaps_key_of_the_train_split_is_unchanged_and_other_splits_differ():
+def test_label_maps_of_another_split_are_another_run_differing_in_the_split_only():
     cfg = profile_config("smoke")
-    train = labelmaps_key(cfg, 5, "fp32")
-    assert "split" not in train and labelmaps_key(cfg, 5, "fp32", "train") == train
-    assert labelmaps_key(cfg, 5, "fp32", "val") == {**train, "split": "val"}
+    train, val = generated_labelmaps_spec(cfg, "train"), generated_labelmaps_spec(cfg, "val")
+    assert train.hash != val.hash and {**train.body, "split": "val"} == val.body
 
 
-def test_kd_student_key_names_a_pipeline_teacher_by_its_run_not_its_path():
-    def kd(checkpoint, run):
-        return {"mode": "kd", "cutmix": False, "kd_input_size": 48,
-                "kd_teacher": {"name": "resnet26", "kwargs": {}, "checkpoint": checkpoint, "annotator_run": run}}
-    assert supervision_key(kd("/a/model.pt", "abc")) == supervision_key(kd("/b/model.pt", "abc"))
-    assert supervision_key(kd("/a/model.pt", "abc")) != supervision_key(kd("/a/model.pt", "xyz"))
-    external = kd("/a/model.pt", None)
-    assert supervision_key(external)["kd_teacher"]["checkpoint"] == "/a/model.pt"
+def test_a_kd_teacher_enters_the_students_spec_by_its_spec_or_its_checkpoints_content(tmp_path):
+    cfg = profile_config("smoke")
+    trained = student_spec(with_changes(cfg, kd_changes(cfg)))
+    assert trained["objective"]["kd_teacher"] == annotator_spec(cfg).as_json()
+    assert str(tmp_path) not in json.dumps(trained.as_json())  # no path of this machine's run cache
+    checkpoint = tmp_path / "teacher.pt"
+    checkpoint.write_bytes(b"weights")
+    external = with_changes(cfg, {"annotator.source": "timm", "annotator.checkpoint": str(checkpoint)})
+    before = student_spec(with_changes(cfg, kd_changes(external)))
+    checkpoint.write_bytes(b"other weights")  # replaced in place
+    assert student_spec(with_changes(cfg, kd_changes(external))).hash != before.hash
 
 
 def test_annotator_top1_of_a_pretrained_annotator_is_evaluated_once(imagenet, tmp_path):
@@ -191,7 +193,7 @@ def test_annotator_top1_of_a_pretrained_annotator_is_evaluated_once(imagenet, tm
                          "annotator.model": TINY_MODEL, "annotator.checkpoint": str(checkpoint)})
     top1 = annotator_top1(cfg, tmp_path / "runs")
     assert 0.0 <= top1 <= 100.0
-    assert len(list((tmp_path / "runs" / "annotator_eval").iterdir())) == 1
+    assert len(list((tmp_path / "runs" / "eval").iterdir())) == 1
     assert annotator_top1(cfg, tmp_path / "runs") == top1
 
 
@@ -260,12 +262,10 @@ def test_costs_smoke(runs, results_root):
 
 def test_kd_changes_name_the_teacher_run(runs):
     cfg = profile_config("smoke")
-    changes = kd_changes(cfg, runs)
-    teacher = changes["supervision.kd_teacher"]
-    assert teacher["annotator_run"] == annotator_run(cfg, runs).hash
+    changes = kd_changes(cfg)
+    assert changes["supervision.kd_teacher"] == annotator_spec(cfg).as_json()
     assert changes["supervision.kd_input_size"] == cfg["annotator"]["train"]["crop_size"]
-    key = student_key(with_changes(cfg, changes))
-    assert "checkpoint" not in key["supervision"]["kd_teacher"]
+    assert annotator_spec(cfg) in student_spec(with_changes(cfg, changes)).dependencies()
 
 
 def test_figure4_smoke(runs, results_root):

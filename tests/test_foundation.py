@@ -7,16 +7,27 @@ import pytest
 
 from repro import results
 from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN
-from repro.config import config_hash, parse_overrides, profile_config, with_changes
+from repro.config import parse_overrides, profile_config, with_changes
 from repro.experiment import compare, discover
-from repro.runs import Run, cached_run
+from repro.pipeline import student_spec
+from repro.runs import COMPUTE, Resources, Run, cached
+from repro.specs import Spec
 
 
-def test_same_config_same_hash_and_changed_config_new_hash():
+def test_same_config_same_spec_and_changed_config_new_hash():
     base = profile_config("smoke")
-    assert config_hash(base) == config_hash(profile_config("smoke"))
-    assert config_hash(with_changes(base, {"seed": 1})) != config_hash(base)
-    assert config_hash(with_changes(base, {"seed": 0})) == config_hash(base)
+    assert student_spec(base) == student_spec(profile_config("smoke"))
+    assert student_spec(with_changes(base, {"seed": 1})).hash != student_spec(base).hash
+    assert student_spec(with_changes(base, {"seed": 0})).hash == student_spec(base).hash
+
+
+def test_a_spec_is_immutable_and_its_body_a_copy():
+    spec = Spec("train", {"a": {"b": [1, 2]}})
+    spec.body["a"]["b"].append(3)
+    assert spec["a"] == {"b": [1, 2]}
+    with pytest.raises(AttributeError):
+        spec.kind = "eval"
+    assert Spec.from_json(spec.as_json()) == spec
 
 
 def test_profiles_differ_in_sizes_only():
@@ -35,23 +46,25 @@ def test_overrides_parse_json_and_reject_unknown_keys():
         parse_overrides(["train.epochs"])
 
 
-def test_cached_run_is_reused_and_a_changed_config_is_a_new_run(tmp_path):
+def test_cached_run_is_reused_and_a_changed_spec_is_a_new_run(tmp_path, monkeypatch):
     calls = []
 
-    def compute(run):
+    def compute(spec, run, resources):
         calls.append(run.hash)
         return {"value": len(calls)}
 
-    first = cached_run("train", {"a": 1}, tmp_path, compute)
-    again = cached_run("train", {"a": 1}, tmp_path, compute)
-    other = cached_run("train", {"a": 2}, tmp_path, compute)
+    monkeypatch.setitem(COMPUTE, "train", compute)
+    resources = Resources(tmp_path)
+    first = cached(Spec("train", {"a": 1}), resources)
+    again = cached(Spec("train", {"a": 1}), resources)
+    other = cached(Spec("train", {"a": 2}), resources)
     assert first.dir == again.dir and again.metrics["value"] == 1
     assert len(calls) == 2 and other.dir != first.dir
-    assert json.loads((first.dir / "config.json").read_text()) == {"a": 1}
+    assert json.loads((first.dir / "spec.json").read_text()) == Spec("train", {"a": 1}).as_json()
 
 
-def test_interrupted_run_resumes_from_what_it_left(tmp_path):
-    def compute(run, fail_after=None):
+def test_interrupted_run_resumes_from_what_it_left(tmp_path, monkeypatch):
+    def compute(spec, run, resources, fail_after=None):
         state = run.dir / "checkpoint.json"
         done_steps = json.loads(state.read_text())["step"] if state.exists() else 0
         for step in range(done_steps, 4):
@@ -60,10 +73,13 @@ def test_interrupted_run_resumes_from_what_it_left(tmp_path):
             state.write_text(json.dumps({"step": step + 1}))
         return {"steps_done_here": 4 - done_steps}
 
+    spec, resources = Spec("train", {"b": 1}), Resources(tmp_path)
+    monkeypatch.setitem(COMPUTE, "train", lambda *args: compute(*args, fail_after=2))
     with pytest.raises(KeyboardInterrupt):
-        cached_run("train", {"b": 1}, tmp_path, lambda run: compute(run, fail_after=2))
-    assert not Run("train", {"b": 1}, tmp_path).done
-    run = cached_run("train", {"b": 1}, tmp_path, compute)
+        cached(spec, resources)
+    assert not Run(spec, tmp_path).done
+    monkeypatch.setitem(COMPUTE, "train", compute)
+    run = cached(spec, resources)
     assert run.metrics["steps_done_here"] == 2
 
 

@@ -7,7 +7,7 @@ import torch
 from repro.config import architecture_changes, profile_config, with_changes
 from repro.experiment import Context, discover, run_experiment
 from repro.models import create_model, save_model
-from repro.pipeline import annotator_key, student_key, train_student
+from repro.pipeline import annotator_spec, student_spec, train_student
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, build_imagenet
 
 TABLES = ["table2", "table3", "table4", "table5", "table6", "tableA1"]
@@ -21,7 +21,7 @@ def _run_configs(name, cfg):
 @pytest.mark.parametrize("profile", ["proxy", "paper"])
 def test_runs_shared_between_tables_are_one_run(profile):
     cfg = profile_config(profile)
-    key = {name: {k: student_key(c) for k, c in _run_configs(name, cfg).items()} for name in TABLES}
+    key = {name: {k: student_spec(c) for k, c in _run_configs(name, cfg).items()} for name in TABLES}
     relabel = key["table3"][("resnet50", "relabel")]
     assert key["table2"][("resnet50", "relabel_localized_multi")] == relabel
     assert key["table4"][("resnet50", "relabel")] == relabel
@@ -32,10 +32,10 @@ def test_runs_shared_between_tables_are_one_run(profile):
     assert key["table2"][("resnet50", "original")] == key["table5"][("resnet50", "vanilla")] == original
     # one annotator serves every student, whatever its architecture, recipe or supervision
     if profile == "proxy":
-        annotators = {str(annotator_key(c)) for name in TABLES for c in _run_configs(name, cfg).values()}
-        assert annotators == {str(annotator_key(cfg))}
+        annotators = {annotator_spec(c) for name in TABLES for c in _run_configs(name, cfg).values()}
+        assert annotators == {annotator_spec(cfg)}
     # and a different supervision, label-map setting or architecture is a different run
-    assert len({str(k) for k in key["table6"].values()}) == len(key["table6"])
+    assert len(set(key["table6"].values())) == len(key["table6"])
     assert key["table4"][("resnet18", "relabel")] != relabel
 
 
@@ -50,7 +50,7 @@ def _paper_profile_on_a_fixture(tmp_path, **changes) -> dict:
         "annotator.pretrained": False, "annotator.checkpoint": str(checkpoint), "labelmap.input_size": 32,
         "labelmap.output_stride": 8, "models.resnet50": TINY_MODEL, "train.model": TINY_MODEL, "train.epochs": 1,
         "train.batch_size": 4, "train.warmup_epochs": 0, "train.crop_size": 32, "train.eval_size": 32,
-        "train.workers": 0, "train.amp": False, "train.batch_size_eval": 16, **changes})
+        "resources.workers": 0, "train.amp": False, "resources.batch_size_eval": 16, **changes})
 
 
 def test_table3_and_tableA1_at_paper_profile_on_an_imagenet_layout(tmp_path):
@@ -94,8 +94,8 @@ def test_extra_data_grows_the_training_set_by_a_balanced_relabelled_subsample(tm
     assert metrics["extra_pool_images"] == 2 * NUM_CLASSES
     assert metrics["extra_images_per_class_max"] <= 1
     assert metrics["train_images"] == 8 * NUM_CLASSES + metrics["extra_images"] > 8 * NUM_CLASSES
-    assert student_key(cfg) != student_key(with_changes(cfg, {"extra_data.enabled": False}))
-    assert student_key(cfg) != student_key(with_changes(cfg, {"extra_data.images": 2 * NUM_CLASSES}))
+    assert student_spec(cfg) != student_spec(with_changes(cfg, {"extra_data.enabled": False}))
+    assert student_spec(cfg) != student_spec(with_changes(cfg, {"extra_data.images": 2 * NUM_CLASSES}))
     with pytest.raises(ValueError, match="extra_data needs supervision.mode 'relabel'"):
         train_student(with_changes(cfg, {"supervision.mode": "original"}), runs)
 

@@ -17,9 +17,12 @@ from repro.evaluate import evaluate_model
 from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model, load_model
 from repro.pooling import pool_labels
-from repro.runs import Run, cached_run
-from repro.train import HISTORY_FILE, MODEL_FILE, Supervision, agreeing_indices, batch_split, cutmix, train_classifier
-from repro.train.supervision import Renormalized
+from repro.models import MODEL_FILE, Renormalized
+from repro.pipeline import resources
+from repro.runs import COMPUTE, Run, cached
+from repro.specs import Spec
+from repro.train import HISTORY_FILE, agreeing_indices, batch_split, cutmix, objective_spec, train_classifier
+from repro.train.objectives import objective_class
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, tiny_config
 
 # layer norm only: the gradient of a batch is the mean of its halves' gradients
@@ -40,6 +43,21 @@ def crop_batch(imagenet, labelmaps, size=32, count=6):
 
 def supervision(**changes):
     return tiny_config(**{f"supervision.{k}": v for k, v in changes.items()})["supervision"]
+
+
+def Supervision(sup_cfg, num_classes, crop_size, device, teacher=None):
+    """The objective of a `supervision` config section."""
+    return objective_class(sup_cfg["mode"])(objective_spec(sup_cfg), num_classes, crop_size, device, teacher)
+
+
+def new_run(cfg, root):
+    return Run(Spec("train", cfg), root).create()
+
+
+def train(run, cfg, data, **options):
+    """The trainer on a tiny config: its train section, objective and seed, with the config's resources."""
+    return train_classifier(run, cfg["train"], data, objective_spec(cfg["supervision"]), seed=cfg["seed"],
+                            resources=resources(cfg, run.dir), **options)
 
 
 def assert_distributions(targets):
@@ -131,8 +149,8 @@ def test_batch_split():
 def test_each_mode_trains_and_reports(tmp_path, data, labelmaps, changes):
     cfg = tiny_config(**changes)
     teacher = create_model(TINY_MODEL, NUM_CLASSES) if cfg["supervision"]["mode"] == "kd" else None
-    run = Run("train", cfg, tmp_path)
-    metrics = train_classifier(run, cfg, data, labelmaps=labelmaps, teacher=teacher)
+    run = new_run(cfg, tmp_path)
+    metrics = train(run, cfg, data, labelmaps=labelmaps, teacher=teacher)
     for key in ("imagenet_top1", "imagenet_top5", "real_top1", "shankar_top1", "imagenetv2_top_images_top1",
                 "imagenetv2_matched_frequency_top1", "imagenetv2_threshold_0.7_top1"):
         assert 0 <= metrics[key] <= 100
@@ -157,18 +175,18 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data, la
     cfg = tiny_config(**{"train.model": model, "train.epochs": 2, "train.warmup_epochs": 1,
                          "supervision.mode": "relabel", "supervision.cutmix": True,
                          "supervision.cutmix_off_last_epochs": 1})
-    straight = Run("train", cfg, tmp_path / "straight")
-    expected = train_classifier(straight, cfg, data, labelmaps=labelmaps, eval_every=0)
+    straight = new_run(cfg, tmp_path / "straight")
+    expected = train(straight, cfg, data, labelmaps=labelmaps, eval_every=0)
 
     def interrupt_in_epoch_two(model, updates):
         if updates == 8:  # 6 updates per epoch
             raise Interrupt
 
-    resumed = Run("train", cfg, tmp_path / "resumed")
+    resumed = new_run(cfg, tmp_path / "resumed")
     with pytest.raises(Interrupt):
-        train_classifier(resumed, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=interrupt_in_epoch_two)
+        train(resumed, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=interrupt_in_epoch_two)
     assert torch.load(resumed.checkpoint_path, weights_only=True)["state"]["epoch"] == 1
-    got = train_classifier(resumed, cfg, data, labelmaps=labelmaps, eval_every=0)
+    got = train(resumed, cfg, data, labelmaps=labelmaps, eval_every=0)
     for name, tensor in state_of(straight.dir / MODEL_FILE).items():
         assert torch.equal(tensor, state_of(resumed.dir / MODEL_FILE)[name]), name
     timing = ("train_seconds", "teacher_seconds", "train_images_per_second")
@@ -176,7 +194,7 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data, la
     history = [json.loads(line) for line in (resumed.dir / HISTORY_FILE).read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2]
     # a finished run is neither trained nor evaluated again
-    assert train_classifier(resumed, cfg, data, labelmaps=labelmaps, on_update=interrupt_in_epoch_two) == got
+    assert train(resumed, cfg, data, labelmaps=labelmaps, on_update=interrupt_in_epoch_two) == got
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):
@@ -184,8 +202,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):
     for accum in (1, 2):
         # SGD: the update is linear in the gradient, so summation-order noise stays at float precision
         cfg = tiny_config(**{"train.model": NO_BATCHNORM_MODEL, "train.accum_steps": accum})
-        run = Run("train", cfg, tmp_path)
-        metrics = train_classifier(run, cfg, data, eval_every=0)
+        run = new_run(cfg, tmp_path)
+        metrics = train(run, cfg, data, eval_every=0)
         assert metrics["updates"] == 6
         weights[accum] = state_of(run.dir / MODEL_FILE)
     for name, tensor in weights[1].items():
@@ -219,11 +237,12 @@ def ddp_worker(rank, world, port, root, labelmaps, runs, out):
     cfg = tiny_config(**{"supervision.mode": "relabel", "supervision.cutmix": True, "train.epochs": 2})
     computed = {}
 
-    def compute(run):
-        computed.update(train_classifier(run, cfg, data, labelmaps=labelmaps, on_update=same_weights_on_all_ranks))
+    def compute(spec, run, resources):
+        computed.update(train(run, cfg, data, labelmaps=labelmaps, on_update=same_weights_on_all_ranks))
         return computed
 
-    run = cached_run("train", cfg, runs, compute)
+    COMPUTE["train"] = compute  # this spawned process only
+    run = cached(Spec("train", cfg), resources(cfg, runs))
     with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
         json.dump({"metrics": computed, "stored": run.metrics, "mismatched": mismatched}, f)
     torch.distributed.destroy_process_group()

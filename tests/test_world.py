@@ -15,7 +15,9 @@ from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
 from repro.runs import Run
-from repro.world import build, build_world, ensure_world
+from repro.specs import Spec
+from repro.steps import ensure_world
+from repro.world import build, build_world
 from repro.world.build import NoWorldError
 from repro.world.cli import format_stats, register
 from repro.world.params import world_params
@@ -189,7 +191,7 @@ def test_ensure_world_builds_once_and_wipes_an_interrupted_build(tmp_path, monke
     params = tiny_params(n_train=8, n_extra=8, n_val=8, n_v2_per_class=0, n_rendition_per_class=0,
                          n_downstream_train_per_class=0, n_downstream_test_per_class=0, n_detection_train=2,
                          n_detection_val=2)
-    stale = Run("world", params, tmp_path).dir
+    stale = Run(Spec("world", params), tmp_path).create().dir
     (stale / "train").mkdir()
     (stale / "train" / "left-over.JPEG").write_bytes(b"")
     (stale / build.STAGING).mkdir()

@@ -109,8 +109,9 @@ def evaluate_model(model: nn.Module, eval_sets: Sequence[EvalSet], *, size: int,
     return metrics
 
 
-def eval_settings(train_cfg: Mapping) -> dict:
-    """The keyword arguments of `evaluate_model` / `predict_logits` that a `train` config section fixes."""
+def eval_settings(train_cfg: Mapping, resources) -> dict:
+    """The keyword arguments of `evaluate_model` / `predict_logits` that a `train` section and the run's
+    `repro.runs.Resources` fix."""
     return {"size": train_cfg["eval_size"], "crop_pct": train_cfg["eval_crop_pct"],
-            "batch_size": train_cfg["batch_size_eval"], "workers": train_cfg["workers"],
+            "batch_size": resources.batch_size_eval, "workers": resources.workers,
             "amp": train_cfg["amp"], "channels_last": train_cfg["channels_last"]}

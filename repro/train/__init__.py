@@ -1,8 +1,6 @@
-"""The shared trainer: every classifier of the suite (students of each supervision mode, the annotator)."""
 from repro.train.distributed import DistEnv, init_distributed
-from repro.train.recipes import annotator_recipe
-from repro.train.supervision import MODES, Supervision, agreeing_indices, build_teacher, cutmix
-from repro.train.trainer import HISTORY_FILE, MODEL_FILE, batch_split, train_classifier
+from repro.train.objectives import OBJECTIVES, Objective, agreeing_indices, cutmix, objective_spec, register_objective
+from repro.train.trainer import HISTORY_FILE, InitialWeights, batch_split, train_classifier
 
-__all__ = ["DistEnv", "init_distributed", "annotator_recipe", "MODES", "Supervision", "agreeing_indices",
-           "build_teacher", "cutmix", "HISTORY_FILE", "MODEL_FILE", "batch_split", "train_classifier"]
+__all__ = ["DistEnv", "init_distributed", "OBJECTIVES", "Objective", "agreeing_indices", "cutmix", "objective_spec",
+           "register_objective", "HISTORY_FILE", "InitialWeights", "batch_split", "train_classifier"]

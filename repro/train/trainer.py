@@ -15,12 +15,12 @@ import os
 import sys
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Mapping
 
 import numpy as np
 import torch
-from timm.loss import SoftTargetCrossEntropy
 from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 from torch import nn
@@ -33,12 +33,12 @@ from repro.data.datasets import EpochSampler, TrainCrops
 from repro.data.imagenet import ImageNetData
 from repro.data.transforms import TrainCrop
 from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, predict_logits
-from repro.models import create_model, save_model
-from repro.runs import Run
+from repro.atomic import write_stream_atomic, write_text_atomic
+from repro.models import MODEL_FILE, create_model, save_model
+from repro.runs import Resources, Run
 from repro.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed
-from repro.train.supervision import CUTMIX_STREAM, Supervision, agreeing_indices, build_teacher
+from repro.train.objectives import CUTMIX_STREAM, objective_class
 
-MODEL_FILE = "model.pt"
 HISTORY_FILE = "history.jsonl"
 
 
@@ -66,52 +66,66 @@ def make_optimizer(model: nn.Module, train_cfg: Mapping) -> torch.optim.Optimize
 
 
 def write_history(run: Run, history: list[dict]) -> None:
-    path = run.dir / HISTORY_FILE
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text("".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history))
-    os.replace(tmp, path)
+    write_text_atomic(run.dir / HISTORY_FILE, "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history))
 
 
 def save_checkpoint(path, state: dict) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    write_stream_atomic(path, lambda file: torch.save(state, file))
 
 
-def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: str | os.PathLike | None = None,
-                     teacher: nn.Module | None = None, eval_every: int = 1,
+@dataclass(frozen=True)
+class InitialWeights:
+    """Weights to start from (`train.init`): a finished run's state dict, its head's class count, and the class
+    count of the new head (None keeps the head)."""
+    state_dict: Mapping
+    num_classes: int
+    reset_head: int | None
+
+
+def initial_model(model_spec: Mapping, num_classes: int, init: InitialWeights | None) -> nn.Module:
+    if init is None:
+        return create_model(model_spec, num_classes)
+    model = create_model(model_spec, init.num_classes)
+    model.load_state_dict(init.state_dict)
+    if init.reset_head is not None:
+        model.reset_classifier(int(init.reset_head))
+    head = model.get_classifier().out_features
+    if head != num_classes:
+        raise ValueError(f"train.init: the initial model has a {head}-class head and the data {num_classes} "
+                         f"classes: set train.init.reset_head to {num_classes}")
+    return model
+
+
+def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective: Mapping, *, seed: int,
+                     resources: Resources, labelmaps: str | os.PathLike | None = None,
+                     teacher: nn.Module | None = None, init: InitialWeights | None = None, eval_every: int = 1,
                      on_update: Callable[[nn.Module, int], None] | None = None) -> dict:
-    """Train cfg["train"]["model"] on data.train with cfg["supervision"], evaluate on data.eval_sets, return metrics.
+    """Train train_cfg["model"] on data.train with `objective`, evaluate on data.eval_sets, return metrics.
 
     run:        the run whose directory holds checkpoint.pt, history.jsonl, log.txt and the final model.pt
-    cfg:        a full config: "seed", "train" (the recipe), "supervision" (the targets)
+    train_cfg:  the `train` section of a spec (model, optimiser, schedule, crops, evaluation view)
     data:       `repro.data.open_imagenet(...)`: the training list (one split or a union, e.g. extra + train) and
                 the evaluation sets
-    labelmaps:  the label-map store of the training images (relabel and label_cleaning)
-    teacher:    the kd teacher; None builds it from supervision.kd_teacher
+    objective:  an objective's spec (`repro.train.objectives.objective_spec`): how a batch becomes its targets
+    labelmaps:  the label-map store of the training images, for an objective whose crops carry label maps
+    teacher:    the teacher of an objective that needs one
+    init:       weights to start from, else timm's initialisation under `seed`
     eval_every: top-1 on data.val after every eval_every-th epoch (0: none); the last epoch always runs the full
                 evaluation on every set, stored in the checkpoint so a finished run is never evaluated twice
     on_update:  called with (model, number of updates so far) after every optimizer update
 
     Returns the evaluation metrics (`repro.evaluate.set_metrics` keys) plus train_seconds (training wall time
     summed over sessions, teacher forward included), teacher_seconds, train_images_per_second, train_images,
-    updates, final_train_loss and, under label cleaning, clean_fraction. Every rank returns the same dict.
+    updates and final_train_loss. Every rank returns the same dict.
     """
-    train_cfg, sup_cfg, seed = cfg["train"], cfg["supervision"], int(cfg["seed"])
+    seed = int(seed)
     env = init_distributed()
-    mode = sup_cfg["mode"]
+    objective_cls = objective_class(objective["mode"])
     num_classes = data.num_classes
-    if mode in ("relabel", "label_cleaning") and labelmaps is None:
-        raise ValueError(f"supervision mode {mode} needs the label maps of the training images")
+    if objective_cls.crops_carry_labelmaps and labelmaps is None:
+        raise ValueError(f"supervision mode {objective['mode']} needs the label maps of the training images")
     log = run.log if env.is_main else (lambda message, echo=True: None)
-
     images = data.train
-    summary = {}
-    if mode == "label_cleaning":
-        keep = agreeing_indices(labelmaps, images, num_classes)
-        summary["clean_fraction"] = len(keep) / len(images)
-        log(f"label cleaning keeps {len(keep)} of {len(images)} training images")
-        images = images.subset(keep)
 
     device = env.device
     cuda = device.type == "cuda"
@@ -119,20 +133,18 @@ def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: s
     # channels_last pays on CPU too: 1.5-1.6x for the proxy's ResNets (benchmarks/bench_train_step.py)
     channels_last = bool(train_cfg["channels_last"])
     autocast = partial(autocast_for, device, amp)
-    if mode == "kd" and teacher is None:
-        teacher = build_teacher(sup_cfg["kd_teacher"], num_classes)
     if teacher is not None:
         teacher = teacher.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-    supervision = Supervision(sup_cfg, num_classes, int(train_cfg["crop_size"]), device, teacher, autocast)
+    supervision = objective_cls(objective, num_classes, int(train_cfg["crop_size"]), device, teacher, autocast)
 
     accum = int(train_cfg["accum_steps"])
     per_device = batch_split(train_cfg["batch_size"], env.world_size, accum)
     crop = TrainCrop(supervision.input_size, train_cfg["scale"], train_cfg["ratio"], train_cfg["hflip"],
                      train_cfg["color_jitter"])
-    dataset = TrainCrops(images, crop, seed, labelmaps if mode == "relabel" else None)
+    dataset = TrainCrops(images, crop, seed, labelmaps if objective_cls.crops_carry_labelmaps else None)
     sampler = EpochSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
                            drop_last=True)
-    workers = int(train_cfg["workers"])
+    workers = int(resources.workers)
     # its own generator: creating the loader's iterator must not draw from torch's global RNG
     loader = DataLoader(dataset, batch_size=per_device, sampler=sampler, num_workers=workers, drop_last=True,
                         pin_memory=cuda, persistent_workers=workers > 0,
@@ -143,7 +155,7 @@ def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: s
     epochs = int(train_cfg["epochs"])
 
     torch.manual_seed(seed)
-    model = create_model(train_cfg["model"], num_classes).to(device)
+    model = initial_model(train_cfg["model"], num_classes, init).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_cfg)
@@ -165,8 +177,8 @@ def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: s
         log(f"resuming after epoch {state['epoch']} ({state['updates']} updates)")
     ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
                  if env.distributed else model)
-    loss_fn = SoftTargetCrossEntropy()
-    monitor = eval_settings(train_cfg)
+    loss_fn = supervision.criterion()
+    monitor = eval_settings(train_cfg, resources)
 
     for epoch in range(state["epoch"], epochs):
         torch.manual_seed(epoch_seed(seed, epoch, env.rank))
@@ -244,7 +256,7 @@ def train_classifier(run: Run, cfg: Mapping, data: ImageNetData, *, labelmaps: s
         save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
     if env.distributed:
         torch.distributed.barrier()
-    return {**state["final_metrics"], **summary,
+    return {**state["final_metrics"],
             "train_seconds": round(state["train_seconds"], 3),
             "teacher_seconds": round(state["teacher_seconds"], 3),
             "train_images_per_second": state["updates"] * int(train_cfg["batch_size"]) / state["train_seconds"],

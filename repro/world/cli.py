@@ -7,6 +7,7 @@ from pathlib import Path
 
 from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, with_changes
 from repro.runs import Run
+from repro.specs import Spec
 from repro.world.params import world_params
 
 
@@ -26,7 +27,8 @@ def register(subparsers) -> None:
 
 def run_world_command(args, experiments=None) -> int:
     """The `world` command; `experiments` is what repro's main command line hands every command (unused here)."""
-    from repro.world.build import check_params, ensure_world  # imports torch: only when the command runs
+    from repro.steps import ensure_world  # imports torch: only when the command runs
+    from repro.world.build import check_params
 
     params = world_params(args.profile)
     if params is None:
@@ -39,7 +41,7 @@ def run_world_command(args, experiments=None) -> int:
     except KeyError as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
-    reused = Run("world", params, args.runs).done
+    reused = Run(Spec("world", params), args.runs).done
     root = ensure_world(params, args.runs)
     metrics = json.loads((root / "metrics.json").read_text())
     print(format_stats(metrics, reused))

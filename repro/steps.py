@@ -1,0 +1,227 @@
+"""What each kind of run computes, from its spec alone (`repro.runs.cached` calls these).
+
+world      the generated world's folder
+annotator  the suite's annotator, trained on the extra pool and the training set
+labelmaps  the annotator's pass over a split (BASE_TOPK, fp32), or a variant derived from stored maps
+train      a student, or a fine-tune from another run (`train.init`)
+eval       one evaluator applied to a trained (or pretrained) model
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Mapping
+
+import torch
+from torch import nn
+
+from repro.models import MODEL_FILE
+from repro.runs import Resources, Run, cached, computes
+from repro.specs import Spec, is_spec_json
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+@computes("world")
+def compute_world(spec: Spec, run: Run, resources: Resources) -> dict:
+    from repro.world.build import build_world_into
+
+    return build_world_into(spec.body, run.dir)
+
+
+def ensure_world(params: Mapping, runs_root) -> Path:
+    """The world's folder for `params` under runs_root/world/<hash>/, built once and reused."""
+    from repro.world.build import check_params
+
+    check_params(params)
+    return cached(Spec("world", params), Resources(Path(runs_root))).dir
+
+
+def data_root(data: Mapping, resources: Resources) -> Path:
+    """The folder of a data spec: the world's run folder (built on first use), or the ImageNet root."""
+    if data["source"] == "world":
+        return cached(Spec.from_json(data["world"]), resources).dir
+    root = Path(data["root"])
+    if not (root / "train").is_dir():
+        raise FileNotFoundError(f"data.root {root} has no train/ folder (ImageNet layout expected)")
+    return root
+
+
+def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
+    from repro.data.imagenet import open_imagenet
+
+    paths = {key: value["path"] if isinstance(value, Mapping) and "path" in value else value
+             for key, value in data.items()}
+    return open_imagenet(data_root(data, resources), paths, train_splits=tuple(train_splits))
+
+
+# --- models named in specs ---------------------------------------------------------------------------------------
+
+def model_from_ref(ref: Mapping, num_classes: int, resources: Resources) -> nn.Module:
+    """A model named in a spec: a trained run (its spec), or a pretrained timm model / checkpoint (its ref)."""
+    from repro.models import load_model, pretrained_model
+
+    if is_spec_json(ref):
+        return load_model(cached(Spec.from_json(ref), resources).dir / MODEL_FILE)
+    if ref.get("checkpoint"):
+        return load_model(ref["checkpoint"]["path"])
+    return pretrained_model(ref["model"], num_classes, pretrained=bool(ref["pretrained"]))
+
+
+def _initial_weights(init: Mapping | None, resources: Resources):
+    from repro.train.trainer import InitialWeights
+
+    if init is None:
+        return None
+    saved = torch.load(cached(Spec.from_json(init["run"]), resources).dir / MODEL_FILE, map_location="cpu",
+                       weights_only=True)
+    return InitialWeights(saved["state_dict"], int(saved["num_classes"]), init["reset_head"])
+
+
+# --- the annotator -----------------------------------------------------------------------------------------------
+
+@computes("annotator")
+def compute_annotator(spec: Spec, run: Run, resources: Resources) -> dict:
+    from repro.train.trainer import train_classifier
+
+    data = open_data(spec["data"], resources, spec["splits"])
+    return train_classifier(run, spec["train"], data, spec["objective"], seed=spec["seed"], resources=resources)
+
+
+# --- label maps --------------------------------------------------------------------------------------------------
+
+def labelmaps_store(ref: Mapping, resources: Resources) -> Path:
+    """The store of a label-map ref: a labelmaps run's store, or the released maps' folder."""
+    if is_spec_json(ref):
+        return cached(Spec.from_json(ref), resources).dir / "store"
+    return Path(ref["official"])
+
+
+def store_metrics(store: Path) -> dict:
+    from repro.labelmaps import open_labelmaps
+
+    maps = open_labelmaps(store)
+    return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
+
+
+def _annotator_source(ref: Mapping, resources: Resources) -> tuple[str, bool]:
+    """(what `build_annotator` loads, whether from pretrained weights)."""
+    if is_spec_json(ref):
+        return str(cached(Spec.from_json(ref), resources).dir / MODEL_FILE), False
+    if ref.get("checkpoint"):
+        return ref["checkpoint"]["path"], bool(ref["pretrained"])
+    return ref["model"]["name"], bool(ref["pretrained"])
+
+
+@computes("labelmaps")
+def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
+    body = spec.body
+    if "source" in body:  # a variant derived from stored maps
+        from repro.labelmaps import derive_store
+
+        store = derive_store(labelmaps_store(body["source"], resources), run.dir / "store", topk=body["topk"],
+                             dtype=body["dtype"], overwrite=True)
+        return store_metrics(store)
+    return _generate_labelmaps(body, run, resources)
+
+
+def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
+    """The annotator's pass over the images of a split; its metrics hold the pass's wall time
+    (`generation_seconds`, Section 3.3's generation cost: the annotator's own training, done first when it is
+    trained here, is not part of it) and the share of images whose whole-image map agrees with their label."""
+    from repro.data.folders import image_folder, read_classes, unlabelled_folder
+    from repro.labelmaps.annotator import build_annotator
+    from repro.labelmaps.generate import generate_labelmaps
+    from repro.train.objectives import agreeing_indices
+
+    split = body["split"]
+    root = data_root(body["data"], resources)
+    wnids = read_classes(root)[0]
+    num_classes = len(wnids)
+    # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
+    images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
+    source, pretrained = _annotator_source(body["annotator"], resources)  # trains the annotator first if needed
+    started = time.time()
+    annotator = build_annotator(source, pretrained=pretrained, output_stride=body["output_stride"],
+                                num_classes=num_classes)
+    store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
+                               input_size=int(body["input_size"]), topk=int(body["topk"]), dtype=body["dtype"],
+                               batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
+    metrics = {**store_metrics(store), "generation_seconds": round(time.time() - started, 2)}
+    if not body["unlabelled"]:
+        agreeing = agreeing_indices(store, images, num_classes)
+        # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
+        metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)
+    return metrics
+
+
+# --- the student -------------------------------------------------------------------------------------------------
+
+@computes("train")
+def compute_student(spec: Spec, run: Run, resources: Resources) -> dict:
+    from repro.train.objectives import objective_class
+    from repro.train.trainer import train_classifier
+
+    body = spec.body
+    data = open_data(body["data"], resources)
+    objective = objective_class(body["objective"]["mode"])
+    store = labelmaps_store(body["labelmaps"], resources) if body["labelmaps"] else None
+    metrics = {}
+    if store is not None:
+        metrics["labelmap_bytes_per_image"] = store_metrics(store)["labelmap_bytes_per_image"]
+    # an objective may train on a subset (label cleaning): chosen here, before the trainer sees the data
+    images, chosen = objective.training_images(data.train, store, data.num_classes)
+    if chosen:
+        run.log(f"{objective.mode} keeps {len(images)} of {len(data.train)} training images")
+    data = dataclasses.replace(data, train=images)
+    if body["extra_data"] is not None:
+        data, store, extra = with_extra_data(body["extra_data"], data, store, resources)
+        metrics.update(extra)
+    teacher = None
+    if objective.needs_teacher:
+        teacher = model_from_ref(body["objective"]["kd_teacher"], data.num_classes, resources)
+        teacher = teacher.eval().requires_grad_(False)
+    trained = train_classifier(run, body["train"], data, body["objective"], seed=body["seed"], resources=resources,
+                               labelmaps=store, teacher=teacher, init=_initial_weights(body["train"]["init"], resources))
+    return {**trained, **chosen, **metrics}
+
+
+def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
+    """Table 5's extra data: the training set grown by images of the pool <data root>/<extra.split>, each kept
+    image labelled by its ReLabel map only. The annotator labels the whole pool; `extra.images` of it are kept,
+    balanced over the maps' top-1 classes. Returns (data, label maps of the grown set, summary)."""
+    import numpy as np
+
+    from repro.data.folders import ImageList
+    from repro.labelmaps import ConcatLabelMaps, open_labelmaps
+    from repro.labelmaps.analysis import balanced_top1_subsample
+
+    pool = open_labelmaps(labelmaps_store(extra["labelmaps"], resources), data.num_classes)
+    per_class = int(extra["images"]) // data.num_classes
+    if per_class < 1:
+        raise ValueError(f"extra_data.images = {extra['images']} is fewer than one image per class "
+                         f"({data.num_classes} classes)")
+    rows, top1 = balanced_top1_subsample(pool, per_class)
+    kept = ImageList(data.root, tuple(pool.paths[row] for row in rows), top1)
+    train = ImageList(data.root, data.train.relpaths + kept.relpaths, np.concatenate([data.train.labels, top1]))
+    own = open_labelmaps(store, data.num_classes)
+    maps = ConcatLabelMaps([(own, own.rows_for(data.train.relpaths)), (pool, rows)])
+    per_class_counts = np.bincount(top1, minlength=data.num_classes)
+    summary = {"extra_pool_images": pool.num_images, "extra_images": len(kept),
+               "extra_images_per_class_min": int(per_class_counts.min()),
+               "extra_images_per_class_max": int(per_class_counts.max())}
+    return dataclasses.replace(data, train=train), maps, summary
+
+
+# --- evaluations -------------------------------------------------------------------------------------------------
+
+@computes("eval")
+def compute_evaluation(spec: Spec, run: Run, resources: Resources) -> dict:
+    from repro.evaluate.evaluators import build_evaluator
+
+    body = spec.body
+    data = open_data(body["data"], resources)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = model_from_ref(body["model"], data.num_classes, resources).to(device)
+    return build_evaluator(body["evaluator"]).evaluate(model, data, body["view"], resources)
