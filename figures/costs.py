@@ -26,12 +26,11 @@ from repro.claims import Claim
 from repro.config import with_changes
 from repro.costs import imagenet_storage, pooling_benchmark
 from repro.data.imagenet import open_imagenet
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import annotator_run, data_root, generated_labelmaps, labelmaps_dir, train_student
 from repro.plotting import plt, wrapped_title
 
 REPORTED = "section3.3"  # the experiment name of the paper's Section 3.3 numbers in reported.csv
-STORAGE_FILE = "costs_storage.csv"
 GENERATION_SHARE_LIMIT = 0.25
 POOLING_SHARE_LIMIT = 0.05
 STORAGE_TOLERANCE_GB = 1.0
@@ -42,7 +41,7 @@ def _reported(model: str, setting: str) -> float:
     return float(table[(table.model == model) & (table.setting == setting)]["value"].iloc[0])
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg, seed = ctx.config, ctx.seeds[0]
     student = cfg["train"]["model"]["name"]
     rows = []
@@ -73,7 +72,6 @@ def collect(ctx: Context) -> pd.DataFrame:
         (bench["read_seconds"] + bench["pool_seconds"]) / bench["train_step_seconds"])
 
     storage = imagenet_storage()
-    storage.to_csv(ctx.out_dir / STORAGE_FILE, index=False, float_format="%.6g")
     for row in storage.itertuples(index=False):
         if row.layout == "full":
             add("none", "label_maps_full_fp32", "storage_tb", row.gib / 1024)
@@ -81,10 +79,10 @@ def collect(ctx: Context) -> pd.DataFrame:
             add("none", f"label_maps_top{row.topk}_fp32", "storage_gb", row.gib)
         else:
             add("none", f"packed_top{row.topk}_{row.dtype}", "storage_gb", row.gib)
-    return results.measurements(rows)
+    return Collected(results.measurements(rows), {"storage": storage})
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
     means = summary.set_index(["model", "setting", "metric"])["mean"]
     student = summary[summary.setting == "labelpooling"].model.iloc[0]
     fig, (time_ax, storage_ax) = plt.subplots(1, 2, figsize=(14, 5), gridspec_kw={"width_ratios": [1, 1.3]})
@@ -110,7 +108,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) 
     time_ax.set_title("time", fontsize=10)
     time_ax.legend(fontsize=8, loc="lower right")
 
-    storage = pd.read_csv(Path(path).with_name(STORAGE_FILE))
+    storage = tables["storage"]
     layouts = [("packed", "fp32"), ("packed", "fp16"), ("packed", "int8"), ("official", "fp32")]
     topks = sorted(storage[storage.layout != "full"].topk.unique())
     width = 0.8 / len(layouts)

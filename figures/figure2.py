@@ -17,7 +17,7 @@ from repro import results
 from repro.boxes import iou_cdf, val_boxes
 from repro.claims import Claim
 from repro.crops import crop_iou_fractions
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import data_root
 from repro.plotting import plt, wrapped_title
 from repro.world.stats import BANDS, crop_iou_values
@@ -26,10 +26,9 @@ CROPS_PER_IMAGE = 100
 MODEL, SETTING = "none", "randomresizedcrop_0.08_1"
 METRICS = {"iou_zero": "fraction_crops_iou_zero", "iou_gt_0.5": "fraction_crops_iou_gt_0.5"}
 THRESHOLDS = np.linspace(0.0, 1.0, 201)
-CURVE_FILE = "figure2_curve.csv"
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     val = val_boxes(data_root(ctx.config, ctx.runs_root), ctx.config["data"])
     rows, curves = [], []
     for seed in ctx.seeds:
@@ -38,12 +37,11 @@ def collect(ctx: Context) -> pd.DataFrame:
             rows.append({"model": MODEL, "setting": SETTING, "seed": seed, "metric": METRICS[key], "value": value})
         curves.append(pd.DataFrame({"seed": seed, "iou": THRESHOLDS, "cdf": iou_cdf(ious, THRESHOLDS),
                                     "crops": len(ious), "source": val.source}))
-    pd.concat(curves).to_csv(ctx.out_dir / CURVE_FILE, index=False, float_format="%.6g")
-    return results.measurements(rows)
+    return Collected(results.measurements(rows), {"curve": pd.concat(curves)})
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
-    curve = pd.read_csv(Path(path).with_name(CURVE_FILE))
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
+    curve = tables["curve"]
     fig, ax = plt.subplots(figsize=(6.4, 4.8))
     for seed, part in curve.groupby("seed"):
         ax.plot(part.iou, part.cdf, color="#4C72B0", lw=2, label="reproduced" if seed == curve.seed.min() else None)

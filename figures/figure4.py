@@ -19,17 +19,16 @@ from scipy import stats
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import annotator_top1, train_student
 from repro.plotting import plt, wrapped_title
 from repro.sweeps import annotator_sweep
 
 ORIGINAL = "original"
 PREFIX = "annotator_"
-POINTS_FILE = "figure4_points.csv"
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     student = cfg["train"]["model"]["name"]
     rows = []
@@ -50,8 +49,7 @@ def collect(ctx: Context) -> pd.DataFrame:
         rows.append({"model": student, "setting": ORIGINAL, "seed": seed, "metric": "imagenet_top1",
                      "value": metrics["imagenet_top1"]})
     measured = results.measurements(rows)
-    _points(measured).to_csv(ctx.out_dir / POINTS_FILE, index=False, float_format="%.4g")
-    return measured
+    return Collected(measured, {"points": _points(measured)})
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:
@@ -64,8 +62,8 @@ def _points(measured: pd.DataFrame) -> pd.DataFrame:
     return points.rename_axis("setting").reset_index()
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
-    points = pd.read_csv(Path(path).with_name(POINTS_FILE))
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
+    points = tables["points"]
     sweep = points[points.setting != ORIGINAL].sort_values("annotator_top1")
     original = points[points.setting == ORIGINAL].iloc[0]
     fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(12, 5), gridspec_kw={"width_ratios": [1.5, 1]})

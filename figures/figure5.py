@@ -17,7 +17,7 @@ import pandas as pd
 from repro import results
 from repro.boxes import iou_bins, val_boxes
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
 from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
@@ -25,13 +25,12 @@ from repro.plotting import plt, wrapped_title
 
 MIN_CROPS = 100_000
 MODEL = "none"
-BINS_FILE = "figure5_bins.csv"
 ZERO_BIN = "iou_zero"
 # the paper's bound on the confidence of crops that miss the object
 UPPER_AT_IOU_ZERO = float(results.reported_for("figure5")["value"].iloc[0])
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     val = val_boxes(data_root(cfg, ctx.runs_root), cfg["data"])
     maps = open_labelmaps(labelmaps_dir(cfg, ctx.runs_root, split="val"))
@@ -49,12 +48,11 @@ def collect(ctx: Context) -> pd.DataFrame:
         if len(zero):
             rows.append({"model": MODEL, "setting": ZERO_BIN, "seed": seed, "metric": "confidence_at_iou_zero",
                          "value": float(zero["mean"].iloc[0])})
-    pd.concat(tables).to_csv(ctx.out_dir / BINS_FILE, index=False, float_format="%.6g")
-    return results.measurements(rows)
+    return Collected(results.measurements(rows), {"bins": pd.concat(tables)})
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
-    bins = pd.read_csv(Path(path).with_name(BINS_FILE))
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
+    bins = tables["bins"]
     fig, ax = plt.subplots(figsize=(6.4, 5.4))
     for i, (seed, part) in enumerate(bins.groupby("seed")):
         part = part.sort_values("iou_centre")

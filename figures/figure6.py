@@ -20,16 +20,15 @@ import pandas as pd
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import annotator_run, annotator_top1, generated_labelmaps, kd_changes, train_student
 from repro.plotting import plt, wrapped_title
 from repro.sweeps import kd_teachers
 
 RELABEL, ORIGINAL, KD = "relabel", "original", "kd_"
-POINTS_FILE = "figure6_points.csv"
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     student = cfg["train"]["model"]["name"]
     rows = []
@@ -61,8 +60,7 @@ def collect(ctx: Context) -> pd.DataFrame:
             add(KD + name, seed, "cost_seconds", metrics["train_seconds"])
             add(KD + name, seed, "teacher_top1", annotator_top1(teacher_cfg, ctx.runs_root))
     measured = results.measurements(rows)
-    _points(measured).to_csv(ctx.out_dir / POINTS_FILE, index=False, float_format="%.6g")
-    return measured
+    return Collected(measured, {"points": _points(measured)})
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:
@@ -77,8 +75,8 @@ def _time_unit(seconds: float) -> tuple[str, float]:
     return ("hours", 3600.0) if seconds >= 3600 else ("minutes", 60.0) if seconds >= 60 else ("seconds", 1.0)
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
-    points = pd.read_csv(Path(path).with_name(POINTS_FILE)).set_index("setting")
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
+    points = tables["points"].set_index("setting")
     unit, scale = _time_unit(float(points.cost_seconds.max()))
     fig, (ax, paper_ax) = plt.subplots(1, 2, figsize=(13, 5.2), gridspec_kw={"width_ratios": [1.5, 1]})
     kd = points[points.index.str.startswith(KD)]

@@ -21,7 +21,7 @@ from repro import results
 from repro.boxes import world_objects
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.data.imagenet import open_imagenet
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import peaks_in_different_objects, top2_peaks
 from repro.labelmaps.examples import EXAMPLE_PHOTOS, example_label_maps
 from repro.labelmaps.lite0 import imagenet_class_names
@@ -32,7 +32,6 @@ from repro.plotting import plt, wrapped_title
 
 SHOWN = 4
 MODEL, SETTING = "none", "multi_object_val"
-PEAKS_FILE = "figureA2_peaks.csv"
 PANELS = {"a": "figureA2_suite_annotator.png", "b": "figureA2_lite0.png"}
 
 
@@ -49,7 +48,7 @@ def _multi_object_images(cfg: dict, root: Path, data) -> tuple[dict[str, list[in
     return {p: classes for p, classes in present.items() if len(classes) >= 2}, boxes
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     root = data_root(cfg, ctx.runs_root)
     data = open_imagenet(root, cfg["data"])
@@ -69,7 +68,6 @@ def collect(ctx: Context) -> pd.DataFrame:
             record["peaks_in_different_objects"] = peaks_in_different_objects(peak1, peak2, boxes[relpath])
         records.append(record)
     table = pd.DataFrame(records)
-    table.to_csv(ctx.out_dir / PEAKS_FILE, index=False, float_format="%.4g")
 
     shown = table.head(SHOWN)
     values, ids = maps.read(maps.rows_for(shown.image))
@@ -89,10 +87,10 @@ def collect(ctx: Context) -> pd.DataFrame:
         rows.append({"model": MODEL, "setting": SETTING, "seed": ctx.seeds[0],
                      "metric": "fraction_peaks_in_different_objects",
                      "value": float(table.peaks_in_different_objects.mean())})
-    return results.measurements(rows)
+    return Collected(results.measurements(rows), {"peaks": table})
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
     """The two rendered panels stacked, at their own pixel size, each with its caption."""
     path = Path(path)
     panels = [np.asarray(Image.open(path.with_name(PANELS[key])).convert("RGB")) for key in PANELS]

@@ -18,7 +18,7 @@ from PIL import Image
 
 from repro import results
 from repro.data.imagenet import open_imagenet
-from repro.experiment import Context, Experiment
+from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
 from repro.labelmaps.reader import open_labelmaps
 from repro.pipeline import data_root, labelmaps_dir
@@ -28,10 +28,9 @@ SAMPLE = 2000   # training crops measured (a seeded sample of the training list)
 SHOWN_EACH = 4  # shown crops whose ReLabel top class differs from the original label, and as many that agree
 TOP_CLASSES = 3
 MODEL, SETTING = "none", "first_epoch_crops"
-GALLERY_FILE = "figureA3_gallery.csv"
 
 
-def collect(ctx: Context) -> pd.DataFrame:
+def collect(ctx: Context) -> Collected:
     cfg, seed = ctx.config, ctx.seeds[0]
     root = data_root(cfg, ctx.runs_root)
     data = open_imagenet(root, cfg["data"])
@@ -56,17 +55,17 @@ def collect(ctx: Context) -> pd.DataFrame:
                         "relabel_top1_differs": bool(differs[position]),
                         "relabel": "; ".join(f"{data.class_names[c]} {p:.2f}"
                                              for p, c in zip(probabilities.tolist(), classes.tolist()))})
-    pd.DataFrame(gallery).to_csv(ctx.out_dir / GALLERY_FILE, index=False)
 
     values = {"crops_measured": len(indices), "mean_relabel_confidence": float(confidence.mean()),
               "fraction_relabel_top1_differs": float(differs.mean()),
               "mean_relabel_confidence_shown": float(confidence[shown].mean())}
-    return results.measurements([{"model": MODEL, "setting": SETTING, "seed": seed, "metric": metric,
-                                  "value": value} for metric, value in values.items()])
+    return Collected(results.measurements([{"model": MODEL, "setting": SETTING, "seed": seed, "metric": metric,
+                                            "value": value} for metric, value in values.items()]),
+                     {"gallery": pd.DataFrame(gallery)})
 
 
-def plot(summary: pd.DataFrame, measured: pd.DataFrame, path: Path, title: str) -> None:
-    gallery = pd.read_csv(Path(path).with_name(GALLERY_FILE))
+def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
+    gallery = tables["gallery"]
     per_row = 2
     rows = -(-len(gallery) // per_row)
     # a narrow empty column between the examples of a row keeps each image beside its own crop

@@ -8,7 +8,7 @@ seed there is no interval; the verdict then reads the point estimate and says n=
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -47,16 +47,19 @@ def interval(values: np.ndarray) -> Interval:
     return Interval(mean, mean - half, mean + half, len(values))
 
 
-def _values(measured: pd.DataFrame, setting: str, metric: str, model: str | None) -> pd.Series:
+def _values(measured: pd.DataFrame, setting: str, metric: str, model: str | None,
+            where: Mapping | None = None) -> pd.Series:
     rows = measured[(measured.setting == setting) & (measured.metric == metric)]
     if model is not None:
         rows = rows[rows.model == model]
+    for column, value in (where or {}).items():  # further key columns, e.g. {"task": "flags"}
+        rows = rows[rows[column].astype(str) == str(value)]
     return rows.groupby("seed")["value"].mean()
 
 
-def paired_difference(measured, metric, better, worse, model=None, worse_model=None) -> np.ndarray:
-    a = _values(measured, better, metric, model)
-    b = _values(measured, worse, metric, worse_model if worse_model is not None else model)
+def paired_difference(measured, metric, better, worse, model=None, worse_model=None, where=None) -> np.ndarray:
+    a = _values(measured, better, metric, model, where)
+    b = _values(measured, worse, metric, worse_model if worse_model is not None else model, where)
     seeds = a.index.intersection(b.index)
     return (a[seeds] - b[seeds]).to_numpy()
 
@@ -91,6 +94,7 @@ class Claim:
     margin: float = 0.0
     low: float = -np.inf
     high: float = np.inf
+    where: Mapping | None = field(default=None, compare=False)  # fixes further key columns on both sides
     check: Callable[[pd.DataFrame], tuple[str, str]] | None = field(default=None, compare=False)
 
     def evaluate(self, measured: pd.DataFrame) -> Verdict:
@@ -98,13 +102,14 @@ class Claim:
             verdict, detail = self.check(measured)
             return Verdict(self.text, verdict, detail, checked=verdict != NO_DATA)
         if self.kind == "range":
-            values = _values(measured, self.better, self.metric, self.model).to_numpy()
+            values = _values(measured, self.better, self.metric, self.model, self.where).to_numpy()
             if len(values) == 0:
                 return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}", checked=False)
             est = interval(values)
             verdict = _three_way(est.low, est.high, est.n, lambda v: self.low <= v <= self.high, est.mean)
             return Verdict(self.text, verdict, f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]")
-        diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model)
+        diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model,
+                                 self.where)
         if len(diff) == 0:
             return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}", checked=False)
         est = interval(diff)

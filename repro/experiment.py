@@ -1,8 +1,10 @@
-"""Experiments: what a table or figure module declares, how the suite finds, runs and compares them.
+"""Experiments: what a table or figure module declares, how the suite finds, plans, runs and compares them.
 
-A module in tables/, figures/, downstream/ or robustness/ defines `EXPERIMENT`. A training table declares its runs
-as changes to the profile's base config (`TrainingExperiment`); other experiments give a `collect` function. Both
-return measurements (model, setting, seed, metric, value); the suite writes them, plots them and checks claims.
+A module in tables/, figures/, downstream/ or robustness/ (installed as repro.tables, ...) defines `EXPERIMENT`.
+A training table declares its runs as changes to the profile's base config, and optionally evaluations of them as
+data (`TrainingExperiment`); other experiments give a `collect` function and a `plan` of the runs it needs. Both
+return measurements (the experiment's key columns, seed, metric, value) and any further tables (`Collected`);
+the suite writes them, plots them and checks claims.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from repro import results
 from repro.claims import Claim, NO_DATA, Verdict, absolute_checks, evaluate_claims
 from repro.config import with_changes
 
-EXPERIMENT_PACKAGES = ("tables", "figures", "robustness", "downstream")
+EXPERIMENT_PACKAGES = ("repro.tables", "repro.figures", "repro.robustness", "repro.downstream")
 CHECKED_PROFILES = ("proxy", "paper")  # smoke runs are too small for any claim to mean something
 ORDER = ["table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "tableA1",
          "figure2", "figure4", "figure5", "figure6", "figureA2", "figureA3", "costs"]
@@ -45,15 +47,25 @@ class Context:
 
 
 @dataclass
+class Collected:
+    """What an experiment measured (one row per key, seed and metric), and further tables the suite writes as
+    `<experiment>_<name>.csv` and hands to the plot."""
+    measured: pd.DataFrame
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+
+@dataclass
 class Experiment:
     name: str
     title: str                                   # one line, shown by `python -m repro --help`
     paper_ref: str
-    collect: Callable[[Context], pd.DataFrame] | None = None  # None: not implemented yet
+    collect: Callable[[Context], Collected | pd.DataFrame] | None = None  # None: not implemented yet
     missing: str = ""                            # for an unimplemented experiment: what it still needs
     claims: list[Claim] = field(default_factory=list)
     metrics: list[str] | None = None
-    plot: Callable[[pd.DataFrame, pd.DataFrame, Path, str], None] | None = None
+    plot: Callable[[pd.DataFrame, pd.DataFrame, dict, Path, str], None] | None = None  # summary, measured, tables
+    key_columns: tuple[str, ...] = results.KEY  # what tells one row of the table from another; claims pair on them
+    plan: Callable[[Context], list] | None = None  # the specs of the runs `collect` computes (their inputs follow)
     absolute_tolerances: dict[str, float] = field(default_factory=dict)
     report: Callable[[Context], str] | None = None  # extra lines printed after the table (diagnostics)
 
@@ -69,12 +81,24 @@ class Experiment:
 
 @dataclass
 class TrainingExperiment(Experiment):
-    """Runs = {(model, setting): changes to the base config}; each is trained once per seed (cached)."""
+    """Runs = {(model, setting): changes to the base config}; each is trained once per seed (cached). Each
+    evaluation (an evaluator as data, `repro.evaluate.evaluators`) is its own cached run of every trained model."""
     runs: Callable[[dict], Mapping[tuple[str, str], Mapping]] | None = None
+    evaluations: list[dict] = field(default_factory=list)
 
     def __post_init__(self):
         if self.runs is not None and self.collect is None:
             self.collect = self._collect
+            self.plan = self._plan
+
+    def _plan(self, ctx: Context) -> list:
+        from repro.pipeline import eval_spec, student_spec
+
+        specs = []
+        for *_, cfg in self.run_configs(ctx):
+            student = student_spec(cfg, ctx.runs_root)
+            specs += [student] + [eval_spec(student, evaluation) for evaluation in self.evaluations]
+        return specs
 
     def run_configs(self, ctx: Context) -> list[tuple[str, str, int, dict]]:
         configs = []
@@ -84,13 +108,15 @@ class TrainingExperiment(Experiment):
         return configs
 
     def _collect(self, ctx: Context) -> pd.DataFrame:
-        from repro.pipeline import train_student
+        from repro.pipeline import evaluate_student, train_student
 
         rows = []
         configs = self.run_configs(ctx)
         for i, (model, setting, seed, cfg) in enumerate(configs, 1):
             print(f"== {self.name} run {i}/{len(configs)}: {model} {setting} seed {seed}", file=sys.stderr, flush=True)
-            metrics = train_student(cfg, ctx.runs_root)
+            metrics = dict(train_student(cfg, ctx.runs_root))
+            for evaluation in self.evaluations:
+                metrics.update(evaluate_student(cfg, evaluation, ctx.runs_root))
             for metric in self.metrics or ["imagenet_top1"]:
                 if metric in metrics:
                     rows.append({"model": model, "setting": setting, "seed": seed, "metric": metric,
@@ -123,7 +149,7 @@ def verdicts_for(experiment: Experiment, measured: pd.DataFrame, profile: str) -
     checked = profile in CHECKED_PROFILES
     verdicts = [Verdict(v.claim, v.verdict, v.detail, v.checked and checked) for v in verdicts]
     if profile == "paper":
-        summary = results.summarise(measured, experiment.name)
+        summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
         verdicts += absolute_checks(summary, tolerances=experiment.absolute_tolerances)
     return verdicts
 
@@ -154,17 +180,21 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
                                        f"{experiment.missing or 'no module code'}")
     started = time.time()
-    measured = experiment.collect(ctx)
-    summary = results.summarise(measured, experiment.name)
-    paths = results.write_results(measured, summary, ctx.out_dir, experiment.name)
+    collected = experiment.collect(ctx)
+    if not isinstance(collected, Collected):
+        collected = Collected(collected)
+    measured = collected.measured
+    summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
+    paths = results.write_results(measured, summary, ctx.out_dir, experiment.name, collected.tables,
+                                  keys=experiment.key_columns)
     png = ctx.out_dir / f"{experiment.name}.png"
     title = f"{experiment.paper_ref} ({ctx.profile} profile): {experiment.title}"
     if experiment.plot is not None:
-        experiment.plot(summary, measured, png, title)
+        experiment.plot(summary, measured, collected.tables, png, title)
     else:
         results.bar_plot(summary, png, title, experiment.metrics)
     print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
-    print(results.format_summary(summary))
+    print(results.format_summary(summary, experiment.key_columns))
     report = experiment.report(ctx) if experiment.report is not None else ""
     if report:
         print(report)
@@ -182,13 +212,14 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     return {"paths": {**paths, "png": png}, "verdicts": verdicts, "seconds": elapsed}
 
 
-def _markdown_table(summary: pd.DataFrame) -> str:
-    lines = ["| model | setting | metric | reproduced (mean ± std, n) | paper | diff |", "|---|---|---|---|---|---|"]
+def _markdown_table(summary: pd.DataFrame, keys=results.KEY) -> str:
+    lines = ["| " + " | ".join(keys) + " | metric | reproduced (mean ± std, n) | paper | diff |",
+             "|" + "---|" * (len(keys) + 4)]
     for row in summary.itertuples(index=False):
         paper = "" if pd.isna(row.reported) else f"{row.reported:g}"
         diff = "" if pd.isna(row.reported) else f"{row.mean - row.reported:+.2f}"
-        lines.append(f"| {row.model} | {row.setting} | {row.metric} | {row.mean:.2f} ± {row.std:.2f} ({row.n}) "
-                     f"| {paper} | {diff} |")
+        lines.append("| " + " | ".join(str(getattr(row, key)) for key in keys) +
+                     f" | {row.metric} | {row.mean:.2f} ± {row.std:.2f} ({row.n}) | {paper} | {diff} |")
     return "\n".join(lines)
 
 
@@ -203,17 +234,17 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
     md = [f"# Results at the `{profile}` profile", "",
           f"Written by `python -m repro compare --profile {profile} --markdown ...` from `{out_dir}`.", ""]
     for experiment in experiments.values():
-        measured = results.read_measurements(out_dir, experiment.name)
+        measured = results.read_measurements(out_dir, experiment.name, experiment.key_columns)
         if measured is None:
             state = "not implemented yet" if not experiment.implemented else "no results yet"
             print(f"\n{experiment.name} ({experiment.paper_ref}): {state} at profile {profile}")
             md += [f"## {experiment.name} ({experiment.paper_ref}): {state}", ""]
             continue
         shown += 1
-        summary = results.summarise(measured, experiment.name)
+        summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
         meta = results.read_meta(out_dir, experiment.name)
         print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")
-        print(results.format_summary(summary))
+        print(results.format_summary(summary, experiment.key_columns))
         verdicts = verdicts_for(experiment, measured, profile)
         if verdicts:
             print(format_verdicts(verdicts))
@@ -226,7 +257,7 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
                    for i in _invocations(meta)] + [""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
-        md += [_markdown_table(summary), ""]
+        md += [_markdown_table(summary, experiment.key_columns), ""]
         md += [f"- **{v.verdict}**: {v.claim} — {v.detail}" + ("" if v.checked else " (not checked at this profile)")
                for v in verdicts] + [""]
     print(f"\n{shown} experiment(s) with results at profile {profile}; {len(failed)} checked claim(s) failing")

@@ -1,7 +1,9 @@
 """Results: per-seed measurements, their summary over seeds, the paper's reported numbers, CSV and PNG writing.
 
-Every experiment produces a long table of measurements, one row per (model, setting, seed, metric). It is written
-as `<exp>_seeds.csv`; its summary (mean, std, n over seeds, with the paper's number beside it) as `<exp>.csv`.
+Every experiment produces a long table of measurements, one row per (key columns, seed, metric); the key columns
+are the experiment's own (model and setting unless it declares others, e.g. backbone, task, lr). It is written as
+`<exp>_seeds.csv`; its summary (mean, std, n over seeds, with the paper's number beside it) as `<exp>.csv`; further
+tables the experiment returns as `<exp>_<name>.csv`.
 """
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ import pandas as pd
 
 from repro.plotting import plt, wrapped_title
 
-MEASUREMENT_COLUMNS = ["model", "setting", "seed", "metric", "value"]
-KEY = ["model", "setting"]
+KEY = ("model", "setting")
 
 
 def reported_numbers() -> pd.DataFrame:
@@ -29,31 +30,36 @@ def reported_for(experiment: str) -> pd.DataFrame:
     return table[table.experiment == experiment].reset_index(drop=True)
 
 
-def measurements(rows: list[dict]) -> pd.DataFrame:
-    frame = pd.DataFrame(rows, columns=MEASUREMENT_COLUMNS)
+def measurements(rows: list[dict], keys=KEY) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=[*keys, "seed", "metric", "value"])
     frame["value"] = frame["value"].astype(float)
     return frame
 
 
-def summarise(measured: pd.DataFrame, experiment: str | None = None, order: list | None = None) -> pd.DataFrame:
-    """Mean, std and n over seeds per (model, setting, metric), with the reported number where the paper has one."""
-    grouped = measured.groupby(KEY + ["metric"], sort=False)["value"]
+def summarise(measured: pd.DataFrame, experiment: str | None = None, keys=KEY) -> pd.DataFrame:
+    """Mean, std and n over seeds per (key columns, metric), with the reported number where the paper has one
+    (matched on the key columns that reported.csv has)."""
+    keys = list(keys)
+    grouped = measured.groupby(keys + ["metric"], sort=False)["value"]
     summary = grouped.agg(mean="mean", std="std", n="count").reset_index()
     summary["std"] = summary["std"].fillna(0.0)
     if experiment is not None:
-        reported = reported_for(experiment)[KEY + ["metric", "value"]].rename(columns={"value": "reported"})
-        summary = summary.merge(reported, on=KEY + ["metric"], how="left")
+        reported = reported_for(experiment)
+        shared = [key for key in keys if key in reported.columns] + ["metric"]
+        reported = reported[shared + ["value"]].rename(columns={"value": "reported"})
+        summary = summary.merge(reported, on=shared, how="left")
     else:
         summary["reported"] = np.nan
     return summary
 
 
-def wide(summary: pd.DataFrame) -> pd.DataFrame:
-    """One row per (model, setting), columns <metric>_mean / _std / _n / _reported, in first-seen order."""
-    rows = summary[KEY].drop_duplicates().reset_index(drop=True)
+def wide(summary: pd.DataFrame, keys=KEY) -> pd.DataFrame:
+    """One row per key, columns <metric>_mean / _std / _n / _reported, in first-seen order."""
+    keys = list(keys)
+    rows = summary[keys].drop_duplicates().reset_index(drop=True)
     out = rows.copy()
     for metric in summary["metric"].drop_duplicates():
-        part = summary[summary.metric == metric].set_index(KEY)
+        part = summary[summary.metric == metric].set_index(keys)
         for stat in ("mean", "std", "n", "reported"):
             out[f"{metric}_{stat}"] = [part[stat].get(tuple(key), np.nan) for key in rows.itertuples(index=False)]
     return out
@@ -65,20 +71,24 @@ def results_dir(results_root: str | Path, profile: str) -> Path:
     return path
 
 
-def write_results(measured: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, experiment: str) -> dict:
-    """Write <exp>_seeds.csv (every measurement) and <exp>.csv (one row per setting); return the paths."""
-    seeds_path = out_dir / f"{experiment}_seeds.csv"
-    table_path = out_dir / f"{experiment}.csv"
-    measured.to_csv(seeds_path, index=False)
-    wide(summary).to_csv(table_path, index=False, float_format="%.4g")
-    return {"seeds": seeds_path, "table": table_path}
+def write_results(measured: pd.DataFrame, summary: pd.DataFrame, out_dir: Path, experiment: str,
+                  tables: dict[str, pd.DataFrame] | None = None, keys=KEY) -> dict:
+    """Write <exp>_seeds.csv (every measurement), <exp>.csv (one row per key) and <exp>_<name>.csv for each
+    further table; return the paths."""
+    paths = {"seeds": out_dir / f"{experiment}_seeds.csv", "table": out_dir / f"{experiment}.csv"}
+    measured.to_csv(paths["seeds"], index=False)
+    wide(summary, keys).to_csv(paths["table"], index=False, float_format="%.4g")
+    for name, table in (tables or {}).items():
+        paths[name] = out_dir / f"{experiment}_{name}.csv"
+        table.to_csv(paths[name], index=False, float_format="%.6g")
+    return paths
 
 
-def read_measurements(out_dir: Path, experiment: str) -> pd.DataFrame | None:
+def read_measurements(out_dir: Path, experiment: str, keys=KEY) -> pd.DataFrame | None:
     path = Path(out_dir) / f"{experiment}_seeds.csv"
     if not path.exists():
         return None
-    return pd.read_csv(path, dtype={"model": str, "setting": str, "metric": str})
+    return pd.read_csv(path, dtype={**{key: str for key in keys}, "metric": str})
 
 
 def write_meta(out_dir: Path, experiment: str, meta: dict) -> None:
@@ -90,14 +100,17 @@ def read_meta(out_dir: Path, experiment: str) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def format_summary(summary: pd.DataFrame) -> str:
-    """A plain-text table: one line per setting and metric, reproduced (mean ± std, n) beside reported."""
-    lines = [f"{'model':<18} {'setting':<28} {'metric':<36} {'reproduced':>18} {'reported':>9} {'diff':>7}"]
+def format_summary(summary: pd.DataFrame, keys=KEY) -> str:
+    """A plain-text table: one line per key and metric, reproduced (mean ± std, n) beside reported."""
+    widths = {"model": 18, "setting": 28}
+    head = " ".join(f"{key:<{widths.get(key, 16)}}" for key in keys)
+    lines = [f"{head} {'metric':<36} {'reproduced':>18} {'reported':>9} {'diff':>7}"]
     for row in summary.itertuples(index=False):
         reproduced = f"{row.mean:.2f} ± {row.std:.2f} (n={row.n})"
         reported = "" if pd.isna(row.reported) else f"{row.reported:.2f}"
         diff = "" if pd.isna(row.reported) else f"{row.mean - row.reported:+.2f}"
-        lines.append(f"{row.model:<18} {row.setting:<28} {row.metric:<36} {reproduced:>18} {reported:>9} {diff:>7}")
+        key = " ".join(f"{str(getattr(row, k)):<{widths.get(k, 16)}}" for k in keys)
+        lines.append(f"{key} {row.metric:<36} {reproduced:>18} {reported:>9} {diff:>7}")
     return "\n".join(lines)
 
 

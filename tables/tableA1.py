@@ -3,7 +3,7 @@
 The runs are Table 3's own (same configs, so the cached runs are reused); only the metrics differ.
 """
 from repro.experiment import TrainingExperiment, annotator_report
-from tables.table3 import relabel_beats_the_others, runs
+from repro.tables.table3 import relabel_beats_the_others, runs
 
 METRICS = ["imagenetv2_top_images_top1", "imagenetv2_matched_frequency_top1", "imagenetv2_threshold_0.7_top1"]
 

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from figures.figure6 import kd_epochs_cost_more
+from repro.figures.figure6 import kd_epochs_cost_more
 from repro import results
 from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf, read_loc_solution
 from repro.claims import FAILS, HOLDS
@@ -93,9 +93,9 @@ def test_figure2_reads_imagenet_boxes_at_paper_scale(imagenet, tmp_path):
     cfg = with_changes(profile_config("paper"), {"data.root": str(imagenet.root),
                                                  "data.boxes_csv": str(_write_solution(tmp_path / "s.csv", rows))})
     ctx = Context(profile="paper", config=cfg, seeds=[0], runs_root=tmp_path / "runs", results_root=tmp_path)
-    measured = discover()["figure2"].collect(ctx)
-    assert set(measured.metric) == {"fraction_crops_iou_zero", "fraction_crops_iou_gt_0.5"}
-    curve = pd.read_csv(tmp_path / "paper" / "figure2_curve.csv")
+    collected = discover()["figure2"].collect(ctx)
+    assert set(collected.measured.metric) == {"fraction_crops_iou_zero", "fraction_crops_iou_gt_0.5"}
+    curve = collected.tables["curve"]
     assert curve.source.iloc[0].startswith("ImageNet val") and curve.crops.iloc[0] == 100 * len(rows)
     assert curve.cdf.is_monotonic_increasing and curve.cdf.iloc[-1] == 1.0
 

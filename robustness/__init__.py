@@ -1,1 +1,0 @@
-"""Experiment modules: one per paper table or figure, found by repro.experiment.discover."""
