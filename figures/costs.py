@@ -27,7 +27,8 @@ from repro.config import with_changes
 from repro.costs import imagenet_storage, pooling_benchmark
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import annotator_run, data_root, generated_labelmaps, labelmaps_dir, train_student
+from repro.pipeline import (annotator_run, data_root, generated_labelmaps, labelmaps_dir, labelmaps_specs,
+                            students_per_seed, train_student)
 from repro.plotting import plt, wrapped_title
 
 REPORTED = "section3.3"  # the experiment name of the paper's Section 3.3 numbers in reported.csv
@@ -80,6 +81,11 @@ def collect(ctx: Context) -> Collected:
         else:
             add("none", f"packed_top{row.topk}_{row.dtype}", "storage_gb", row.gib)
     return Collected(results.measurements(rows), {"storage": storage})
+
+
+def plan(ctx: Context) -> list:
+    return labelmaps_specs(ctx.config) + [spec for mode in ("original", "relabel") for spec in
+                                          students_per_seed(ctx.config, ctx.seeds, {"supervision.mode": mode})]
 
 
 def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
@@ -153,6 +159,7 @@ EXPERIMENT = Experiment(
     paper_ref="Section 3.3",
     collect=collect,
     plot=plot,
+    plan=plan,
     metrics=["share_of_training", "extra_training_time_fraction", "storage_gb"],
     claims=[
         Claim(f"label-map generation is a small share of one training run (paper: {PAPER_GENERATION_HOURS:g} of "

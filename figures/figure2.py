@@ -18,7 +18,7 @@ from repro.boxes import iou_cdf, val_boxes
 from repro.claims import Claim
 from repro.crops import crop_iou_fractions
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import data_root
+from repro.pipeline import data_root, world_spec
 from repro.plotting import plt, wrapped_title
 from repro.world.stats import BANDS, crop_iou_values
 
@@ -83,6 +83,7 @@ EXPERIMENT = Experiment(
     paper_ref="Figure 2",
     collect=collect,
     plot=plot,
+    plan=lambda ctx: [world_spec(ctx.config)] if ctx.config["data"]["source"] == "world" else [],
     metrics=list(METRICS.values()),
     absolute_tolerances={metric: BANDS[key] for key, metric in METRICS.items()},  # fractions, not percent
     claims=[

@@ -20,7 +20,7 @@ from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import annotator_top1, train_student
+from repro.pipeline import annotator_spec, annotator_top1, students_per_seed, train_student
 from repro.plotting import plt, wrapped_title
 from repro.sweeps import annotator_sweep
 
@@ -50,6 +50,16 @@ def collect(ctx: Context) -> Collected:
                      "value": metrics["imagenet_top1"]})
     measured = results.measurements(rows)
     return Collected(measured, {"points": _points(measured)})
+
+
+def plan(ctx: Context) -> list:
+    cfg, specs = ctx.config, []
+    for changes in annotator_sweep(cfg).values():
+        annotator_cfg = with_changes(cfg, changes)
+        if annotator_cfg["annotator"]["source"] == "train":
+            specs.append(annotator_spec(annotator_cfg))
+        specs += students_per_seed(annotator_cfg, ctx.seeds, {"supervision.mode": "relabel"})
+    return specs + students_per_seed(cfg, ctx.seeds, {"supervision.mode": "original"})
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:
@@ -131,6 +141,7 @@ EXPERIMENT = Experiment(
     paper_ref="Figure 4",
     collect=collect,
     plot=plot,
+    plan=plan,
     metrics=["imagenet_top1", "annotator_top1"],
     claims=[Claim("the student's accuracy follows its annotator's, and the weakest annotator's student falls "
                   "below the original labels", kind="custom", check=follows_annotator)],

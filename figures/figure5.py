@@ -20,7 +20,7 @@ from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
 from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir
+from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
 from repro.plotting import plt, wrapped_title
 
 MIN_CROPS = 100_000
@@ -97,6 +97,7 @@ EXPERIMENT = Experiment(
     paper_ref="Figure 5",
     collect=collect,
     plot=plot,
+    plan=lambda ctx: labelmaps_specs(ctx.config, "val"),
     metrics=["confidence_at_iou_zero"],
     claims=[
         Claim("ReLabel's confidence rises with the crop's overlap with the object", kind="custom",

@@ -21,7 +21,8 @@ from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import annotator_run, annotator_top1, generated_labelmaps, kd_changes, train_student
+from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, students_per_seed,
+                            train_student)
 from repro.plotting import plt, wrapped_title
 from repro.sweeps import kd_teachers
 
@@ -61,6 +62,15 @@ def collect(ctx: Context) -> Collected:
             add(KD + name, seed, "teacher_top1", annotator_top1(teacher_cfg, ctx.runs_root))
     measured = results.measurements(rows)
     return Collected(measured, {"points": _points(measured)})
+
+
+def plan(ctx: Context) -> list:
+    cfg = ctx.config
+    specs = [spec for mode in (ORIGINAL, RELABEL) for spec in
+             students_per_seed(cfg, ctx.seeds, {"supervision.mode": mode})]
+    for changes in kd_teachers(cfg).values():
+        specs += students_per_seed(cfg, ctx.seeds, kd_changes(with_changes(cfg, changes)))
+    return specs
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:
@@ -172,6 +182,7 @@ EXPERIMENT = Experiment(
     paper_ref="Figure 6",
     collect=collect,
     plot=plot,
+    plan=plan,
     metrics=["imagenet_top1", "cost_seconds"],
     claims=[Claim("KD that reaches ReLabel's accuracy costs more training time than ReLabel", kind="custom",
                   check=kd_costs_more),

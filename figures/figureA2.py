@@ -27,7 +27,7 @@ from repro.labelmaps.examples import EXAMPLE_PHOTOS, example_label_maps
 from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
 from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir
+from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
 from repro.plotting import plt, wrapped_title
 
 SHOWN = 4
@@ -133,6 +133,7 @@ EXPERIMENT = Experiment(
     paper_ref="Figure A2",
     collect=collect,
     plot=plot,
+    plan=lambda ctx: labelmaps_specs(ctx.config, "val"),
     metrics=["fraction_peaks_in_different_objects"],
     claims=[Claim("the top-1 and top-2 heatmaps peak on different objects (a majority of multi-object images)",
                   kind="custom", check=peaks_on_different_objects)],

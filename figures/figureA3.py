@@ -21,7 +21,7 @@ from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
 from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir
+from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
 from repro.plotting import plt, wrapped_title
 
 SAMPLE = 2000   # training crops measured (a seeded sample of the training list)
@@ -103,5 +103,6 @@ EXPERIMENT = Experiment(
     paper_ref="Figure A3",
     collect=collect,
     plot=plot,
+    plan=lambda ctx: labelmaps_specs(ctx.config),
     metrics=["mean_relabel_confidence", "fraction_relabel_top1_differs"],
 )

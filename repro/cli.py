@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, profile_config, with_changes
-from repro.experiment import Context, NotImplementedExperiment, compare, discover, run_experiment
+from repro.experiment import Context, NotImplementedExperiment, compare, discover, experiment_plan, run_experiment
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -18,6 +18,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="change the base config, e.g. --set train.epochs=4 (repeatable)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run cache directory (default runs/)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+    parser.add_argument("--plan", action="store_true",
+                        help="list every run the experiment needs (kind, hash, cached or not, size) and stop")
 
 
 def build_parser(experiments) -> argparse.ArgumentParser:
@@ -61,6 +63,9 @@ def make_context(args) -> Context:
 
 
 def _run_one(args, experiments) -> int:
+    if args.plan:
+        print(experiment_plan(experiments[args.experiment], make_context(args)))
+        return 0
     try:
         run_experiment(experiments[args.experiment], make_context(args))
     except NotImplementedExperiment as error:
@@ -71,6 +76,9 @@ def _run_one(args, experiments) -> int:
 
 def _run_all(args, experiments) -> int:
     ctx = make_context(args)
+    if args.plan:
+        print("\n\n".join(experiment_plan(experiment, ctx) for experiment in experiments.values()))
+        return 0
     skipped = []
     for name, experiment in experiments.items():
         if not experiment.implemented:

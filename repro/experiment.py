@@ -175,6 +175,21 @@ def _invocations(meta: dict | None) -> list[dict]:
     return meta.get("invocations") or [{k: meta[k] for k in ("seeds", "seconds", "finished", "command")}]
 
 
+def experiment_plan(experiment: Experiment, ctx: Context) -> str:
+    """The runs `experiment` needs under `ctx`, computing nothing (`python -m repro EXP --plan`)."""
+    from repro.plan import plan_lines, with_inputs
+
+    if not experiment.implemented:
+        return f"{experiment.name}: not implemented yet"
+    specs = experiment.plan(ctx) if experiment.plan is not None else []
+    if not specs:
+        return f"{experiment.name}: needs no cached run"
+    runs = with_inputs(specs)
+    done = sum(1 for line in plan_lines(specs, ctx.runs_root)[1:] if " cached " in line)
+    return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(runs)} runs, {done} cached",
+                      *plan_lines(specs, ctx.runs_root)])
+
+
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if not experiment.implemented:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "

@@ -156,6 +156,11 @@ def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str]:
     return generated_labelmaps_spec(cfg, split).as_json(), BASE_TOPK, "fp32"
 
 
+def stored_topk(cfg: Mapping, split: str = "train") -> int:
+    """Classes per cell of the stored maps a student of `cfg` derives its variant from (released or generated)."""
+    return _stored_variant(cfg, split)[1]
+
+
 def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
     """The label maps a student of `cfg` reads for `split`: the stored maps themselves, or a variant with fewer
     classes per cell or bits per value derived from them (Table 6's variants cost no second annotator pass)."""
@@ -168,6 +173,12 @@ def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
     if topk == stored_topk and dtype in (stored_dtype, "fp32"):  # fp32 of fp16 values loses nothing
         return source
     return Spec("labelmaps", {"source": source, "topk": topk, "dtype": dtype}).as_json()
+
+
+def labelmaps_specs(cfg: Mapping, split: str = "train") -> list[Spec]:
+    """The label-map run a student of `cfg` reads for `split` (none when it reads the released maps as they are)."""
+    ref = labelmaps_ref(cfg, split)
+    return [Spec.from_json(ref)] if is_spec_json(ref) else []
 
 
 def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Path:
@@ -230,6 +241,11 @@ def student_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
 def train_student(cfg: Mapping, runs_root: str | os.PathLike) -> dict:
     """The student's metrics (evaluation on every set the data have, plus training cost), trained once."""
     return student_run(cfg, runs_root).metrics
+
+
+def students_per_seed(cfg: Mapping, seeds, changes: Mapping, runs_root=None) -> list[Spec]:
+    """The specs of the student of `cfg` changed by `changes`, one per seed (an experiment's plan)."""
+    return [student_spec(with_changes(cfg, {**changes, "seed": seed}), runs_root) for seed in seeds]
 
 
 # --- evaluations -------------------------------------------------------------------------------------------------

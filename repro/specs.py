@@ -40,6 +40,15 @@ class Spec:
     def __setattr__(self, name, value):
         raise AttributeError("a Spec is immutable: build a new one")
 
+    def __copy__(self) -> "Spec":
+        return self
+
+    def __deepcopy__(self, memo) -> "Spec":
+        return self
+
+    def __reduce__(self):
+        return Spec, (self.kind, self.body)
+
     @property
     def version(self) -> str:
         return VERSIONS[self.kind]

@@ -33,8 +33,10 @@ def _paper_variant(timm_name: str) -> dict:
     import timm
 
     size = int(timm.models.get_pretrained_cfg(timm_name).input_size[-1])
+    # each annotator labels the images itself: the released maps are one annotator's
     return {"annotator.source": "timm", "annotator.pretrained": True, "annotator.checkpoint": None,
-            "annotator.model": {"name": timm_name, "kwargs": {}}, "labelmap.input_size": size}
+            "annotator.model": {"name": timm_name, "kwargs": {}}, "labelmap.input_size": size,
+            "labelmap.official_dir": None}
 
 
 def _embedded_variant(model: Mapping, epochs: int) -> tuple[str, dict]:

@@ -1,0 +1,71 @@
+"""`--plan`: every run an experiment needs, with its kind, hash, whether it is cached and its size, and nothing
+computed. The runs an experiment computes come from its `plan` (their inputs, nested in their specs, follow)."""
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterable
+
+from repro.runs import Run
+from repro.specs import Spec
+
+
+def with_inputs(specs: Iterable[Spec]) -> list[Spec]:
+    """The specs and every spec nested in them, each once, inputs before the runs that need them."""
+    ordered: dict[str, Spec] = {}
+
+    def visit(spec: Spec) -> None:
+        if spec.hash in ordered:
+            return
+        for dependency in spec.dependencies():
+            visit(dependency)
+        ordered[spec.hash] = spec
+
+    for spec in specs:
+        visit(spec)
+    return list(ordered.values())
+
+
+@lru_cache(maxsize=None)
+def _count_images(folder: str) -> int | None:
+    if not os.path.isdir(folder):
+        return None
+    from repro.imagefiles import list_images
+
+    root, split = os.path.split(folder)
+    return len(list_images(root, split))
+
+
+def split_images(data: dict, split: str) -> int | None:
+    """How many images a split of a data spec has: from the world's parameters, or counted on disk."""
+    if data["source"] == "world":
+        return data["world"]["spec"].get(f"n_{split}")
+    return _count_images(str(Path(data["root"]) / split))
+
+
+def size(spec: Spec) -> str:
+    """images x epochs for a training run, images for a label-map pass or an evaluation."""
+    body = spec.body
+    if spec.kind in ("train", "annotator"):
+        splits = body.get("splits", ["train"])
+        counts = [split_images(body["data"], split) for split in splits]
+        images = None if None in counts else sum(counts)
+        extra = (body.get("extra_data") or {}).get("images", 0)
+        total = None if images is None else images + extra
+        return f"{total if total is not None else '?'} x {body['train']['epochs']} ep"
+    if spec.kind == "labelmaps":
+        if "source" in body:
+            return "derived from stored maps"
+        return f"{split_images(body['data'], body['split']) or '?'} images"
+    if spec.kind == "eval":
+        return f"{split_images(body['data'], 'val') or '?'} val images"
+    return ""
+
+
+def plan_lines(specs: Iterable[Spec], runs_root: str | os.PathLike) -> list[str]:
+    lines = [f"{'kind':<10} {'hash':<16} {'state':<8} size"]
+    for spec in with_inputs(specs):
+        state = "cached" if Run(spec, runs_root).done else "to run"
+        lines.append(f"{spec.kind:<10} {spec.hash:<16} {state:<8} {size(spec)}")
+    return lines
