@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PROFILE ?= proxy
 SEEDS ?= 1
 
-.PHONY: env table3 paper compare world test test-slow clean-results
+.PHONY: env table3 plan paper compare world test test-slow clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,10 +19,14 @@ env: $(STAMP)
 table3: env
 	$(BIN)/python -m repro table3 --profile $(PROFILE) --seeds $(SEEDS)
 
+plan: env
+	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS) --plan
+
 world: env
 	$(BIN)/python -m repro world --profile $(PROFILE)
 
 paper: env
+	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS) --plan
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)
 	$(BIN)/python -m repro compare --profile $(PROFILE)
 

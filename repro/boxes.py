@@ -8,7 +8,6 @@ object flagged `primary` (the one that names the image). Boxes are (x1, y1, x2, 
 from __future__ import annotations
 
 import csv
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -76,11 +75,22 @@ def imagenet_val_boxes(root: str | os.PathLike, boxes_csv: str | os.PathLike) ->
     return ValBoxes(relpaths, boxes, sizes, "ImageNet val, LOC_val_solution boxes")
 
 
+def _coco(root: str | os.PathLike, split: str):
+    """The world's COCO annotations of `split`, read by pycocotools (quietly: it prints while indexing)."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        return COCO(str(Path(root) / "annotations" / f"instances_{split}.json"))
+
+
 def world_val_boxes(root: str | os.PathLike) -> ValBoxes:
     """The primary object's box of every val image of the embedded world (COCO annotations)."""
-    coco = json.loads((Path(root) / "annotations" / "instances_val.json").read_text())
-    primary = {a["image_id"]: a["bbox"] for a in coco["annotations"] if a.get("primary")}
-    images = sorted(coco["images"], key=lambda image: image["id"])  # the split's order: val number k has id k
+    coco = _coco(root, "val")
+    primary = {a["image_id"]: a["bbox"] for a in coco.loadAnns(coco.getAnnIds()) if a.get("primary")}
+    images = coco.loadImgs(sorted(coco.getImgIds()))  # the split's order: val number k has id k
     missing = [image["file_name"] for image in images if image["id"] not in primary]
     if missing:
         raise ValueError(f"{root}: no primary object for {len(missing)} val image(s), e.g. {missing[0]}")
@@ -94,10 +104,10 @@ def world_objects(root: str | os.PathLike, split: str = "val", min_visible: floa
                   ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """file_name -> (class indices [n], boxes [n, 4]) of every object of a world image that is at least
     `min_visible` visible (the world's real_min_visible gives the objects real.json counts as present)."""
-    coco = json.loads((Path(root) / "annotations" / f"instances_{split}.json").read_text())
-    names = {image["id"]: image["file_name"] for image in coco["images"]}
+    coco = _coco(root, split)
+    names = {image["id"]: image["file_name"] for image in coco.loadImgs(coco.getImgIds())}
     objects: dict[str, tuple[list, list]] = {name: ([], []) for name in names.values()}
-    for annotation in coco["annotations"]:
+    for annotation in coco.loadAnns(coco.getAnnIds()):
         if annotation["visible"] >= min_visible:
             classes, boxes = objects[names[annotation["image_id"]]]
             classes.append(annotation["category_id"] - 1)  # COCO category id = class index + 1

@@ -163,3 +163,17 @@ def test_compare_writes_a_markdown_report(tmp_path):
     assert "| resnet50 | relabel | imagenet_top1 | 61.10 ± 0.10 (3) | 78.9 | -17.80 |" in text
     assert "**holds**: ReLabel > original on imagenet_top1" in text
     assert "table7 (Table 7): not implemented yet" in text
+
+
+def test_the_suite_installs_no_top_level_name_but_repro():
+    """`tables` is PyTables and `robustness` another PyPI library: the experiment folders install as repro.*, and
+    without __init__.py they never shadow those from the repository's root."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    packages = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert all(name == "repro" or name.startswith("repro.") for name in packages)
+    for folder in ("tables", "figures", "downstream", "robustness"):
+        assert not (root / folder / "__init__.py").exists()
+        assert (root / "repro" / folder).resolve() == (root / folder).resolve()
