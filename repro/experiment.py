@@ -184,10 +184,10 @@ def experiment_plan(experiment: Experiment, ctx: Context) -> str:
     specs = experiment.plan(ctx) if experiment.plan is not None else []
     if not specs:
         return f"{experiment.name}: needs no cached run"
-    runs = with_inputs(specs)
-    done = sum(1 for line in plan_lines(specs, ctx.runs_root)[1:] if " cached " in line)
-    return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(runs)} runs, {done} cached",
-                      *plan_lines(specs, ctx.runs_root)])
+    lines = plan_lines(specs, ctx.runs_root)
+    done = sum(1 for line in lines[1:] if " cached " in line)
+    return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(with_inputs(specs))} runs, {done} cached",
+                      *lines])
 
 
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:

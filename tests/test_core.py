@@ -168,7 +168,7 @@ def test_plan_lists_every_run_and_computes_nothing(tmp_path, capsys):
 def _plan_runs(argv, capsys) -> list[str]:
     assert main(argv) == 0
     return [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in
-            ("world", "annotator", "labelmaps", "train", "eval")]
+            ("world", "annotator", "labelmaps", "train", "eval", "released")]
 
 
 def test_released_maps_give_distinct_runs_for_table6_and_figure4(imagenet, labelmaps, tmp_path, capsys):
@@ -183,6 +183,7 @@ def test_released_maps_give_distinct_runs_for_table6_and_figure4(imagenet, label
     # top-1 derives from the released maps and top-3 is them as they are; top-5 (three dtypes, derived) and top-10
     # (as it is) come from one annotator pass
     assert sum(line.startswith("labelmaps") for line in table6) == 1 + 3 + 1
+    assert sum(line.startswith("released") for line in table6) == 1  # the six variants: five runs and the maps
     figure4 = _plan_runs(["figure4", *common], capsys)
     assert len({line for line in figure4 if line.startswith("train")}) == 6  # five annotators and the original
     # maps repaired in place are new content: a new run
