@@ -207,7 +207,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if experiment.plot is not None:
         experiment.plot(summary, measured, collected.tables, png, title)
     else:
-        results.bar_plot(summary, png, title, experiment.metrics)
+        results.bar_plot(summary, png, title, experiment.metrics, experiment.key_columns)
     print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
     print(results.format_summary(summary, experiment.key_columns))
     report = experiment.report(ctx) if experiment.report is not None else ""

@@ -114,7 +114,7 @@ def format_summary(summary: pd.DataFrame, keys=KEY) -> str:
     return "\n".join(lines)
 
 
-def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] | None = None) -> Path:
+def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] | None = None, keys=KEY) -> Path:
     """Grouped bars per metric: reproduced mean with std error bars, the paper's number as a marker beside it.
 
     Proxy-scale and paper-scale numbers live on different scales, so each metric gets its own panel and the
@@ -127,8 +127,9 @@ def bar_plot(summary: pd.DataFrame, path: Path, title: str, metrics: list[str] |
     fig, axes = plt.subplots(1, len(metrics), figsize=(width, 4.6), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         part = summary[summary.metric == metric].reset_index(drop=True)
-        one_model = part.model.nunique() == 1  # then the settings alone tell the bars apart
-        labels = [s if one_model else f"{m} {s}" for m, s in zip(part.model, part.setting)]
+        # the key columns that tell the bars apart (the last one always)
+        varying = [key for key in keys[:-1] if part[key].nunique() > 1] + [keys[-1]]
+        labels = [" ".join(str(value) for value in row) for row in part[varying].itertuples(index=False)]
         x = np.arange(len(part))
         ax.bar(x, part["mean"], yerr=part["std"], color="#4C72B0", alpha=0.85, capsize=3, label="reproduced")
         low = (part["mean"] - part["std"]).min()
