@@ -177,7 +177,7 @@ def _invocations(meta: dict | None) -> list[dict]:
 
 def experiment_plan(experiment: Experiment, ctx: Context) -> str:
     """The runs `experiment` needs under `ctx`, computing nothing (`python -m repro EXP --plan`)."""
-    from repro.plan import plan_lines, with_inputs
+    from repro.plan import plan_lines
 
     if not experiment.implemented:
         return f"{experiment.name}: not implemented yet"
@@ -185,9 +185,9 @@ def experiment_plan(experiment: Experiment, ctx: Context) -> str:
     if not specs:
         return f"{experiment.name}: needs no cached run"
     lines = plan_lines(specs, ctx.runs_root)
-    done = sum(1 for line in lines[1:] if " cached " in line)
-    return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(with_inputs(specs))} runs, {done} cached",
-                      *lines])
+    runs = [line for line in lines[1:] if not line.startswith("released")]
+    done = sum(1 for line in runs if " cached " in line)
+    return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(runs)} runs, {done} cached", *lines])
 
 
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:

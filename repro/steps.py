@@ -58,15 +58,23 @@ def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
 
 # --- models named in specs ---------------------------------------------------------------------------------------
 
+def _model_source(ref: Mapping, resources: Resources) -> tuple[str, bool]:
+    """(the checkpoint or timm name a model ref names, whether from pretrained weights)."""
+    if is_spec_json(ref):
+        return str(cached(Spec.from_json(ref), resources).dir / MODEL_FILE), False
+    if ref.get("checkpoint"):
+        return ref["checkpoint"]["path"], bool(ref["pretrained"])
+    return ref["model"]["name"], bool(ref["pretrained"])
+
+
 def model_from_ref(ref: Mapping, num_classes: int, resources: Resources) -> nn.Module:
     """A model named in a spec: a trained run (its spec), or a pretrained timm model / checkpoint (its ref)."""
     from repro.models import load_model, pretrained_model
 
-    if is_spec_json(ref):
-        return load_model(cached(Spec.from_json(ref), resources).dir / MODEL_FILE)
-    if ref.get("checkpoint"):
-        return load_model(ref["checkpoint"]["path"])
-    return pretrained_model(ref["model"], num_classes, pretrained=bool(ref["pretrained"]))
+    source, pretrained = _model_source(ref, resources)
+    if is_spec_json(ref) or ref.get("checkpoint"):
+        return load_model(source)
+    return pretrained_model(ref["model"], num_classes, pretrained=pretrained)
 
 
 def _initial_weights(init: Mapping | None, resources: Resources):
@@ -105,15 +113,6 @@ def store_metrics(store: Path) -> dict:
     return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
 
 
-def _annotator_source(ref: Mapping, resources: Resources) -> tuple[str, bool]:
-    """(what `build_annotator` loads, whether from pretrained weights)."""
-    if is_spec_json(ref):
-        return str(cached(Spec.from_json(ref), resources).dir / MODEL_FILE), False
-    if ref.get("checkpoint"):
-        return ref["checkpoint"]["path"], bool(ref["pretrained"])
-    return ref["model"]["name"], bool(ref["pretrained"])
-
-
 @computes("labelmaps")
 def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
     body = spec.body
@@ -141,7 +140,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     num_classes = len(wnids)
     # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
     images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
-    source, pretrained = _annotator_source(body["annotator"], resources)  # trains the annotator first if needed
+    source, pretrained = _model_source(body["annotator"], resources)  # trains the annotator first if needed
     started = time.time()
     annotator = build_annotator(source, pretrained=pretrained, output_stride=body["output_stride"],
                                 num_classes=num_classes)
