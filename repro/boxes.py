@@ -7,7 +7,6 @@ object flagged `primary` (the one that names the image). Boxes are (x1, y1, x2, 
 """
 from __future__ import annotations
 
-import csv
 import os
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -17,10 +16,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from repro.data.folders import ImageList, read_classes, val_folder
+from repro.data.localisation import read_loc_solution
 from repro.world.stats import xywh_to_xyxy
-
-BOX_FIELDS = 5  # wnid x1 y1 x2 y2
-
 
 @dataclass(frozen=True)
 class ValBoxes:
@@ -36,39 +34,22 @@ class ValBoxes:
         return len(self.relpaths)
 
 
-def read_loc_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list[float]]]]:
-    """ImageId -> [(wnid, [x1, y1, x2, y2]), ...] from a LOC_val_solution.csv."""
-    boxes = {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
-            raise ValueError(f"{path}: expected the columns ImageId,PredictionString, got {reader.fieldnames}")
-        for line, row in enumerate(reader, start=2):
-            tokens = row["PredictionString"].split()
-            if len(tokens) % BOX_FIELDS:
-                raise ValueError(f"{path}:{line}: PredictionString has {len(tokens)} fields, not groups of "
-                                 f"{BOX_FIELDS} (wnid x1 y1 x2 y2)")
-            boxes[row["ImageId"]] = [(tokens[i], [float(v) for v in tokens[i + 1:i + BOX_FIELDS]])
-                                     for i in range(0, len(tokens), BOX_FIELDS)]
-    return boxes
-
-
-def imagenet_val_boxes(root: str | os.PathLike, boxes_csv: str | os.PathLike) -> ValBoxes:
-    """The boxes of each val image's own class (the folder's wnid) from LOC_val_solution.csv."""
-    from repro.imagefiles import list_images
-
-    root = Path(root)
+def imagenet_val_boxes(val: ImageList, wnids, boxes_csv: str | os.PathLike) -> ValBoxes:
+    """The boxes of each val image's own class from LOC_val_solution.csv (val: either val layout, see
+    repro.data.folders.val_folder)."""
     solution = read_loc_solution(boxes_csv)
+    order = sorted(range(len(val)), key=lambda i: PurePosixPath(val.relpaths[i]).name)
     relpaths, boxes, sizes = [], [], []
-    for relpath in sorted(list_images(root, "val"), key=lambda p: PurePosixPath(p).name):
-        path = PurePosixPath(relpath)
-        entries = solution.get(path.stem)
+    for i in order:
+        relpath, wnid = val.relpaths[i], wnids[val.labels[i]]
+        stem = PurePosixPath(relpath).stem
+        entries = solution.get(stem)
         if entries is None:
-            raise KeyError(f"{boxes_csv} has no boxes for val image {path.stem}")
-        own = [box for wnid, box in entries if wnid == path.parent.name]
+            raise KeyError(f"{boxes_csv} has no boxes for val image {stem}")
+        own = [box for box_wnid, box in entries if box_wnid == wnid]
         if not own:
-            raise ValueError(f"{boxes_csv}: no box of class {path.parent.name} for {path.stem}")
-        with Image.open(root / relpath) as image:  # reads the header only
+            raise ValueError(f"{boxes_csv}: no box of class {wnid} for {stem}")
+        with Image.open(val.path(i)) as image:  # reads the header only
             sizes.append(image.size)
         relpaths.append(relpath)
         boxes.append(np.array(own, dtype=np.float64))
@@ -123,7 +104,9 @@ def val_boxes(root: str | os.PathLike, data: Mapping) -> ValBoxes:
         return world_val_boxes(root)
     if not data.get("boxes_csv"):
         raise FileNotFoundError("data.boxes_csv is not set: Figures 2 and 5 need ImageNet's LOC_val_solution.csv")
-    return imagenet_val_boxes(root, data["boxes_csv"])
+    wnids = read_classes(root)[0]
+    return imagenet_val_boxes(val_folder(root, wnids, data.get("val_labels") or data["boxes_csv"]), wnids,
+                              data["boxes_csv"])
 
 
 def iou_cdf(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

@@ -133,16 +133,18 @@ _ANNOTATOR_PAPER = {
     "source": "timm",                 # timm: a pretrained timm model; train: trained by the suite on extra/ + train/
     "model": {"name": "tf_efficientnet_l2.ns_jft_in1k_475", "kwargs": {}},
     "pretrained": True,
-    "checkpoint": None,
+    "checkpoint": None,    # a local file: the suite's checkpoint, or a plain timm/torchvision state dict of `model`
+    "class_map": None,     # a head of other classes than the data's: "imagenet-1k" or a file of the head's wnids
     "seed": 0,  # the annotator's own seed: independent of the students' seeds, so they all share one annotator
 }
 
 _DATA_PAPER = {
     "source": "imagenet",  # imagenet folders, or the generated world
-    "root": "data/imagenet",          # train/ and val/ in ImageFolder layout
-    "real_json": None,                 # None: the copy that ships inside timm
+    "root": "data/imagenet",          # train/<wnid>/ and val/ (class folders, or flat as the tarball unpacks)
+    "val_labels": None,                # flat val/: None = <root>/LOC_val_solution.csv; or a file of one wnid per line
+    "real_json": None,                 # None: <root>/real.json, else the copy that ships inside timm
     "shankar_json": None,
-    "v2_root": "data/imagenetv2",
+    "v2_root": None,                   # the three ImageNetV2 folders; None = <root>/v2
     "boxes_csv": None,                 # LOC_val_solution.csv, for Figures 2 and 5
 }
 
@@ -191,8 +193,7 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
     cfg = copy.deepcopy(PAPER)
     cfg["resources"] = {"workers": workers, "batch_size_eval": 256}
     cfg["profile"] = profile
-    cfg["data"] = {"source": "world", "root": None, "real_json": None, "shankar_json": None, "v2_root": None,
-                   "boxes_csv": None}
+    cfg["data"] = {**_DATA_PAPER, "source": "world", "root": None}
     cfg["world"] = world_params(profile)
     cfg["models"] = copy.deepcopy(_EMBEDDED_MODELS)
     cfg["recipes"] = copy.deepcopy(_EMBEDDED_RECIPES)

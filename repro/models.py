@@ -6,7 +6,8 @@ that trained it (the annotator's checkpoint is read this way by the label-map ge
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, Sequence
 
 import timm
 import torch
@@ -59,13 +60,13 @@ class Renormalized(nn.Module):
         return self.model(images * self.scale + self.shift)
 
 
-def pretrained_model(spec: Mapping, num_classes: int, pretrained: bool = True) -> nn.Module:
-    """timm's weights of that name, taking crops normalised as the suite's are (re-normalised if the weights
-    expect other constants than ImageNet's)."""
-    model = create_model(spec, num_classes, pretrained=pretrained)
-    mean, std = model.pretrained_cfg.get("mean"), model.pretrained_cfg.get("std")
-    if (mean, std) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
-        model = Renormalized(model, mean, std)
+def renormalized(model: nn.Module) -> nn.Module:
+    """The model taking crops normalised as the suite's are: wrapped where its weights expect other constants
+    than ImageNet's mean and std."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    mean, std = cfg.get("mean", IMAGENET_DEFAULT_MEAN), cfg.get("std", IMAGENET_DEFAULT_STD)
+    if (tuple(mean), tuple(std)) != (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD):
+        return Renormalized(model, mean, std)
     return model
 
 
@@ -107,3 +108,130 @@ def _register_narrow_efficientnets() -> None:
 
 
 _register_narrow_efficientnets()
+
+
+# --- classifiers from anywhere: the suite's checkpoints, plain timm / torchvision state dicts, the Hub ---------
+
+def _state_dict_of(saved, path) -> dict:
+    """The state dict inside a saved file: the file itself, or its "state_dict" / "model" entry; DDP's "module."
+    prefix removed."""
+    state = saved
+    for key in ("state_dict", "model"):
+        if isinstance(state, Mapping) and isinstance(state.get(key), Mapping):
+            state = state[key]
+            break
+    if not isinstance(state, Mapping) or not state or not all(torch.is_tensor(v) for v in state.values()):
+        raise ValueError(f"{path} holds no state dict (tensors by parameter name, or a {{'state_dict': ...}} or "
+                         "{'model': ...} wrapper of one)")
+    return {key.removeprefix("module."): value for key, value in state.items()}
+
+
+def _classifier_name(model: nn.Module) -> str:
+    head = model.get_classifier()
+    return next(name for name, module in model.named_modules() if module is head)
+
+
+def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pretrained: bool = False,
+                    num_classes: int | None = None, **overrides) -> nn.Module:
+    """A classifier from a checkpoint saved by `save_model`, from a plain state dict of the timm architecture
+    `spec` (timm's or torchvision's own files: torchvision's ResNets share timm's parameter names), or by timm
+    name (`pretrained`: the Hub's weights, which must be cached or reachable). The head keeps its saved classes
+    (num_classes: a timm name's head, None for timm's default as pretrained weights have it); overrides (e.g. output_stride=8) go to timm.create_model."""
+    path = Path(source)
+    if not path.is_file():
+        if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or os.sep in str(source):
+            raise FileNotFoundError(f"checkpoint {source} not found")
+        if not timm.is_model(str(source)):
+            raise ValueError(f"{source!r} is neither a checkpoint file nor a timm model name")
+        if pretrained:
+            check_hub_weights(str(source))
+        return create_model({"name": str(source), "kwargs": dict((spec or {}).get("kwargs") or {})},
+                            num_classes=num_classes, pretrained=pretrained, **overrides).eval()
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(saved, Mapping) and {"model", "num_classes", "state_dict"} <= set(saved):
+        return load_model(path, **overrides)
+    if spec is None:
+        raise ValueError(f"{path} is a plain state dict: name its timm architecture (annotator.model, or --arch)")
+    state = _state_dict_of(saved, path)
+    probe = create_model(spec, num_classes=None)
+    head_key = f"{_classifier_name(probe)}.weight"
+    if head_key not in state:
+        raise ValueError(f"{path} has no {head_key}: is it a {spec['name']} state dict? (first keys: "
+                         f"{', '.join(list(state)[:3])})")
+    model = create_model(spec, num_classes=int(state[head_key].shape[0]), **overrides)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{path} does not fit timm's {spec['name']}: {len(missing)} missing keys (e.g. "
+                         f"{missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    return model.eval()
+
+
+def check_hub_weights(name: str, timeout: float = 3.0) -> None:
+    """Fails in seconds, naming the file to provide, where timm's pretrained weights of `name` are neither cached
+    nor downloadable (instead of the Hub client's minute of retries)."""
+    import socket
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"timm has no pretrained weights for {name!r}")
+    hub_id = cfg.hf_hub_id
+    if hub_id and any(isinstance(try_to_load_from_cache(hub_id.split("@")[0], f), str)
+                      for f in ("model.safetensors", "pytorch_model.bin")):
+        return
+    url_file = Path(torch.hub.get_dir()) / "checkpoints" / Path(cfg.url or "none").name
+    if cfg.url and url_file.exists():
+        return
+    try:
+        if constants.HF_HUB_OFFLINE:
+            raise OSError("HF_HUB_OFFLINE is set")
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+    except OSError:
+        raise FileNotFoundError(
+            f"timm's weights of {name} are not cached ({constants.HF_HUB_CACHE}) and the Hub cannot be reached: "
+            f"run `python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` where there is internet "
+            f"and copy {constants.HF_HUB_CACHE}/models--{(hub_id or '').split('@')[0].replace('/', '--')} here, or "
+            "save the model's state_dict to a file and set annotator.checkpoint to it with annotator.pretrained "
+            "false") from None
+
+
+def classes_of_head(class_map: str | os.PathLike) -> list[str]:
+    """The wnids of a pretrained head's outputs, in order: "imagenet-1k" (every ImageNet head), or a file of one
+    wnid per line."""
+    from repro.data.labelsets import imagenet1k_wnids
+
+    if str(class_map) == "imagenet-1k":
+        return imagenet1k_wnids()
+    path = Path(class_map)
+    if not path.is_file():
+        raise FileNotFoundError(f"class map {class_map} is neither 'imagenet-1k' nor a file of wnids")
+    return path.read_text().split()
+
+
+def fit_head(model: nn.Module, wnids: Sequence[str], class_map: str | os.PathLike | None, name: str) -> nn.Module:
+    """The classifier with a head over the data's classes `wnids`: as it is where it has that many outputs and no
+    class map is given, else the rows of the class map's wnids kept in the data's order."""
+    head = model.get_classifier()
+    if class_map is None:
+        if head.out_features != len(wnids):
+            raise ValueError(f"{name} has a {head.out_features}-class head but the data have {len(wnids)} classes: "
+                             "set annotator.class_map to imagenet-1k (a head in ImageNet-1k order) or to a file "
+                             "of the head's wnids, one per line")
+        return model
+    head_wnids = classes_of_head(class_map)
+    if len(head_wnids) != head.out_features:
+        raise ValueError(f"class map {class_map} names {len(head_wnids)} classes for {name}'s "
+                         f"{head.out_features}-class head")
+    position = {wnid: i for i, wnid in enumerate(head_wnids)}
+    missing = [wnid for wnid in wnids if wnid not in position]
+    if missing:
+        raise ValueError(f"the data's class {missing[0]} is not in class map {class_map} ({len(missing)} missing)")
+    rows = torch.tensor([position[wnid] for wnid in wnids])
+    weight, bias = head.weight.detach()[rows].clone(), head.bias.detach()[rows].clone()
+    model.reset_classifier(len(wnids))
+    new_head = model.get_classifier()
+    with torch.no_grad():
+        new_head.weight.copy_(weight)
+        new_head.bias.copy_(bias)
+    return model

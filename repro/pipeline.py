@@ -23,7 +23,7 @@ from repro.train.objectives import objective_class, objective_spec
 # Label maps are generated once with this many classes per cell; Table 6's smaller k and dtypes are derived.
 BASE_TOPK = 10
 # data-section keys naming a user's file: they enter a spec by content
-_DATA_FILES = ("real_json", "shankar_json", "boxes_csv")
+_DATA_FILES = ("val_labels", "real_json", "shankar_json", "boxes_csv")
 
 
 def resources(cfg: Mapping, runs_root: str | os.PathLike) -> Resources:
@@ -81,9 +81,10 @@ def annotator_ref(cfg: Mapping) -> dict:
     annotator = cfg["annotator"]
     if annotator["source"] == "train":
         return annotator_spec(cfg).as_json()
-    checkpoint = annotator.get("checkpoint")
+    checkpoint, class_map = annotator.get("checkpoint"), annotator.get("class_map")
     return {"source": annotator["source"], "model": annotator["model"], "pretrained": bool(annotator["pretrained"]),
-            "checkpoint": file_digest(checkpoint) if checkpoint else None}
+            "checkpoint": file_digest(checkpoint) if checkpoint else None,
+            "class_map": file_digest(class_map) if class_map not in (None, "imagenet-1k") else class_map}
 
 
 def annotator_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
@@ -145,15 +146,35 @@ def official_ref(directory: str | os.PathLike) -> dict:
     return {"official": str(directory), "digest": tree_digest(directory)}
 
 
-def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str]:
-    """(the maps that are stored: released or generated, their top-k, their dtype)."""
+def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str, list[str] | None]:
+    """(the maps that are stored: released or generated, their top-k, their dtype, and the data's wnids where
+    the released maps' ImageNet-1k ids must be renumbered to a subset of its classes)."""
     official = cfg["labelmap"].get("official_dir")
     if official and split == "train":
         from repro.labelmaps import open_labelmaps
 
         stored = open_labelmaps(official).describe()
-        return official_ref(official), int(stored["topk"]), str(stored["dtype"])
-    return generated_labelmaps_spec(cfg, split).as_json(), BASE_TOPK, "fp32"
+        return (official_ref(official), int(stored["topk"]), str(stored["dtype"]),
+                _released_maps_renumbering(cfg, int(stored["num_classes"])))
+    return generated_labelmaps_spec(cfg, split).as_json(), BASE_TOPK, "fp32", None
+
+
+def _released_maps_renumbering(cfg: Mapping, maps_classes: int) -> list[str] | None:
+    """The data's wnids where they are a proper subset of ImageNet-1k's (the released maps' ids are ImageNet-1k
+    class indices); None where the data's classes are the maps' own. Any other mismatch is an error."""
+    from repro.data.folders import read_classes
+    from repro.data.imagenet import imagenet_subset_indices
+
+    if cfg["data"]["source"] != "imagenet":
+        return None
+    wnids = read_classes(cfg["data"]["root"])[0]
+    if imagenet_subset_indices(wnids) is not None:
+        return wnids
+    if len(wnids) != maps_classes:
+        raise ValueError(f"labelmap.official_dir {cfg['labelmap']['official_dir']} holds {maps_classes}-class ids "
+                         f"but data.root {cfg['data']['root']} has {len(wnids)} classes that are not a subset of "
+                         "ImageNet-1k's: give maps of the data's own classes (python -m repro relabel)")
+    return None
 
 
 def stored_topk(cfg: Mapping, split: str = "train") -> int:
@@ -163,13 +184,16 @@ def stored_topk(cfg: Mapping, split: str = "train") -> int:
 
 def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
     """The label maps a student of `cfg` reads for `split`: the stored maps themselves, or a variant with fewer
-    classes per cell or bits per value derived from them (Table 6's variants cost no second annotator pass)."""
+    classes per cell or bits per value derived from them (Table 6's variants cost no second annotator pass), or
+    the released maps renumbered to the data's subset of ImageNet-1k's classes."""
     lm = cfg["labelmap"]
     topk, dtype = int(lm["topk"]), lm["dtype"]
-    source, stored_topk, stored_dtype = _stored_variant(cfg, split)
+    source, stored_topk, stored_dtype, classes = _stored_variant(cfg, split)
     if topk > stored_topk:
         raise ValueError(f"labelmap.topk = {topk} but the stored maps keep {stored_topk} classes per cell: choose "
                          f"labelmap.topk <= {stored_topk}")
+    if classes is not None:
+        return Spec("labelmaps", {"source": source, "topk": topk, "dtype": dtype, "classes": classes}).as_json()
     if topk == stored_topk and dtype in (stored_dtype, "fp32"):  # fp32 of fp16 values loses nothing
         return source
     return Spec("labelmaps", {"source": source, "topk": topk, "dtype": dtype}).as_json()

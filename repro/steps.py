@@ -58,23 +58,31 @@ def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
 
 # --- models named in specs ---------------------------------------------------------------------------------------
 
-def _model_source(ref: Mapping, resources: Resources) -> tuple[str, bool]:
-    """(the checkpoint or timm name a model ref names, whether from pretrained weights)."""
+def classifier_from_ref(ref: Mapping, wnids, resources: Resources, **overrides) -> nn.Module:
+    """A classifier named in a spec, with a head over the data's classes `wnids`: a trained run (its spec), or a
+    pretrained timm model, user checkpoint or plain state dict (its ref; `annotator.class_map` fits a head of
+    other classes). overrides (e.g. output_stride) go to timm.create_model."""
+    from repro.models import fit_head, load_classifier, load_model
+
     if is_spec_json(ref):
-        return str(cached(Spec.from_json(ref), resources).dir / MODEL_FILE), False
-    if ref.get("checkpoint"):
-        return ref["checkpoint"]["path"], bool(ref["pretrained"])
-    return ref["model"]["name"], bool(ref["pretrained"])
+        path = cached(Spec.from_json(ref), resources).dir / MODEL_FILE  # trains the model first if needed
+        return fit_head(load_model(path, **overrides), wnids, None, str(path))
+    checkpoint = ref["checkpoint"]["path"] if ref.get("checkpoint") else None
+    random_head = {} if checkpoint or ref["pretrained"] else {"num_classes": len(wnids)}
+    model = load_classifier(checkpoint or ref["model"]["name"], ref["model"],
+                            pretrained=bool(ref["pretrained"]) and not checkpoint, **random_head, **overrides)
+    class_map = ref.get("class_map")
+    class_map = class_map["path"] if isinstance(class_map, Mapping) else class_map
+    return fit_head(model, wnids, class_map, checkpoint or ref["model"]["name"])
 
 
-def model_from_ref(ref: Mapping, num_classes: int, resources: Resources) -> nn.Module:
-    """A model named in a spec: a trained run (its spec), or a pretrained timm model / checkpoint (its ref)."""
-    from repro.models import load_model, pretrained_model
+def model_from_ref(ref: Mapping, wnids, resources: Resources) -> nn.Module:
+    """A model named in a spec, taking crops normalised as the suite's are (a pretrained model expecting other
+    constants is re-normalised)."""
+    from repro.models import renormalized
 
-    source, pretrained = _model_source(ref, resources)
-    if is_spec_json(ref) or ref.get("checkpoint"):
-        return load_model(source)
-    return pretrained_model(ref["model"], num_classes, pretrained=pretrained)
+    model = classifier_from_ref(ref, wnids, resources)
+    return model if is_spec_json(ref) else renormalized(model)
 
 
 def _initial_weights(init: Mapping | None, resources: Resources):
@@ -120,7 +128,7 @@ def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
         from repro.labelmaps import derive_store
 
         store = derive_store(labelmaps_store(body["source"], resources), run.dir / "store", topk=body["topk"],
-                             dtype=body["dtype"], overwrite=True)
+                             dtype=body["dtype"], classes=body.get("classes"), overwrite=True)
         return store_metrics(store)
     return _generate_labelmaps(body, run, resources)
 
@@ -130,7 +138,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     (`generation_seconds`, Section 3.3's generation cost: the annotator's own training, done first when it is
     trained here, is not part of it) and the share of images whose whole-image map agrees with their label."""
     from repro.data.folders import image_folder, read_classes, unlabelled_folder
-    from repro.labelmaps.annotator import build_annotator
+    from repro.labelmaps.annotator import Annotator
     from repro.labelmaps.generate import generate_labelmaps
     from repro.train.objectives import agreeing_indices
 
@@ -140,10 +148,10 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     num_classes = len(wnids)
     # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
     images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
-    source, pretrained = _model_source(body["annotator"], resources)  # trains the annotator first if needed
+    model = classifier_from_ref(body["annotator"], wnids, resources, output_stride=body["output_stride"])
     started = time.time()
-    annotator = build_annotator(source, pretrained=pretrained, output_stride=body["output_stride"],
-                                num_classes=num_classes)
+    annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
+                                              "num_classes": num_classes})
     store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
                                input_size=int(body["input_size"]), topk=int(body["topk"]), dtype=body["dtype"],
                                batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
@@ -179,7 +187,7 @@ def compute_student(spec: Spec, run: Run, resources: Resources) -> dict:
         metrics.update(extra)
     teacher = None
     if objective.needs_teacher:
-        teacher = model_from_ref(body["objective"]["kd_teacher"], data.num_classes, resources)
+        teacher = model_from_ref(body["objective"]["kd_teacher"], data.wnids, resources)
         teacher = teacher.eval().requires_grad_(False)
     trained = train_classifier(run, body["train"], data, body["objective"], seed=body["seed"], resources=resources,
                                labelmaps=store, teacher=teacher, init=_initial_weights(body["train"]["init"], resources))
@@ -222,5 +230,5 @@ def compute_evaluation(spec: Spec, run: Run, resources: Resources) -> dict:
     body = spec.body
     data = open_data(body["data"], resources)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = model_from_ref(body["model"], data.num_classes, resources).to(device)
+    model = model_from_ref(body["model"], data.wnids, resources).to(device)
     return build_evaluator(body["evaluator"]).evaluate(model, data, body["view"], resources)

@@ -64,9 +64,9 @@ def test_every_leaf_of_every_spec_is_in_its_hash():
 # architectures' entries, a trained annotator's pretrained-weights keys, extra data while it is off; and the data
 # section's files, which must exist (they enter by content: tests/test_figures.py)
 NOT_IN_A_RELABEL_STUDENT = ("resources.", "paths.", "models.", "recipes.", "profile", "supervision.smoothing",
-                            "supervision.kd_", "supervision.cutmix_", "annotator.pretrained", "annotator.checkpoint",
+                            "supervision.kd_", "supervision.cutmix_", "annotator.pretrained", "annotator.checkpoint", "annotator.class_map",
                             "annotator.source", "extra_data.images", "extra_data.split", "labelmap.official_dir",
-                            "labelmap.topk", "labelmap.dtype", "world.", "annotator.train.", "data.real_json",
+                            "labelmap.topk", "labelmap.dtype", "world.", "annotator.train.", "data.val_labels", "data.real_json",
                             "data.shankar_json", "data.boxes_csv", "train.init", "supervision.mode")
 
 

@@ -45,7 +45,7 @@ def test_an_unlabelled_pool_lists_every_image_at_any_depth(imagenet, tmp_path):
 
 
 def test_imagenet_v2_folders_are_read_as_integers(imagenet):
-    images = integer_folder(imagenet.root / "v2" / "imagenetv2-top-images-format-val")
+    images = integer_folder(imagenet.root / "v2" / "imagenetv2-top-images-format-val", NUM_CLASSES)
     assert len(images) == NUM_CLASSES
     for relpath, label in zip(images.relpaths, images.labels):
         assert relpath.split("/")[0] == str(label)  # folder "10" is class 10, not the 3rd in string order

@@ -12,9 +12,11 @@ import torch
 
 from repro.figures.figure6 import kd_epochs_cost_more
 from repro import results
-from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf, read_loc_solution
+from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf
 from repro.claims import FAILS, HOLDS
 from repro.config import profile_config, with_changes
+from repro.data.folders import image_folder
+from repro.data.localisation import read_loc_solution
 from repro.costs import GIB, imagenet_storage, official_bytes_per_image
 from repro.experiment import Context, discover, run_experiment
 from repro.labelmaps.analysis import (boxes_containing, crop_confidences, epoch_crop_boxes, peaks_in_different_objects,
@@ -78,13 +80,14 @@ def test_imagenet_val_boxes_keep_the_images_own_class_and_read_sizes_from_the_fi
     for number, label in enumerate(imagenet.val_labels, start=1):
         own, other = imagenet.wnids[label], imagenet.wnids[(label + 1) % NUM_CLASSES]
         rows.append((f"ILSVRC2012_val_{number:08d}", f"{other} 0 0 1 1 {own} {number} 2 30 31 {own} 1 1 9 9"))
-    val = imagenet_val_boxes(imagenet.root, _write_solution(tmp_path / "solution.csv", rows[::-1]))
+    images = image_folder(imagenet.root, "val", imagenet.wnids)
+    val = imagenet_val_boxes(images, imagenet.wnids, _write_solution(tmp_path / "solution.csv", rows[::-1]))
     assert len(val) == len(imagenet.val_labels)
     assert [int(p.rsplit("_", 1)[1][:8]) for p in val.relpaths] == list(range(1, len(val) + 1))  # val order
     assert set(val.sizes) == {(WIDTH, HEIGHT)}
     assert val.boxes[2].tolist() == [[3.0, 2.0, 30.0, 31.0], [1.0, 1.0, 9.0, 9.0]]
     with pytest.raises(KeyError, match="no boxes"):
-        imagenet_val_boxes(imagenet.root, _write_solution(tmp_path / "short.csv", rows[1:]))
+        imagenet_val_boxes(images, imagenet.wnids, _write_solution(tmp_path / "short.csv", rows[1:]))
 
 
 def test_figure2_reads_imagenet_boxes_at_paper_scale(imagenet, tmp_path):

@@ -128,8 +128,9 @@ def test_build_annotator_sources(tiny_checkpoint, tmp_path):
     annotator = build_annotator(tiny_checkpoint, output_stride=16)
     assert annotator.description["source"] == "checkpoint" and annotator.num_classes == CLASSES
     assert annotator.grid(64) == (4, 4)
-    timm_annotator = build_annotator("test_resnet", output_stride=8, num_classes=CLASSES)
+    timm_annotator = build_annotator("test_resnet", output_stride=8, wnids=[f"n{i:08d}" for i in range(CLASSES)])
     assert timm_annotator.description["source"] == "timm" and timm_annotator.description["pretrained"] is False
+    assert timm_annotator.num_classes == CLASSES
     with pytest.raises(FileNotFoundError, match="missing.pt"):
         build_annotator(tmp_path / "missing.pt")
     with pytest.raises(ValueError, match="no_such_model"):

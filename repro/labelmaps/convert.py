@@ -27,9 +27,12 @@ def _sorted_topk(values: torch.Tensor, ids: torch.Tensor, topk: int) -> tuple[to
 
 
 def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None = None, dtype: str | None = None,
-                paths: Sequence[str] | None = None, transpose: bool = False, overwrite: bool = False) -> Path:
+                paths: Sequence[str] | None = None, transpose: bool = False, class_map: np.ndarray | None = None,
+                overwrite: bool = False) -> Path:
     """A packed store from any label maps, optionally keeping fewer classes per position (topk) or another
-    dtype, under other image paths, or with each map's H and W swapped (transpose)."""
+    dtype, under other image paths, with each map's H and W swapped (transpose), or with its class ids renumbered
+    (class_map: source id -> new id, -1 for a class the new numbering lacks; such an entry keeps value 0, which is
+    what pooling gives a class outside a position's top-k, so it adds nothing)."""
     topk = source.topk if topk is None else int(topk)
     dtype = check_dtype(dtype or source.dtype)
     if not 1 <= topk <= source.topk:
@@ -46,15 +49,23 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
     shutil.rmtree(partial, ignore_errors=True)
     grid = source.grid[::-1] if transpose else source.grid
     writer = PackedWriter(partial, source.num_images, topk, grid, dtype)
+    num_classes = source.num_classes
+    if class_map is not None:
+        class_map = torch.as_tensor(class_map, dtype=torch.int64)
+        num_classes = int(class_map.max()) + 1
     for start in range(0, source.num_images, CHUNK):
         rows = np.arange(start, min(start + CHUNK, source.num_images))
         values, ids = source.read(rows)
         check_classes(ids, source.num_classes, source.path)
         values, ids = _sorted_topk(values, ids, topk)
+        if class_map is not None:
+            ids = class_map[ids]
+            values = values.masked_fill(ids < 0, 0.0)
+            ids = ids.clamp(min=0)
         if transpose:
             values, ids = values.transpose(2, 3), ids.transpose(2, 3)
         writer.write(start, values, ids)
-    settings = {"num_classes": source.num_classes, "annotator": source.settings.get("annotator"),
+    settings = {"num_classes": num_classes, "annotator": source.settings.get("annotator"),
                 "input_size": source.settings.get("input_size"),
                 "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
                                  "dtype": source.dtype}}
@@ -64,9 +75,30 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
 
 
 def derive_store(source: str | os.PathLike, out_dir: str | os.PathLike, topk: int | None = None,
-                 dtype: str | None = None, overwrite: bool = False) -> Path:
-    """Table 6's variants: a store keeping the top-k' <= k classes per position and/or another dtype."""
-    return write_store(open_labelmaps(source), out_dir, topk=topk, dtype=dtype, overwrite=overwrite)
+                 dtype: str | None = None, classes: Sequence[str] | None = None, overwrite: bool = False) -> Path:
+    """Table 6's variants: a store keeping the top-k' <= k classes per position and/or another dtype. With
+    `classes` (wnids, a subset of ImageNet-1k's), the source's ImageNet-1k class ids (the released maps') are
+    renumbered to positions in `classes`, entries of the other classes dropped."""
+    maps = open_labelmaps(source)
+    class_map = None if classes is None else imagenet1k_class_map(classes, maps.num_classes, maps.path)
+    return write_store(maps, out_dir, topk=topk, dtype=dtype, class_map=class_map, overwrite=overwrite)
+
+
+def imagenet1k_class_map(classes: Sequence[str], num_classes: int, where) -> np.ndarray:
+    """ImageNet-1k class id -> position in `classes` (-1 for the classes it lacks)."""
+    from repro.data.labelsets import imagenet1k_wnids
+
+    imagenet = imagenet1k_wnids()
+    if num_classes != len(imagenet):
+        raise LabelMapError(f"{where} holds {num_classes}-class ids, not ImageNet-1k's {len(imagenet)}: only "
+                            "ImageNet-1k maps can be renumbered to a subset of its classes")
+    position = {wnid: i for i, wnid in enumerate(imagenet)}
+    unknown = [wnid for wnid in classes if wnid not in position]
+    if unknown:
+        raise LabelMapError(f"class {unknown[0]} is not an ImageNet-1k wnid, so {where} has no ids for it")
+    class_map = np.full(len(imagenet), -1, dtype=np.int64)
+    class_map[[position[wnid] for wnid in classes]] = np.arange(len(classes))
+    return class_map
 
 
 def official_to_packed(source: str | os.PathLike, out_dir: str | os.PathLike, dtype: str = "fp32",
