@@ -6,7 +6,8 @@ import sys
 from pathlib import Path
 
 from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, profile_config, with_changes
-from repro.experiment import Context, NotImplementedExperiment, compare, discover, experiment_plan, run_experiment
+from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, check_inputs, compare, discover,
+                              experiment_plan, run_experiment)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -36,6 +37,12 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p = sub.add_parser("all", help="run every implemented experiment in order")
     _add_run_options(p)
     p.set_defaults(func=_run_all)
+    p = sub.add_parser("check", help="check the data, label maps and annotators an experiment would read, in "
+                                     "seconds, computing nothing (exit 2 on a problem)")
+    p.add_argument("experiments", nargs="*", default=["table3"], metavar="EXPERIMENT",
+                   help="whose runs to check (default table3)")
+    _add_run_options(p)
+    p.set_defaults(func=_check)
     p = sub.add_parser("compare", help="reproduced vs reported numbers and every claim's verdict "
                                        "(exit 1 if a checked claim fails)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
@@ -71,6 +78,9 @@ def _run_one(args, experiments) -> int:
     except NotImplementedExperiment as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except InputsProblem as problem:
+        print(problem, file=sys.stderr)
+        return 2
     return 0
 
 
@@ -84,9 +94,29 @@ def _run_all(args, experiments) -> int:
         if not experiment.implemented:
             skipped.append(name)
             continue
-        run_experiment(experiment, ctx)
+        try:
+            run_experiment(experiment, ctx)
+        except InputsProblem as problem:
+            print(problem, file=sys.stderr)
+            return 2
     if skipped:
         print(f"not implemented yet, skipped: {', '.join(skipped)}", file=sys.stderr)
+    return 0
+
+
+def _check(args, experiments) -> int:
+    ctx = make_context(args)
+    unknown = [name for name in args.experiments if name not in experiments]
+    if unknown:
+        print(f"error: unknown experiment {unknown[0]}: choose from {', '.join(experiments)}", file=sys.stderr)
+        return 2
+    try:
+        for name in args.experiments:
+            check_inputs(experiments[name], ctx, verbose=True)
+    except InputsProblem as problem:
+        print(problem, file=sys.stderr)
+        return 2
+    print("inputs ok")
     return 0
 
 

@@ -9,6 +9,7 @@ the suite writes them, plots them and checks claims.
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 import sys
 import time
@@ -175,6 +176,25 @@ def _invocations(meta: dict | None) -> list[dict]:
     return meta.get("invocations") or [{k: meta[k] for k in ("seeds", "seconds", "finished", "command")}]
 
 
+class InputsProblem(Exception):
+    """The pre-flight check found inputs that would fail or mislead a run; its lines say which and what to do."""
+
+
+def check_inputs(experiment: Experiment, ctx: Context, verbose: bool = False) -> list:
+    """The pre-flight check (`repro.preflight`) of the runs `experiment` needs: problems raise InputsProblem
+    before anything is computed; absent evaluation sets are printed."""
+    from repro.preflight import ABSENT, OK, PROBLEM, preflight
+
+    findings = preflight(experiment.plan(ctx) if experiment.plan is not None else [])
+    for finding in findings:
+        if finding.level == ABSENT or (verbose and finding.level == OK):
+            print(finding, file=sys.stderr if finding.level == ABSENT else sys.stdout)
+    problems = [finding for finding in findings if finding.level == PROBLEM]
+    if problems:
+        raise InputsProblem("\n".join(str(finding) for finding in problems))
+    return findings
+
+
 def experiment_plan(experiment: Experiment, ctx: Context) -> str:
     """The runs `experiment` needs under `ctx`, computing nothing (`python -m repro EXP --plan`)."""
     from repro.plan import plan_lines
@@ -195,7 +215,10 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
                                        f"{experiment.missing or 'no module code'}")
     started = time.time()
-    collected = experiment.collect(ctx)
+    check_inputs(experiment, ctx)
+    collected = experiment.collect(ctx)  # every rank of a torchrun job: its training runs are collective
+    if int(os.environ.get("RANK", "0")) != 0:
+        return {}  # rank 0 alone writes the results
     if not isinstance(collected, Collected):
         collected = Collected(collected)
     measured = collected.measured

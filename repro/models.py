@@ -159,10 +159,12 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
         raise ValueError(f"{path} has no {head_key}: is it a {spec['name']} state dict? (first keys: "
                          f"{', '.join(list(state)[:3])})")
     model = create_model(spec, num_classes=int(state[head_key].shape[0]), **overrides)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{path} does not fit timm's {spec['name']}: {len(missing)} missing keys (e.g. "
-                         f"{missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # torch lists every mismatch; the first names the kind of misfit
+        first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
+        raise ValueError(f"{path} does not fit timm's {spec['name']} with kwargs {spec.get('kwargs') or {}}: "
+                         f"{first[:300]}") from None
     return model.eval()
 
 

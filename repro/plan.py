@@ -63,22 +63,22 @@ def size(spec: Spec) -> str:
     return ""
 
 
-def _released_maps(value) -> Iterable[dict]:
+def released_maps(value) -> Iterable[dict]:
     """The released label maps a spec reads as they are (inputs from outside the cache, not runs)."""
     if isinstance(value, dict):
         if "official" in value and "digest" in value:
             yield value
         for item in value.values():
-            yield from _released_maps(item)
+            yield from released_maps(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _released_maps(item)
+            yield from released_maps(item)
 
 
 def plan_lines(specs: Iterable[Spec], runs_root: str | os.PathLike) -> list[str]:
     lines = [f"{'kind':<10} {'hash':<16} {'state':<8} size"]
     ordered = with_inputs(specs)
-    released = {ref["digest"]: ref for spec in ordered for ref in _released_maps(spec.body)}
+    released = {ref["digest"]: ref for spec in ordered for ref in released_maps(spec.body)}
     for digest, ref in released.items():
         lines.append(f"{'released':<10} {digest:<16} {'input':<8} label maps in {ref['official']}")
     for spec in ordered:

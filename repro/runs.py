@@ -113,18 +113,33 @@ def stored_spec(kind: str, run_hash: str, runs_root: str | os.PathLike) -> Spec:
     return Spec.from_json(json.loads(matches[0].read_text()))
 
 
+# kinds computed by every rank of a torchrun job together (DDP training, sharded evaluation); the others (the
+# world, label maps) by rank 0 alone while the other ranks wait for its metrics.json
+DISTRIBUTED_KINDS = ("annotator", "train", "eval")
+WAIT_SECONDS = 5.0
+
+
 def cached(spec: Spec, resources: Resources) -> Run:
     """The finished run of `spec`: reused if done, else computed (resuming whatever it left before).
 
-    Under torchrun every rank computes (a training run is one DDP job) and rank 0 alone takes the lock and writes
-    the run's files; steps that are not distributed (world, label maps) must be cached by one process first."""
+    Under torchrun the runs it needs are made first, by all ranks in the same order; then a training or
+    evaluation run is computed by every rank together, rank 0 alone taking the lock and writing the run's files,
+    and any other run by rank 0 alone while the others wait for it (by its files, not a collective, so a
+    label-map pass of many hours meets no communication timeout)."""
     run = Run(spec, resources.runs_root).create()
     if run.done:
         return run
     if spec.kind not in COMPUTE:
         raise RuntimeError(f"no compute function for {spec.kind} runs: import repro.steps")
+    rank = int(os.environ.get("RANK", "0"))
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        for dependency in spec.dependencies():
+            cached(dependency, resources)
+        if rank != 0 and spec.kind not in DISTRIBUTED_KINDS:
+            _wait_for(run)
+            return run
     compute = COMPUTE[spec.kind]
-    if int(os.environ.get("RANK", "0")) != 0:
+    if rank != 0:
         # the other ranks of a torchrun job train alongside rank 0, which holds the lock and writes the files
         compute(spec, run, resources)
         if torch.distributed.is_initialized():
@@ -138,6 +153,13 @@ def cached(spec: Spec, resources: Resources) -> Run:
             metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
             run.finish(metrics)
             run.log(f"finished in {time.time() - started:.1f}s")
-    if torch.distributed.is_initialized():
+    if torch.distributed.is_initialized() and spec.kind in DISTRIBUTED_KINDS:
         torch.distributed.barrier()
     return run
+
+
+def _wait_for(run: Run) -> None:
+    print(f"[{run.kind} {run.hash[:8]}] rank {os.environ.get('RANK')} waits for rank 0 to compute it",
+          file=sys.stderr, flush=True)
+    while not run.done:
+        time.sleep(WAIT_SECONDS)

@@ -69,7 +69,7 @@ def imagenet_subset_indices(wnids: Sequence[str]) -> dict[int, int] | None:
     return {position[wnid]: i for i, wnid in enumerate(wnids)}
 
 
-def _imagenet_label_sets(val: ImageList, wnids: Sequence[str]) -> list[list[int]] | None:
+def imagenet_label_sets(val: ImageList, wnids: Sequence[str]) -> list[list[int]] | None:
     """ReaL from timm's copy of the official file (ImageNet-1k class indices), in the data's class indices: a
     subset of ImageNet's classes keeps the labels of its own classes. None where the data are not ImageNet's."""
     if not set(wnids) <= set(imagenet1k_wnids()):
@@ -103,7 +103,7 @@ def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str 
         if real is not None:
             label_sets["real"] = read_label_sets(real, val, len(wnids))
         elif data_cfg.get("source") == "imagenet":
-            sets = _imagenet_label_sets(val, wnids)
+            sets = imagenet_label_sets(val, wnids)
             if sets is not None:
                 label_sets["real"] = sets
         shankar = _first_existing(data_cfg.get("shankar_json"), root / "shankar.json")

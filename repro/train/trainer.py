@@ -261,4 +261,6 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             "teacher_seconds": round(state["teacher_seconds"], 3),
             "train_images_per_second": state["updates"] * int(train_cfg["batch_size"]) / state["train_seconds"],
             "train_images": len(images), "epochs": epochs, "updates": state["updates"],
+            # the spec fixes the global batch; how it was split is recorded beside the result
+            "world_size": env.world_size, "per_device_batch": per_device, "global_batch": int(train_cfg["batch_size"]),
             "final_train_loss": state["history"][-1]["train_loss"]}

@@ -1,0 +1,232 @@
+"""The paper-scale path on a fake ImageNet in the real layouts (tests/paperscale.py): the layouts a researcher
+unpacks, the released maps' ImageNet-1k ids on a subset of its classes, annotators from plain state dicts, the
+pre-flight check, and Table 3 at the paper profile through the commands of docs/paper-scale.md, in one process
+and under torchrun."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from repro.cli import main
+from repro.config import profile_config, with_changes
+from repro.data.imagenet import open_imagenet
+from repro.labelmaps import open_labelmaps
+from repro.labelmaps.annotator import build_annotator
+from repro.models import check_hub_weights
+from repro.pipeline import labelmaps_ref, resources
+from repro.runs import cached
+from repro.specs import Spec, is_spec_json
+from tests.paperscale import ANNOTATOR, CLASSES, SCALED_DOWN, VAL_PER_CLASS, build_paper_scale
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def paper(tmp_path_factory):
+    return build_paper_scale(tmp_path_factory.mktemp("imagenet"))
+
+
+def _cfg(paper, **changes):
+    return with_changes(profile_config("paper"), {"data.root": str(paper.root), **changes})
+
+
+# --- the layouts ---------------------------------------------------------------------------------------------------
+
+def test_a_flat_val_is_labelled_by_loc_val_solution_and_real_follows_the_subset(paper):
+    data = open_imagenet(paper.root, {"source": "imagenet"})
+    val = data.eval_sets[0]
+    assert val.name == "imagenet" and len(val.images) == CLASSES * VAL_PER_CLASS
+    assert all(path.startswith("val/ILSVRC2012_val_") for path in val.images.relpaths)
+    # timm's ReaL file holds ImageNet-1k indices: on the subset they are the data's own labels
+    assert val.label_sets["real"] == [[int(label)] for label in val.images.labels]
+    v2 = {s.name: s for s in data.eval_sets[1:]}
+    assert len(v2) == 3 and sorted(set(v2["imagenetv2_top_images"].images.labels.tolist())) == list(range(CLASSES))
+
+
+def test_a_flat_val_without_its_labels_is_an_error_naming_the_file(paper, tmp_path):
+    root = tmp_path / "imagenet"
+    shutil.copytree(paper.root / "train", root / "train")
+    shutil.copytree(paper.root / "val", root / "val")
+    with pytest.raises(FileNotFoundError, match="LOC_val_solution.csv"):
+        open_imagenet(root, {"source": "imagenet"})
+    labels = tmp_path / "validation_labels.txt"  # tensorflow-datasets' format: one wnid per sorted val file
+    solution = {line.split(",")[0]: line.split(",")[1].split()[0]
+                for line in (paper.root / "LOC_val_solution.csv").read_text().splitlines()[1:]}
+    labels.write_text("".join(solution[name[:-5]] + "\n" for name in sorted(os.listdir(root / "val"))))
+    val = open_imagenet(root, {"source": "imagenet", "val_labels": str(labels)}).eval_sets[0]
+    assert len(val.images) == CLASSES * VAL_PER_CLASS
+
+
+def test_a_v2_root_that_is_set_must_exist(paper, tmp_path):
+    with pytest.raises(FileNotFoundError, match="data.v2_root"):
+        open_imagenet(paper.root, {"source": "imagenet", "v2_root": str(tmp_path / "nowhere")})
+
+
+# --- the released maps on a subset of ImageNet's classes -----------------------------------------------------------
+
+def test_released_maps_are_renumbered_to_the_subset(paper, tmp_path):
+    cfg = _cfg(paper, **{"labelmap.official_dir": str(paper.maps), "supervision.mode": "relabel"})
+    ref = labelmaps_ref(cfg)
+    assert is_spec_json(ref) and Spec.from_json(ref)["classes"] == paper.wnids
+    store = open_labelmaps(cached(Spec.from_json(ref), resources(cfg, tmp_path)).dir / "store")
+    assert store.num_classes == CLASSES
+    values, ids = store.read(np.arange(store.num_images))
+    assert int(ids.max()) < CLASSES
+    top1 = np.array([paper.wnids.index(path.split("/")[0]) for path in store.paths])
+    assert (ids[:, 0, 0, 0].numpy() == top1).all()  # each image's own class, renumbered
+    dropped = (values == 0)  # entries of classes outside the subset add nothing
+    assert dropped.any() and not dropped[:, 0].any()
+
+
+def test_released_maps_of_other_classes_are_refused(paper, tmp_path):
+    root = tmp_path / "other"
+    shutil.copytree(paper.root / "train" / paper.wnids[0], root / "train" / "n99999999")
+    with pytest.raises(ValueError, match="not a subset of ImageNet-1k"):
+        labelmaps_ref(_cfg(paper, **{"data.root": str(root), "labelmap.official_dir": str(paper.maps)}))
+
+
+# --- annotators from anywhere --------------------------------------------------------------------------------------
+
+def test_a_plain_state_dict_with_a_1000_class_head_needs_a_class_map(paper):
+    with pytest.raises(ValueError, match="annotator.class_map"):
+        build_annotator(paper.annotator, arch=ANNOTATOR, wnids=paper.wnids)
+    annotator = build_annotator(paper.annotator, arch=ANNOTATOR, wnids=paper.wnids, class_map="imagenet-1k")
+    saved = torch.load(paper.annotator, weights_only=True)
+    assert annotator.num_classes == CLASSES
+    assert torch.equal(annotator.model.get_classifier().weight, saved["fc.weight"][paper.imagenet_ids])
+    wrapped = paper.root.parent / "wrapped.pth"  # {"state_dict": ...} with DDP's "module." prefix
+    torch.save({"state_dict": {f"module.{k}": v for k, v in saved.items()}}, wrapped)
+    assert build_annotator(wrapped, arch=ANNOTATOR).num_classes == 1000
+
+
+def test_relabel_takes_a_plain_state_dict(paper, tmp_path, capsys):
+    out = tmp_path / "maps"
+    assert main(["relabel", "--annotator", str(paper.annotator), "--arch", "resnet18", "--data", str(paper.root),
+                 "--out", str(out), "--input-size", "64", "--class-map", "imagenet-1k", "--limit", "4"]) == 2
+    assert "does not fit timm's resnet18" in capsys.readouterr().err  # the tiny net is not timm's default resnet18
+    assert main(["relabel", "--annotator", str(paper.annotator), "--data", str(paper.root), "--out", str(out)]) == 2
+    assert "--arch" in capsys.readouterr().err
+
+
+def test_missing_hub_weights_offline_fail_in_seconds_naming_what_to_do(monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    started = time.time()
+    with pytest.raises(FileNotFoundError, match="annotator.checkpoint"):
+        check_hub_weights("tf_efficientnet_l2.ns_jft_in1k_475")
+    assert time.time() - started < 5
+
+
+# --- the pre-flight check ------------------------------------------------------------------------------------------
+
+def _check(args, capsys):
+    started = time.time()
+    status = main(["check", "--profile", "paper", *args])
+    out = capsys.readouterr()
+    assert time.time() - started < 10
+    return status, out.out + out.err
+
+
+def test_check_passes_the_fixture_and_lists_what_it_read(paper, tmp_path, capsys):
+    status, text = _check(["--set", f"data.root={paper.root}", "--set", f"labelmap.official_dir={paper.maps}",
+                           "--runs", str(tmp_path)], capsys)
+    assert status == 0, text
+    assert f"val: {CLASSES * VAL_PER_CLASS} images (flat" in text and "renumbered" in text
+    assert "inputs ok" in text.splitlines() and not any(line.startswith("problem") for line in text.splitlines())
+    assert "absent: shankar" in text  # the stricter label set is not part of an ImageNet download
+
+
+@pytest.mark.parametrize("broken, expected", [
+    ("no_val_labels", "LOC_val_solution.csv"),
+    ("no_train", "has no train/ folder"),
+    ("maps_missing_images", "have no map"),
+    ("annotator_head", "annotator.class_map"),
+    ("real_too_short", "has no entry"),
+])
+def test_check_reports_each_broken_layout_in_one_line(paper, tmp_path, capsys, broken, expected):
+    root = tmp_path / "imagenet"
+    shutil.copytree(paper.root, root, ignore=shutil.ignore_patterns("relabel_maps"))
+    sets = [f"data.root={root}", f"labelmap.official_dir={paper.maps}"]
+    if broken == "no_val_labels":
+        (root / "LOC_val_solution.csv").unlink()
+    elif broken == "no_train":
+        shutil.rmtree(root / "train")
+    elif broken == "maps_missing_images":
+        (root / "train" / paper.wnids[0] / "extra_image.JPEG").write_bytes(
+            (root / "train" / paper.wnids[0] / f"{paper.wnids[0]}_0.JPEG").read_bytes())
+    elif broken == "annotator_head":
+        sets = [f"data.root={root}", f"annotator.checkpoint={paper.annotator}",
+                "annotator.model=" + json.dumps(ANNOTATOR), "annotator.pretrained=false"]
+    elif broken == "real_too_short":
+        (root / "real.json").write_text(json.dumps([[0]] * 10))
+    status, text = _check([arg for item in sets for arg in ("--set", item)] + ["--runs", str(tmp_path / "runs")],
+                          capsys)
+    problems = [line for line in text.splitlines() if line.startswith("problem:")]
+    assert status == 2 and len(problems) == 1 and expected in problems[0], text
+
+
+# --- Table 3 at the paper profile, through the documented commands ------------------------------------------------
+
+def _documented(prefix: str) -> list[str]:
+    """The command of docs/paper-scale.md that starts with `prefix`, as arguments."""
+    text = (REPO / "docs" / "paper-scale.md").read_text()
+    lines = [line.strip().rstrip("\\").strip() for line in text.replace("\\\n", " ").splitlines()]
+    matches = [line for line in lines if line.startswith(prefix)]
+    assert matches, f"docs/paper-scale.md has no command starting with {prefix!r}"
+    return shlex.split(matches[0])
+
+
+def _run(args, paper, tmp_path, extra_sets):
+    args = [arg.replace("/data/imagenet", str(paper.root)).replace("/data/relabel_maps", str(paper.maps))
+            for arg in args]
+    sets = [arg for item in SCALED_DOWN + extra_sets for arg in ("--set", item)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", *args[1:]] if args[0] == "python" else \
+        [sys.executable, "-m", "torch.distributed.run", *args[1:]]
+    command += sets + ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _student_metrics(runs: Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted(runs.glob("train/*/metrics.json"))]
+
+
+@pytest.mark.slow
+def test_table3_at_the_paper_profile_in_one_process(paper, tmp_path):
+    _run(_documented("python -m repro table3 --profile paper"), paper, tmp_path, [])
+    table = (tmp_path / "results" / "paper" / "table3.csv").read_text()
+    assert "relabel" in table and "label_cleaning" in table
+    metrics = _student_metrics(tmp_path / "runs")
+    assert len(metrics) == 4
+    for m in metrics:
+        assert m["imagenet_images"] == CLASSES * VAL_PER_CLASS and m["real_images"] == CLASSES * VAL_PER_CLASS
+        assert m["world_size"] == 1 and m["imagenetv2_top_images_images"] == CLASSES
+
+
+@pytest.mark.slow
+def test_table3_at_the_paper_profile_under_torchrun_generates_its_label_maps(paper, tmp_path):
+    annotator = [f"annotator.checkpoint={paper.annotator}", "annotator.model=" + json.dumps(ANNOTATOR),
+                 "annotator.pretrained=false", "annotator.class_map=imagenet-1k", "labelmap.input_size=64",
+                 "labelmap.output_stride=16"]
+    args = _documented("torchrun --standalone --nproc_per_node")
+    args[args.index("--nproc_per_node") + 1] = "2"
+    _run(args, paper, tmp_path, annotator)
+    runs = tmp_path / "runs"
+    assert len(list(runs.glob("labelmaps/*/metrics.json"))) == 1  # generated once, by rank 0
+    for m in _student_metrics(runs):
+        assert m["world_size"] == 2 and m["global_batch"] == 8 and m["per_device_batch"] == 4
+    meta = json.loads((tmp_path / "results" / "paper" / "table3_meta.json").read_text())
+    assert len(meta["invocations"]) == 1  # rank 0 alone wrote the results
