@@ -37,19 +37,24 @@ class ValBoxes:
 
 
 def read_loc_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list[float]]]]:
-    """ImageId -> [(wnid, [x1, y1, x2, y2]), ...] from a LOC_val_solution.csv."""
+    """ImageId -> [(wnid, [x1, y1, x2, y2]), ...] from a LOC_val_solution.csv (or LOC_train_solution.csv)."""
     boxes = {}
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
             raise ValueError(f"{path}: expected the columns ImageId,PredictionString, got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
+            if row["PredictionString"] is None:
+                raise ValueError(f"{path}:{line}: no PredictionString after ImageId {row['ImageId']!r}")
             tokens = row["PredictionString"].split()
             if len(tokens) % BOX_FIELDS:
                 raise ValueError(f"{path}:{line}: PredictionString has {len(tokens)} fields, not groups of "
                                  f"{BOX_FIELDS} (wnid x1 y1 x2 y2)")
-            boxes[row["ImageId"]] = [(tokens[i], [float(v) for v in tokens[i + 1:i + BOX_FIELDS]])
-                                     for i in range(0, len(tokens), BOX_FIELDS)]
+            try:
+                boxes[row["ImageId"]] = [(tokens[i], [float(v) for v in tokens[i + 1:i + BOX_FIELDS]])
+                                         for i in range(0, len(tokens), BOX_FIELDS)]
+            except ValueError as error:
+                raise ValueError(f"{path}:{line}: a box coordinate is not a number ({error})") from None
     return boxes
 
 

@@ -1,4 +1,5 @@
-"""labelmap.transpose: the student reads its maps with H and W swapped."""
+"""labelmap.transpose (the student reads its maps with H and W swapped) and `check-labelmaps` (which way round
+stored maps are, measured against the training images' boxes)."""
 import copy
 import json
 import pickle
@@ -8,8 +9,10 @@ import pytest
 import torch
 from PIL import Image
 
+from repro import cli
 from repro.config import profile_config, with_changes
 from repro.data.folders import image_folder
+from repro.labelmaps.convert import official_to_packed
 from repro.labelmaps.maps import TransposedLabelMaps
 from repro.labelmaps.official import save_official
 from repro.labelmaps.packed import write_packed
@@ -22,6 +25,8 @@ from repro.train.objectives import agreeing_indices
 
 WNIDS = ["n90000000", "n90000001", "n90000002"]
 SIZES = [(64, 40), (40, 64), (72, 48), (48, 30)]  # (width, height), never square
+PER_CLASS = 5
+GRID = 15
 TOPK = 5
 NUM_CLASSES = 8
 
@@ -32,6 +37,8 @@ def write_official_maps(directory, relpaths, values, ids):
         save_official(directory / wnid / f"{name.rsplit('.', 1)[0]}.pt", v, i)
     return directory
 
+
+# ---- labelmap.transpose ----
 
 def relabel_config(**changes):
     return with_changes(profile_config("smoke"), {"supervision.mode": "relabel", **changes})
@@ -110,3 +117,134 @@ def test_a_student_under_transpose_reads_every_map_transposed_and_label_cleaning
     images = image_folder(root, "train", WNIDS)
     assert agreeing_indices(maps, images, NUM_CLASSES).tolist() == [0, 2, 4]
     assert agreeing_indices(stored, images, NUM_CLASSES).tolist() == [0, 2, 4]
+
+
+# ---- check-labelmaps ----
+
+def image_box(width, height):
+    """One box off the diagonal, its mirror image about the diagonal disjoint from it: left and low."""
+    return [0.05 * width, 0.55 * height, 0.4 * width, 0.95 * height]
+
+
+def grid_mask(box, width, height):
+    centres = (np.arange(GRID) + 0.5) / GRID
+    in_x = (box[0] <= centres * width) & (centres * width <= box[2])
+    in_y = (box[1] <= centres * height) & (centres * height <= box[3])
+    return torch.from_numpy(in_y[:, None] & in_x[None, :])
+
+
+def object_maps(label, mask, gen, signal=True):
+    """values, ids [k, GRID, GRID] in the image's [H, W] grid: the labelled class high inside the box."""
+    others = [c for c in range(NUM_CLASSES) if c != label][:TOPK - 1]
+    ids = torch.tensor([label, *others])[:, None, None].expand(TOPK, GRID, GRID).clone()
+    noise = torch.randn(TOPK, GRID, GRID, generator=gen)
+    own = torch.where(mask, 4.0, -2.0) if signal else torch.zeros(GRID, GRID)
+    values = torch.cat([(own + noise[0])[None], noise[1:]])
+    values, order = values.sort(dim=0, descending=True)
+    return values, ids.gather(0, order)
+
+
+@pytest.fixture(scope="module")
+def orientation_data(tmp_path_factory):
+    """train/<wnid>/<wnid>_<i>.JPEG (15 images of 4 non-square sizes), LOC_train_solution.csv with one box of each
+    image's class (plus rows the command must pass over), and maps official and packed: with the object where the
+    image has it ("stored"), transposed ("transposed") and without spatial signal ("flat")."""
+    base = tmp_path_factory.mktemp("orientation")
+    root = base / "images"
+    gen = torch.Generator().manual_seed(0)
+    rows = ["ImageId,PredictionString"]
+    relpaths, maps = [], {"stored": [], "transposed": [], "flat": []}
+    for label, wnid in enumerate(WNIDS):
+        (root / "train" / wnid).mkdir(parents=True)
+        for i in range(PER_CLASS):
+            width, height = SIZES[(label * PER_CLASS + i) % len(SIZES)]
+            relpath = f"train/{wnid}/{wnid}_{i}.JPEG"
+            Image.new("RGB", (width, height), (40 * label, 90, 160)).save(root / relpath)
+            box = image_box(width, height)
+            other = WNIDS[(label + 1) % len(WNIDS)]  # a box of another class, on the mirrored side: ignored
+            rows.append(f"{wnid}_{i},{wnid} {' '.join(f'{v:.0f}' for v in box)} "
+                        f"{other} {0.6 * width:.0f} {0.05 * height:.0f} {0.95 * width:.0f} {0.45 * height:.0f}")
+            relpaths.append(relpath)
+            values, ids = object_maps(label, grid_mask(box, width, height), gen)
+            maps["stored"].append((values, ids))
+            maps["transposed"].append((values.transpose(1, 2), ids.transpose(1, 2)))
+            maps["flat"].append(object_maps(label, grid_mask(box, width, height), gen, signal=False))
+    rows.append("n90000009_0,n90000009 1 2 3 4")  # an image without a map
+    boxes = base / "LOC_train_solution.csv"
+    boxes.write_text("\n".join(rows) + "\n")
+    stores = {}
+    for name, pairs in maps.items():
+        values, ids = torch.stack([v for v, _ in pairs]), torch.stack([i for _, i in pairs])
+        official = write_official_maps(base / name / "official", relpaths, values, ids)
+        stores[name] = {"official": official, "packed": official_to_packed(official, base / name / "packed",
+                                                                           num_classes=NUM_CLASSES)}
+    return {"root": root, "boxes": boxes, **stores}
+
+
+def check(capsys, maps, boxes, images, *more):
+    code = cli.main(["check-labelmaps", "--maps", str(maps), "--boxes", str(boxes), "--images", str(images),
+                     *more])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("fmt", ["official", "packed"])
+@pytest.mark.parametrize("orientation,verdict", [
+    ("stored", "verdict: maps are [k, H, W]: keep labelmap.transpose=false"),
+    ("transposed", "verdict: maps are [k, W, H]: set labelmap.transpose=true"),
+    ("flat", "verdict: undecided")])
+def test_check_labelmaps_tells_the_orientation_of_maps_from_the_boxes(orientation_data, capsys, fmt, orientation,
+                                                                      verdict):
+    code, out, err = check(capsys, orientation_data[orientation][fmt], orientation_data["boxes"],
+                           orientation_data["root"])
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[-1] == verdict
+    assert lines[0].startswith(f"images: {len(WNIDS) * PER_CLASS} of {len(WNIDS) * PER_CLASS} ")
+    stored_line, transposed_line = lines[1], lines[2]
+    assert stored_line.startswith("[k, H, W] (as stored): inside ")
+    assert transposed_line.startswith("[k, W, H] (transposed): inside ")
+    contrast = [float(line.rsplit("contrast ", 1)[1]) for line in (stored_line, transposed_line)]
+    if orientation == "stored":
+        assert contrast[0] > 0.5 > contrast[1]
+        assert "beats [k, W, H] on 100.0% of 15 images" in out
+    elif orientation == "transposed":
+        assert contrast[1] > 0.5 > contrast[0]
+        assert "beats [k, W, H] on 0.0% of 15 images" in out
+    else:
+        assert abs(contrast[0]) < 0.1 and abs(contrast[1]) < 0.1
+
+
+def test_check_labelmaps_limit_takes_the_first_images_and_too_few_are_undecided(orientation_data, capsys):
+    code, out, err = check(capsys, orientation_data["stored"]["packed"], orientation_data["boxes"],
+                           orientation_data["root"], "--limit", "3")
+    assert code == 0, err
+    assert out.splitlines()[0].startswith(f"images: 3 of {len(WNIDS) * PER_CLASS} ")
+    assert "beats [k, W, H] on 100.0% of 3 images" in out  # p = 0.25: not significant
+    assert out.splitlines()[-1] == "verdict: undecided"
+
+
+def test_check_labelmaps_errors_name_the_bad_input(orientation_data, capsys, tmp_path):
+    maps, boxes, root = orientation_data["stored"]["official"], orientation_data["boxes"], orientation_data["root"]
+
+    def fails(expected, maps=maps, boxes=boxes, images=root, more=()):
+        code, out, err = check(capsys, maps, boxes, images, *more)
+        assert code == 2 and out == ""
+        assert err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err, err
+
+    fails(f"no boxes file {tmp_path / 'missing.csv'}", boxes=tmp_path / "missing.csv")
+    fails(f"no label-map directory {tmp_path / 'nomaps'}", maps=tmp_path / "nomaps")
+    fails(f"no image folder {tmp_path / 'train'}", images=tmp_path)
+    elsewhere = tmp_path / "elsewhere.csv"
+    elsewhere.write_text("ImageId,PredictionString\nn01440764_1,n01440764 1 2 30 40\n")
+    fails(f"has boxes of its class in {elsewhere}", boxes=elsewhere)
+    malformed = tmp_path / "malformed.csv"
+    malformed.write_text("ImageId,PredictionString\nn90000000_0,n90000000 1 2 30\n")
+    fails(f"{malformed}:2: PredictionString has 4 fields", boxes=malformed)
+    not_a_number = tmp_path / "nan.csv"
+    not_a_number.write_text("ImageId,PredictionString\nn90000000_0,n90000000 1 2 x 40\n")
+    fails(f"{not_a_number}:2: a box coordinate is not a number", boxes=not_a_number)
+    header = tmp_path / "header.csv"
+    header.write_text("image,boxes\nn90000000_0,n90000000 1 2 30 40\n")
+    fails(f"{header}: expected the columns ImageId,PredictionString", boxes=header)
+    fails("--limit must be at least 1, got 0", more=("--limit", "0"))
