@@ -127,6 +127,9 @@ _LABELMAP_PAPER = {
     "topk": 5,
     "dtype": "fp32",     # fp32 | fp16 | int8
     "official_dir": None,  # a directory of released <wnid>/<stem>.pt maps; None = generate with the annotator
+    # false: the student reads the maps as stored, [k, H, W]; true: as [k, W, H] (every map transposed at read
+    # time), which is how the official training pooled them if the files are [k, H, W] (docs/labelmaps.md)
+    "transpose": False,
 }
 
 _ANNOTATOR_PAPER = {

@@ -182,10 +182,10 @@ def stored_topk(cfg: Mapping, split: str = "train") -> int:
     return _stored_variant(cfg, split)[1]
 
 
-def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
-    """The label maps a student of `cfg` reads for `split`: the stored maps themselves, or a variant with fewer
-    classes per cell or bits per value derived from them (Table 6's variants cost no second annotator pass), or
-    the released maps renumbered to the data's subset of ImageNet-1k's classes."""
+def stored_labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
+    """The label maps on disk that a student of `cfg` reads for `split`: the stored maps themselves, or a variant
+    with fewer classes per cell or bits per value derived from them (Table 6's variants cost no second annotator
+    pass), or the released maps renumbered to the data's subset of ImageNet-1k's classes."""
     lm = cfg["labelmap"]
     topk, dtype = int(lm["topk"]), lm["dtype"]
     source, stored_topk, stored_dtype, classes = _stored_variant(cfg, split)
@@ -199,15 +199,23 @@ def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
     return Spec("labelmaps", {"source": source, "topk": topk, "dtype": dtype}).as_json()
 
 
+def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
+    """The label maps a student of `cfg` reads for `split`, as its spec holds them: the stored ones' ref, or under
+    `labelmap.transpose` {"transposed": that ref} (read with H and W swapped; the false default adds nothing, so
+    the specs of students that read maps as stored are unchanged)."""
+    ref = stored_labelmaps_ref(cfg, split)
+    return {"transposed": ref} if cfg["labelmap"].get("transpose") else ref
+
+
 def labelmaps_specs(cfg: Mapping, split: str = "train") -> list[Spec]:
     """The label-map run a student of `cfg` reads for `split` (none when it reads the released maps as they are)."""
-    ref = labelmaps_ref(cfg, split)
+    ref = stored_labelmaps_ref(cfg, split)
     return [Spec.from_json(ref)] if is_spec_json(ref) else []
 
 
 def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Path:
-    """The folder of the label maps a student of `cfg` reads for `split` (val for Figures 5 and A2)."""
-    return steps.labelmaps_store(labelmaps_ref(cfg, split), resources(cfg, runs_root))
+    """The folder of the label maps a student of `cfg` reads for `split` (val for Figures 5 and A2), as stored."""
+    return steps.labelmaps_store(stored_labelmaps_ref(cfg, split), resources(cfg, runs_root))
 
 
 def generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Run:

@@ -114,7 +114,17 @@ def labelmaps_store(ref: Mapping, resources: Resources) -> Path:
     return Path(ref["official"])
 
 
-def store_metrics(store: Path) -> dict:
+def open_student_labelmaps(ref: Mapping, resources: Resources, num_classes: int):
+    """The label maps of a student's ref, opened: a store, read with H and W swapped where the ref is
+    {"transposed": ...} (`labelmap.transpose`)."""
+    from repro.labelmaps import TransposedLabelMaps, open_labelmaps
+
+    if "transposed" in ref:
+        return TransposedLabelMaps(open_student_labelmaps(ref["transposed"], resources, num_classes))
+    return open_labelmaps(labelmaps_store(ref, resources), num_classes)
+
+
+def store_metrics(store) -> dict:
     from repro.labelmaps import open_labelmaps
 
     maps = open_labelmaps(store)
@@ -173,7 +183,7 @@ def compute_student(spec: Spec, run: Run, resources: Resources) -> dict:
     body = spec.body
     data = open_data(body["data"], resources)
     objective = objective_class(body["objective"]["mode"])
-    store = labelmaps_store(body["labelmaps"], resources) if body["labelmaps"] else None
+    store = open_student_labelmaps(body["labelmaps"], resources, data.num_classes) if body["labelmaps"] else None
     metrics = {}
     if store is not None:
         metrics["labelmap_bytes_per_image"] = store_metrics(store)["labelmap_bytes_per_image"]
@@ -201,10 +211,10 @@ def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
     import numpy as np
 
     from repro.data.folders import ImageList
-    from repro.labelmaps import ConcatLabelMaps, open_labelmaps
+    from repro.labelmaps import ConcatLabelMaps
     from repro.labelmaps.analysis import balanced_top1_subsample
 
-    pool = open_labelmaps(labelmaps_store(extra["labelmaps"], resources), data.num_classes)
+    pool = open_student_labelmaps(extra["labelmaps"], resources, data.num_classes)
     per_class = int(extra["images"]) // data.num_classes
     if per_class < 1:
         raise ValueError(f"extra_data.images = {extra['images']} is fewer than one image per class "
@@ -212,8 +222,7 @@ def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
     rows, top1 = balanced_top1_subsample(pool, per_class)
     kept = ImageList(data.root, tuple(pool.paths[row] for row in rows), top1)
     train = ImageList(data.root, data.train.relpaths + kept.relpaths, np.concatenate([data.train.labels, top1]))
-    own = open_labelmaps(store, data.num_classes)
-    maps = ConcatLabelMaps([(own, own.rows_for(data.train.relpaths)), (pool, rows)])
+    maps = ConcatLabelMaps([(store, store.rows_for(data.train.relpaths)), (pool, rows)])
     per_class_counts = np.bincount(top1, minlength=data.num_classes)
     summary = {"extra_pool_images": pool.num_images, "extra_images": len(kept),
                "extra_images_per_class_min": int(per_class_counts.min()),

@@ -17,7 +17,9 @@ def read_loc_solution(path: str | os.PathLike) -> dict[str, list[tuple[str, list
         if reader.fieldnames is None or not {"ImageId", "PredictionString"} <= set(reader.fieldnames):
             raise ValueError(f"{path}: expected the columns ImageId,PredictionString, got {reader.fieldnames}")
         for line, row in enumerate(reader, start=2):
-            tokens = (row["PredictionString"] or "").split()
+            if row["PredictionString"] is None:
+                raise ValueError(f"{path}:{line}: no PredictionString after ImageId {row['ImageId']!r}")
+            tokens = row["PredictionString"].split()
             if not tokens or len(tokens) % BOX_FIELDS:
                 raise ValueError(f"{path}:{line}: PredictionString has {len(tokens)} fields, not groups of "
                                  f"{BOX_FIELDS} (wnid x1 y1 x2 y2)")

@@ -1,4 +1,5 @@
-"""Commands `relabel` (generate label maps with a machine annotator) and `labelmaps verify|convert|info`."""
+"""Commands `relabel` (generate label maps with a machine annotator), `labelmaps verify|convert|info` and
+`check-labelmaps` (are stored maps [k, H, W] or [k, W, H]?)."""
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ from repro.labelmaps.annotator import LITE0, build_annotator
 from repro.labelmaps.generate import FORMATS, generate_labelmaps
 from repro.labelmaps.convert import derive_store, official_to_packed, packed_to_official
 from repro.labelmaps.errors import LabelMapError
+from repro.labelmaps.orientation import check_orientation
 from repro.labelmaps.quantize import DTYPES
 from repro.labelmaps.reader import open_labelmaps
 from repro.labelmaps.verification import verify
@@ -80,6 +82,19 @@ def register(subparsers) -> None:
     a.add_argument("store", type=Path)
     a.add_argument("--num-classes", type=int, default=None)
     a.set_defaults(func=_info)
+
+    p = subparsers.add_parser(
+        "check-labelmaps", help="are stored label maps [k, H, W] or [k, W, H]? (sets labelmap.transpose)",
+        description="Compare the labelled class's probability inside vs outside each training image's boxes with "
+                    "the maps read as stored ([k, H, W]) and transposed ([k, W, H]); a sign test over images "
+                    "gives the verdict.")
+    p.add_argument("--maps", required=True, type=Path, help="label maps: a packed store or an official directory")
+    p.add_argument("--boxes", required=True, type=Path,
+                   help="ImageNet's LOC_train_solution.csv (ImageId,PredictionString; boxes in pixels)")
+    p.add_argument("--images", required=True, type=Path,
+                   help="image folder root holding train/<wnid>/<ImageId>.JPEG (sizes and class order)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted)")
+    p.set_defaults(func=_check_labelmaps)
 
 
 def _fail(error: BaseException) -> int:
@@ -157,6 +172,16 @@ def _info(args, experiments=None) -> int:
         _print_summary(open_labelmaps(args.store, args.num_classes).describe())
     except ERRORS as error:
         return _fail(error)
+    return 0
+
+
+def _check_labelmaps(args, experiments=None) -> int:
+    try:
+        report = check_orientation(open_labelmaps(args.maps), args.boxes, args.images, limit=args.limit,
+                                   progress=sys.stderr.isatty())
+    except ERRORS as error:
+        return _fail(error)
+    print("\n".join(report.lines()))
     return 0
 
 

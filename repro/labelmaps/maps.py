@@ -1,4 +1,5 @@
-"""What every label-map reader offers (`LabelMaps`), and several readers' rows read as one (`ConcatLabelMaps`).
+"""What every label-map reader offers (`LabelMaps`), several readers' rows read as one (`ConcatLabelMaps`), and a
+reader's maps with H and W swapped (`TransposedLabelMaps`, config key `labelmap.transpose`).
 
 Images are looked up by their path relative to the data root (`train/<wnid>/<file>.JPEG`), or by `<wnid>/<stem>`
 (the official key) when the exact path is not stored.
@@ -164,3 +165,35 @@ class ConcatLabelMaps(LabelMaps):
             maps, source_rows = self.parts[part]
             values[where], ids[where] = maps.read(source_rows[rows[where] - self._starts[part]])
         return values, ids
+
+
+class TransposedLabelMaps(LabelMaps):
+    """Another reader's maps with H and W swapped at every read ([k, H, W] -> [k, W, H]): the student's view under
+    `labelmap.transpose`, for maps stored [k, W, H]. Pooling these over a box equals pooling the stored maps over
+    the box mirrored about the diagonal, which is what the official training code does."""
+
+    def __init__(self, maps: LabelMaps):
+        super().__init__()
+        self.maps = maps
+        self.format, self.path, self.settings = maps.format, maps.path, maps.settings
+        self.topk, self.dtype, self.num_classes = maps.topk, maps.dtype, maps.num_classes
+        self.grid = maps.grid[::-1]
+
+    @property
+    def paths(self) -> list[str]:
+        return self.maps.paths
+
+    @property
+    def num_images(self) -> int:
+        return self.maps.num_images
+
+    def read(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
+        values, ids = self.maps.read(rows)
+        return values.transpose(-2, -1), ids.transpose(-2, -1)
+
+    @property
+    def bytes_per_image(self) -> int:
+        return self.maps.bytes_per_image
+
+    def describe(self) -> dict:
+        return {**super().describe(), "transposed": True}
