@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -182,20 +183,27 @@ def _documented(prefix: str) -> list[str]:
     """The command of docs/paper-scale.md that starts with `prefix`, as arguments."""
     text = (REPO / "docs" / "paper-scale.md").read_text()
     lines = [line.strip().rstrip("\\").strip() for line in text.replace("\\\n", " ").splitlines()]
-    matches = [line for line in lines if line.startswith(prefix)]
+    matches = [line for line in lines if line.startswith(prefix) and not line.endswith("--plan")]
     assert matches, f"docs/paper-scale.md has no command starting with {prefix!r}"
     return shlex.split(matches[0])
 
 
-def _run(args, paper, tmp_path, extra_sets):
+def _command(args, paper, tmp_path, extra_sets) -> list[str]:
+    """A documented command on the fixture: its paths replaced, scaled down, its cache and results in tmp_path."""
     args = [arg.replace("/data/imagenet", str(paper.root)).replace("/data/relabel_maps", str(paper.maps))
             for arg in args]
     sets = [arg for item in SCALED_DOWN + extra_sets for arg in ("--set", item)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", *args[1:]] if args[0] == "python" else \
+    command = [sys.executable, *args[1:]] if args[0] == "python" else \
         [sys.executable, "-m", "torch.distributed.run", *args[1:]]
-    command += sets + ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return command + sets + ["--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _run(args, paper, tmp_path, extra_sets):
+    done = subprocess.run(_command(args, paper, tmp_path, extra_sets), cwd=REPO, env=ENV, capture_output=True,
+                          text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -230,3 +238,23 @@ def test_table3_at_the_paper_profile_under_torchrun_generates_its_label_maps(pap
         assert m["world_size"] == 2 and m["global_batch"] == 8 and m["per_device_batch"] == 4
     meta = json.loads((tmp_path / "results" / "paper" / "table3_meta.json").read_text())
     assert len(meta["invocations"]) == 1  # rank 0 alone wrote the results
+
+
+@pytest.mark.slow
+def test_table3_on_two_nodes_through_torchruns_rendezvous(paper, tmp_path):
+    """Two `torchrun --nnodes 2` processes on this machine stand for two nodes sharing a filesystem."""
+    args = _documented("torchrun --nnodes 2")
+    args[args.index("--nproc_per_node") + 1] = "1"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    args[args.index("--rdzv_endpoint") + 1] = f"127.0.0.1:{port}"
+    command = _command(args, paper, tmp_path, [])
+    nodes = [subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=900) for node in nodes]
+    for node, (_, err) in zip(nodes, outputs):
+        assert node.returncode == 0, err[-3000:]
+    metrics = _student_metrics(tmp_path / "runs")
+    assert len(metrics) == 4 and all(m["world_size"] == 2 for m in metrics)
+    assert (tmp_path / "results" / "paper" / "table3.csv").exists()
