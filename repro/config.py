@@ -10,6 +10,7 @@ import copy
 import json
 from typing import Any, Iterable, Mapping
 
+from repro.specs import ADDED_OPTIONS
 from repro.world.params import world_params
 
 PROFILE_NAMES = ("smoke", "proxy", "paper")
@@ -90,7 +91,7 @@ _TRAIN_PAPER = {
     "weight_decay": 1e-4,
     "sched": "cosine",
     "warmup_epochs": 5,
-    "warmup_lr": 1e-4,
+    "warmup_lr": 0.0,
     "min_lr": 0.0,
     "crop_size": 224,
     "eval_size": 224,
@@ -99,6 +100,8 @@ _TRAIN_PAPER = {
     "ratio": [0.75, 1.3333333333333333],
     "hflip": 0.5,
     "color_jitter": 0.4,
+    "lighting": 0.1,               # alphastd of AlexNet-style PCA lighting noise, as the official code applies
+    "decay_norm_and_bias": True,   # weight decay on every parameter, as the official code's optimizer
     "amp": True,
     "channels_last": True,
     # None, or {"run": <a finished train run's hash or spec>, "reset_head": N}: start from that run's weights with
@@ -116,6 +119,7 @@ _SUPERVISION = {
     "mix_original": 0.0,      # relabel: weight of the one-hot original label (Section 4.1 tries 0.5)
     "cutmix": False,
     "cutmix_beta": 1.0,
+    "cutmix_pairing": "permutation",  # each image's partner: a random permutation of the batch, or "reversed"
     "cutmix_off_last_epochs": 5,
     "kd_teacher": None,       # kd: a model spec {"name", "kwargs", "checkpoint"} and its input size
     "kd_input_size": None,
@@ -196,6 +200,10 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
     cfg["world"] = world_params(profile)
     cfg["models"] = copy.deepcopy(_EMBEDDED_MODELS)
     cfg["recipes"] = copy.deepcopy(_EMBEDDED_RECIPES)
+    # the options added since these profiles' runs were recorded keep their former behaviour: same specs, same
+    # numbers (docs/training.md, Recipe)
+    for section, former in ADDED_OPTIONS.items():
+        cfg[section] = deep_update(cfg[section], former)
     cfg["annotator"] = deep_update(cfg["annotator"], annotator)
     cfg["labelmap"] = deep_update(cfg["labelmap"], labelmap)
     cfg["train"] = deep_update(cfg["train"], train)

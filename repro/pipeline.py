@@ -17,7 +17,7 @@ from repro import steps
 from repro.config import deep_update, profile_config, with_changes
 from repro.evaluate.evaluators import evaluator_spec
 from repro.runs import Resources, Run, cached, stored_spec
-from repro.specs import Spec, file_digest, is_spec_json, tree_digest
+from repro.specs import Spec, file_digest, is_spec_json, tree_digest, without_former_defaults
 from repro.train.objectives import objective_class, objective_spec
 
 # Label maps are generated once with this many classes per cell; Table 6's smaller k and dtypes are derived.
@@ -72,7 +72,8 @@ def annotator_spec(cfg: Mapping) -> Spec:
         raise ValueError(f"annotator.source is {annotator['source']!r}: only a 'train' annotator is a run")
     base = profile_config(cfg["profile"])["supervision"]
     return Spec("annotator", {"data": data_spec(cfg), "seed": annotator["seed"], "splits": ["extra", "train"],
-                              "train": annotator_recipe(cfg), "objective": objective_spec(base)})
+                              "train": without_former_defaults("train", annotator_recipe(cfg)),
+                              "objective": objective_spec(base)})
 
 
 def annotator_ref(cfg: Mapping) -> dict:
@@ -218,7 +219,7 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
     (if its objective reads them), of its extra data and of the run it starts from."""
     supervision = cfg["supervision"]
     objective = objective_class(supervision["mode"])
-    train = dict(cfg["train"])
+    train = without_former_defaults("train", cfg["train"])
     train["init"] = _init_ref(train.get("init"), runs_root)
     extra = cfg["extra_data"]
     extra_data = None

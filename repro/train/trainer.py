@@ -36,6 +36,7 @@ from repro.evaluate.classification import autocast_for, eval_settings, evaluate_
 from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.models import MODEL_FILE, create_model, save_model
 from repro.runs import Resources, Run
+from repro.specs import added_option
 from repro.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed
 from repro.train.objectives import CUTMIX_STREAM, objective_class
 
@@ -61,8 +62,10 @@ def make_optimizer(model: nn.Module, train_cfg: Mapping) -> torch.optim.Optimize
     if opt in ("sgd", "momentum", "nesterov"):
         # timm's "sgd" is Nesterov SGD and "momentum" plain momentum SGD; the config names the choice explicitly
         opt, kwargs = "sgd", {"nesterov": bool(train_cfg["nesterov"])}
+    # timm exempts norm and bias parameters (1-d) from weight decay unless told not to filter them
+    filter_bias_and_bn = not added_option(train_cfg, "train", "decay_norm_and_bias")
     return create_optimizer_v2(model, opt=opt, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
-                               momentum=train_cfg["momentum"], **kwargs)
+                               momentum=train_cfg["momentum"], filter_bias_and_bn=filter_bias_and_bn, **kwargs)
 
 
 def write_history(run: Run, history: list[dict]) -> None:
@@ -140,7 +143,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     accum = int(train_cfg["accum_steps"])
     per_device = batch_split(train_cfg["batch_size"], env.world_size, accum)
     crop = TrainCrop(supervision.input_size, train_cfg["scale"], train_cfg["ratio"], train_cfg["hflip"],
-                     train_cfg["color_jitter"])
+                     train_cfg["color_jitter"], added_option(train_cfg, "train", "lighting"))
     dataset = TrainCrops(images, crop, seed, labelmaps if objective_cls.crops_carry_labelmaps else None)
     sampler = EpochSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
                            drop_last=True)
