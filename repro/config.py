@@ -167,10 +167,13 @@ _PAPER_MODELS = {name: {"name": name, "kwargs": _EFFICIENTNET_REGULARISATION if 
 
 # An architecture's own recipe: changes to `train` for every run of that architecture, vanilla and ReLabel alike
 # (Table 4 trains each family under its own recipe). EfficientNets: Appendix D.1 (AdamP; its RandAugment, random
-# erasing and Mixup are not part of the suite's recipe). ReXNet: its paper's SGD recipe.
+# erasing and Mixup are not part of the suite's recipe), each at its own resolution (the EfficientNet paper's).
+# ReXNet: its paper's SGD recipe.
+_EFFICIENTNET_SIZES = dict(zip(_EFFICIENTNETS, (224, 240, 260, 300)))
 _PAPER_RECIPES = {
-    **{name: {"opt": "adamp", "lr": 2e-3, "weight_decay": 1e-2, "epochs": 400, "batch_size": 512}
-       for name in _EFFICIENTNETS},
+    **{name: {"opt": "adamp", "lr": 2e-3, "weight_decay": 1e-2, "epochs": 400, "batch_size": 512,
+              "crop_size": size, "eval_size": size}
+       for name, size in _EFFICIENTNET_SIZES.items()},
     "rexnet_100": {"nesterov": False, "lr": 0.5, "weight_decay": 1e-5, "batch_size": 512},
 }
 

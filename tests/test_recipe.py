@@ -1,6 +1,6 @@
 """The official training recipe as the paper profile's default (docs/training.md, Recipe): warm-up from lr 0,
-weight decay on every parameter, PCA lighting, CutMix partners by a random permutation; and the embedded
-profiles' specs exactly as they were."""
+weight decay on every parameter, PCA lighting, CutMix partners by a random permutation, EfficientNets at their own
+resolutions; and the embedded profiles' specs exactly as they were."""
 import numpy as np
 import pytest
 import torch
@@ -179,3 +179,14 @@ def test_cutmix_pairing_is_an_objective_field_only_with_cutmix_and_reads_reverse
         objective = objective_class(supervision["mode"])(objective_spec(supervision), NUM_CLASSES, 32,
                                                          torch.device("cpu"))
         assert objective.cutmix_pairing == pairing
+
+
+def test_efficientnets_train_and_evaluate_at_their_own_resolution_at_paper_scale():
+    paper, proxy = profile_config("paper"), profile_config("proxy")
+    for arch, size in (("efficientnet_b0", 224), ("efficientnet_b1", 240), ("efficientnet_b2", 260),
+                       ("efficientnet_b3", 300)):
+        train = with_changes(paper, architecture_changes(paper, arch))["train"]
+        assert (train["crop_size"], train["eval_size"]) == (size, size), arch
+        embedded = with_changes(proxy, architecture_changes(proxy, arch))["train"]
+        assert (embedded["crop_size"], embedded["eval_size"]) == (proxy["train"]["crop_size"],
+                                                                  proxy["train"]["eval_size"])
