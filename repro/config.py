@@ -27,13 +27,17 @@ def deep_update(base: Mapping | None, changes: Mapping) -> dict:
     return out
 
 
+def recipe_changes(cfg: Mapping, name: str) -> dict:
+    """The `train` changes of the profile's `recipes` entry `name` (an architecture, or "kd"), if it has one."""
+    return {f"train.{key}": value for key, value in cfg.get("recipes", {}).get(name, {}).items()}
+
+
 def architecture_changes(cfg: Mapping, arch: str) -> dict:
     """The changes that train `arch` (a key of the profile's `models`) under its own recipe: its model spec and its
     family's `recipes` entry, if any."""
     if arch not in cfg["models"]:
         raise ValueError(f"unknown architecture {arch!r}: the profile's models are {', '.join(cfg['models'])}")
-    recipe = cfg.get("recipes", {}).get(arch, {})
-    return {"train.model": cfg["models"][arch], **{f"train.{key}": value for key, value in recipe.items()}}
+    return {"train.model": cfg["models"][arch], **recipe_changes(cfg, arch)}
 
 
 def with_changes(cfg: Mapping, changes: Mapping[str, Any]) -> dict:
@@ -168,13 +172,14 @@ _PAPER_MODELS = {name: {"name": name, "kwargs": _EFFICIENTNET_REGULARISATION if 
 # An architecture's own recipe: changes to `train` for every run of that architecture, vanilla and ReLabel alike
 # (Table 4 trains each family under its own recipe). EfficientNets: Appendix D.1 (AdamP; its RandAugment, random
 # erasing and Mixup are not part of the suite's recipe), each at its own resolution (the EfficientNet paper's).
-# ReXNet: its paper's SGD recipe.
+# ReXNet: its paper's SGD recipe. "kd": Figure 6's KD students (Appendix D.2: batch 256 at lr 0.1, unscaled).
 _EFFICIENTNET_SIZES = dict(zip(_EFFICIENTNETS, (224, 240, 260, 300)))
 _PAPER_RECIPES = {
     **{name: {"opt": "adamp", "lr": 2e-3, "weight_decay": 1e-2, "epochs": 400, "batch_size": 512,
               "crop_size": size, "eval_size": size}
        for name, size in _EFFICIENTNET_SIZES.items()},
     "rexnet_100": {"nesterov": False, "lr": 0.5, "weight_decay": 1e-5, "batch_size": 512},
+    "kd": {"batch_size": 256, "lr": 0.1},
 }
 
 PAPER = {

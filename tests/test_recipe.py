@@ -1,6 +1,6 @@
 """The official training recipe as the paper profile's default (docs/training.md, Recipe): warm-up from lr 0,
 weight decay on every parameter, PCA lighting, CutMix partners by a random permutation, EfficientNets at their own
-resolutions; and the embedded profiles' specs exactly as they were."""
+resolutions, Figure 6's KD students at batch 256; and the embedded profiles' specs exactly as they were."""
 import numpy as np
 import pytest
 import torch
@@ -11,9 +11,11 @@ from repro.config import architecture_changes, profile_config, with_changes
 from repro.crops import crop_rng
 from repro.data import TrainCrop, TrainCrops, image_folder, open_imagenet
 from repro.data.transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, read_image
+from repro.figures.figure6 import kd_student_changes
 from repro.pipeline import annotator_spec, kd_changes, resources, student_spec
 from repro.runs import Run
 from repro.specs import Spec
+from repro.sweeps import kd_teachers
 from repro.train import cutmix, objective_spec, train_classifier
 from repro.train import trainer
 from repro.train.objectives import objective_class
@@ -43,7 +45,8 @@ def _embedded_students(profile):
         "original": {},
         "relabel_cutmix": {"supervision.mode": "relabel", "supervision.cutmix": True},
         "label_smoothing_cutmix": {"supervision.mode": "label_smoothing", "supervision.cutmix": True},
-        "kd_cutmix": {**kd_changes(cfg), "supervision.cutmix": True},
+        # as Figure 6 builds its KD students
+        "kd_cutmix": {**kd_student_changes(cfg, cfg), "supervision.cutmix": True},
         "efficientnet_b2": architecture_changes(cfg, "efficientnet_b2"),
     }
 
@@ -190,3 +193,17 @@ def test_efficientnets_train_and_evaluate_at_their_own_resolution_at_paper_scale
         embedded = with_changes(proxy, architecture_changes(proxy, arch))["train"]
         assert (embedded["crop_size"], embedded["eval_size"]) == (proxy["train"]["crop_size"],
                                                                   proxy["train"]["eval_size"])
+
+
+def test_figure6_kd_students_train_at_the_appendix_batch_and_lr_at_paper_scale():
+    paper = profile_config("paper")
+    teachers = kd_teachers(paper)
+    assert list(teachers) == ["efficientnet_b1", "efficientnet_b3", "efficientnet_b5", "efficientnet_b7"]
+    for changes in teachers.values():
+        student = student_spec(with_changes(paper, kd_student_changes(paper, with_changes(paper, changes))))
+        assert student["objective"]["mode"] == "kd"
+        assert (student["train"]["batch_size"], student["train"]["lr"]) == (256, 0.1)
+    # the vanilla and ReLabel students of the figure keep the main recipe's batch
+    assert student_spec(paper)["train"]["batch_size"] == 1024
+    proxy = profile_config("proxy")
+    assert kd_student_changes(proxy, proxy) == kd_changes(proxy)
