@@ -2,7 +2,8 @@
 
 KD students learn from teachers of several sizes (`repro.sweeps.kd_teachers`: at paper scale EfficientNet-B1 to
 B7; at the embedded scale ResNets trained by the pipeline like the annotator, the profile's annotator among
-them), each fed the crop at the teacher's resolution (`repro.pipeline.kd_changes`). Costs are measured wall
+them), each fed the crop at the teacher's resolution (`repro.pipeline.kd_changes`), under the profile's "kd"
+recipe if it has one (at paper scale Appendix D.2's batch of 256, `kd_student_changes`). Costs are measured wall
 time: a KD student's train_seconds include its teacher's forward passes (teacher_seconds); ReLabel's cost is its
 student's train_seconds plus the one-time label-map generation. The annotators' and teachers' own training is
 not counted (the paper downloads them); the ReLabel annotator's is drawn as a second, open marker. The paper
@@ -19,7 +20,7 @@ import pandas as pd
 
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
-from repro.config import with_changes
+from repro.config import recipe_changes, with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, students_per_seed,
                             train_student)
@@ -27,6 +28,11 @@ from repro.plotting import plt, wrapped_title
 from repro.sweeps import kd_teachers
 
 RELABEL, ORIGINAL, KD = "relabel", "original", "kd_"
+
+
+def kd_student_changes(cfg, teacher_cfg) -> dict:
+    """A KD student of `cfg`: the profile's "kd" recipe and the teacher that is `teacher_cfg`'s annotator."""
+    return {**recipe_changes(cfg, "kd"), **kd_changes(teacher_cfg)}
 
 
 def collect(ctx: Context) -> Collected:
@@ -49,11 +55,11 @@ def collect(ctx: Context) -> Collected:
             add(setting, seed, "train_seconds", metrics["train_seconds"])
             add(setting, seed, "cost_seconds", metrics["train_seconds"] + (generation if setting == RELABEL else 0))
         add(RELABEL, seed, "labelmap_generation_seconds", generation)
-        add(RELABEL, seed, "epochs", metrics["epochs"])  # the relabel student's: every student shares the recipe
+        add(RELABEL, seed, "epochs", metrics["epochs"])  # the relabel student's: every student trains as many epochs
         add(RELABEL, seed, "annotator_training_seconds", annotator_training)
         for i, (name, teacher_cfg) in enumerate(teachers.items(), 1):
             print(f"== figure6 KD teacher {i}/{len(teachers)}: {name} seed {seed}", file=sys.stderr, flush=True)
-            metrics = train_student(with_changes(cfg, {**kd_changes(teacher_cfg), "seed": seed}),
+            metrics = train_student(with_changes(cfg, {**kd_student_changes(cfg, teacher_cfg), "seed": seed}),
                                     ctx.runs_root)
             add(KD + name, seed, "imagenet_top1", metrics["imagenet_top1"])
             add(KD + name, seed, "train_seconds", metrics["train_seconds"])
@@ -69,7 +75,7 @@ def plan(ctx: Context) -> list:
     specs = [spec for mode in (ORIGINAL, RELABEL) for spec in
              students_per_seed(cfg, ctx.seeds, {"supervision.mode": mode})]
     for changes in kd_teachers(cfg).values():
-        specs += students_per_seed(cfg, ctx.seeds, kd_changes(with_changes(cfg, changes)))
+        specs += students_per_seed(cfg, ctx.seeds, kd_student_changes(cfg, with_changes(cfg, changes)))
     return specs
 
 
@@ -155,7 +161,7 @@ def kd_costs_more(measured: pd.DataFrame) -> tuple[str, str]:
 
 
 def kd_epochs_cost_more(measured: pd.DataFrame) -> tuple[str, str]:
-    """Every KD student's training took longer than the ReLabel student's under the same recipe: the teacher's
+    """Every KD student's training took longer than the ReLabel student's over as many epochs: the teacher's
     forward pass costs more than reading and pooling stored maps. Reports after how many epochs that per-epoch
     difference outweighs the one-time label-map generation (the paper trains for 300)."""
     points = _points(measured).set_index("setting")

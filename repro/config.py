@@ -10,6 +10,7 @@ import copy
 import json
 from typing import Any, Iterable, Mapping
 
+from repro.specs import ADDED_OPTIONS
 from repro.world.params import world_params
 
 PROFILE_NAMES = ("smoke", "proxy", "paper")
@@ -26,13 +27,17 @@ def deep_update(base: Mapping | None, changes: Mapping) -> dict:
     return out
 
 
+def recipe_changes(cfg: Mapping, name: str) -> dict:
+    """The `train` changes of the profile's `recipes` entry `name` (an architecture, or "kd"), if it has one."""
+    return {f"train.{key}": value for key, value in cfg.get("recipes", {}).get(name, {}).items()}
+
+
 def architecture_changes(cfg: Mapping, arch: str) -> dict:
     """The changes that train `arch` (a key of the profile's `models`) under its own recipe: its model spec and its
     family's `recipes` entry, if any."""
     if arch not in cfg["models"]:
         raise ValueError(f"unknown architecture {arch!r}: the profile's models are {', '.join(cfg['models'])}")
-    recipe = cfg.get("recipes", {}).get(arch, {})
-    return {"train.model": cfg["models"][arch], **{f"train.{key}": value for key, value in recipe.items()}}
+    return {"train.model": cfg["models"][arch], **recipe_changes(cfg, arch)}
 
 
 def with_changes(cfg: Mapping, changes: Mapping[str, Any]) -> dict:
@@ -90,7 +95,8 @@ _TRAIN_PAPER = {
     "weight_decay": 1e-4,
     "sched": "cosine",
     "warmup_epochs": 5,
-    "warmup_lr": 1e-4,
+    "warmup_lr": 0.0,
+    "warmup_prefix": True,  # the cosine starts after the warm-up, as in the official schedule (else it spans all)
     "min_lr": 0.0,
     "crop_size": 224,
     "eval_size": 224,
@@ -99,6 +105,8 @@ _TRAIN_PAPER = {
     "ratio": [0.75, 1.3333333333333333],
     "hflip": 0.5,
     "color_jitter": 0.4,
+    "lighting": 0.1,               # alphastd of AlexNet-style PCA lighting noise, as the official code applies
+    "decay_norm_and_bias": True,   # weight decay on every parameter, as the official code's optimizer
     "amp": True,
     "channels_last": True,
     # None, or {"run": <a finished train run's hash or spec>, "reset_head": N}: start from that run's weights with
@@ -116,6 +124,7 @@ _SUPERVISION = {
     "mix_original": 0.0,      # relabel: weight of the one-hot original label (Section 4.1 tries 0.5)
     "cutmix": False,
     "cutmix_beta": 1.0,
+    "cutmix_pairing": "permutation",  # each image's partner: a random permutation of the batch, or "reversed"
     "cutmix_off_last_epochs": 5,
     "kd_teacher": None,       # kd: a model spec {"name", "kwargs", "checkpoint"} and its input size
     "kd_input_size": None,
@@ -168,11 +177,15 @@ _PAPER_MODELS = {name: {"name": name, "kwargs": _EFFICIENTNET_REGULARISATION if 
 
 # An architecture's own recipe: changes to `train` for every run of that architecture, vanilla and ReLabel alike
 # (Table 4 trains each family under its own recipe). EfficientNets: Appendix D.1 (AdamP; its RandAugment, random
-# erasing and Mixup are not part of the suite's recipe). ReXNet: its paper's SGD recipe.
+# erasing and Mixup are not part of the suite's recipe), each at its own resolution (the EfficientNet paper's).
+# ReXNet: its paper's SGD recipe. "kd": Figure 6's KD students (Appendix D.2: batch 256 at lr 0.1, unscaled).
+_EFFICIENTNET_SIZES = dict(zip(_EFFICIENTNETS, (224, 240, 260, 300)))
 _PAPER_RECIPES = {
-    **{name: {"opt": "adamp", "lr": 2e-3, "weight_decay": 1e-2, "epochs": 400, "batch_size": 512}
-       for name in _EFFICIENTNETS},
+    **{name: {"opt": "adamp", "lr": 2e-3, "weight_decay": 1e-2, "epochs": 400, "batch_size": 512,
+              "crop_size": size, "eval_size": size}
+       for name, size in _EFFICIENTNET_SIZES.items()},
     "rexnet_100": {"nesterov": False, "lr": 0.5, "weight_decay": 1e-5, "batch_size": 512},
+    "kd": {"batch_size": 256, "lr": 0.1},
 }
 
 PAPER = {
@@ -200,6 +213,10 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
     cfg["world"] = world_params(profile)
     cfg["models"] = copy.deepcopy(_EMBEDDED_MODELS)
     cfg["recipes"] = copy.deepcopy(_EMBEDDED_RECIPES)
+    # the options added since these profiles' runs were recorded keep their former behaviour: same specs, same
+    # numbers (docs/training.md, Recipe)
+    for section, former in ADDED_OPTIONS.items():
+        cfg[section] = deep_update(cfg[section], former)
     cfg["annotator"] = deep_update(cfg["annotator"], annotator)
     cfg["labelmap"] = deep_update(cfg["labelmap"], labelmap)
     cfg["train"] = deep_update(cfg["train"], train)

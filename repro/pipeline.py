@@ -17,7 +17,7 @@ from repro import steps
 from repro.config import deep_update, profile_config, with_changes
 from repro.evaluate.evaluators import evaluator_spec
 from repro.runs import Resources, Run, cached, stored_spec
-from repro.specs import Spec, file_digest, is_spec_json, tree_digest
+from repro.specs import Spec, file_digest, is_spec_json, tree_digest, without_former_defaults
 from repro.train.objectives import objective_class, objective_spec
 
 # Label maps are generated once with this many classes per cell; Table 6's smaller k and dtypes are derived.
@@ -41,7 +41,7 @@ def world_spec(cfg: Mapping) -> Spec:
 
 def data_spec(cfg: Mapping) -> dict:
     """The whole `data` section, a user's label files by content and the world by its spec."""
-    data = dict(cfg["data"])
+    data = without_former_defaults("data", cfg["data"])
     for key in _DATA_FILES:
         if data.get(key):
             data[key] = file_digest(data[key])
@@ -72,7 +72,8 @@ def annotator_spec(cfg: Mapping) -> Spec:
         raise ValueError(f"annotator.source is {annotator['source']!r}: only a 'train' annotator is a run")
     base = profile_config(cfg["profile"])["supervision"]
     return Spec("annotator", {"data": data_spec(cfg), "seed": annotator["seed"], "splits": ["extra", "train"],
-                              "train": annotator_recipe(cfg), "objective": objective_spec(base)})
+                              "train": without_former_defaults("train", annotator_recipe(cfg)),
+                              "objective": objective_spec(base)})
 
 
 def annotator_ref(cfg: Mapping) -> dict:
@@ -84,7 +85,8 @@ def annotator_ref(cfg: Mapping) -> dict:
     checkpoint, class_map = annotator.get("checkpoint"), annotator.get("class_map")
     return {"source": annotator["source"], "model": annotator["model"], "pretrained": bool(annotator["pretrained"]),
             "checkpoint": file_digest(checkpoint) if checkpoint else None,
-            "class_map": file_digest(class_map) if class_map not in (None, "imagenet-1k") else class_map}
+            # only where set: refs made before the key existed keep their hash
+            **({"class_map": class_map if class_map == "imagenet-1k" else file_digest(class_map)} if class_map else {})}
 
 
 def annotator_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
@@ -250,7 +252,7 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
     (if its objective reads them), of its extra data and of the run it starts from."""
     supervision = cfg["supervision"]
     objective = objective_class(supervision["mode"])
-    train = dict(cfg["train"])
+    train = without_former_defaults("train", cfg["train"])
     train["init"] = _init_ref(train.get("init"), runs_root)
     extra = cfg["extra_data"]
     extra_data = None

@@ -19,6 +19,24 @@ from typing import Any, Iterator, Mapping
 VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labelmaps/v2", "train": "train/v2",
             "eval": "eval/v1"}
 
+# Options added to a config section after the embedded profiles' runs were cached, with the value that reproduces
+# those runs. A spec leaves such an option out while it holds that value, so the cached runs keep their hashes, and
+# a step reads an absent option as that value (`added_option`).
+ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False},
+                 "supervision": {"cutmix_pairing": "reversed"},
+                 "data": {"val_labels": None}}
+
+
+def without_former_defaults(section: str, values: Mapping) -> dict:
+    """A config section as it enters a spec: its added options that hold their former behaviour left out."""
+    added = ADDED_OPTIONS.get(section, {})
+    return {key: value for key, value in values.items() if key not in added or value != added[key]}
+
+
+def added_option(values: Mapping, section: str, key: str) -> Any:
+    """An added option of a spec's section (`ADDED_OPTIONS`); absent, its former behaviour."""
+    return values.get(key, ADDED_OPTIONS[section][key])
+
 
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)

@@ -13,7 +13,8 @@ relabel          LabelPooling of the crop's box on the image's label map (`repro
 kd               the teacher's softmax on the crop at the teacher's input size; the student sees the crop resized
                  to its own size; no temperature and no ground-truth term (Appendix D.2)
 cutmix           on any mode: a box of a batch partner pasted in, targets mixed by the pasted area (CutMix, beta 1);
-                 with kd the teacher labels the mixed image itself
+                 partners by a random permutation or the reversed batch (`cutmix_pairing`); with kd the teacher
+                 labels the mixed image itself
 """
 from __future__ import annotations
 
@@ -29,9 +30,11 @@ from torch import nn
 
 from repro.data.folders import ImageList
 from repro.pooling import mix_with_original, pool_labels
+from repro.specs import added_option, without_former_defaults
 
 CUTMIX_STREAM = 0x0C07  # keeps the CutMix draws apart from the crop draws of repro.crops.crop_rng
-CUTMIX_FIELDS = ("cutmix_beta", "cutmix_off_last_epochs")
+CUTMIX_FIELDS = ("cutmix_beta", "cutmix_off_last_epochs", "cutmix_pairing")
+CUTMIX_PAIRINGS = ("permutation", "reversed")
 
 OBJECTIVES: dict[str, type["Objective"]] = {}
 
@@ -51,7 +54,7 @@ def objective_spec(supervision: Mapping) -> dict:
     """The part of a run's spec that its objective reads: the mode, CutMix, and the mode's own fields."""
     cls = objective_class(supervision["mode"])
     keys = ("mode", "cutmix") + cls.fields + (CUTMIX_FIELDS if supervision["cutmix"] else ())
-    return {key: supervision[key] for key in keys}
+    return without_former_defaults("supervision", {key: supervision[key] for key in keys})
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -62,11 +65,21 @@ def smoothed(labels: torch.Tensor, num_classes: int, eps: float) -> torch.Tensor
     return one_hot(labels, num_classes) * (1.0 - eps) + eps / num_classes
 
 
-def cutmix(images: torch.Tensor, targets: torch.Tensor | None, rng: np.random.Generator, beta: float = 1.0
-           ) -> tuple[torch.Tensor, torch.Tensor | None, float]:
-    """CutMix a batch with itself reversed (timm's pairing): a box of image B-1-i pasted into image i. The box is
+def cutmix_partners(batch: int, rng: np.random.Generator, pairing: str) -> np.ndarray:
+    """Each image's CutMix partner: a random permutation of the batch (the official code's torch.randperm, here
+    drawn from the step's CutMix generator) or the batch reversed (timm's pairing)."""
+    if pairing == "permutation":
+        return rng.permutation(batch)
+    if pairing == "reversed":
+        return np.arange(batch)[::-1].copy()
+    raise ValueError(f"unknown supervision.cutmix_pairing {pairing!r}: choose one of {', '.join(CUTMIX_PAIRINGS)}")
+
+
+def cutmix(images: torch.Tensor, targets: torch.Tensor | None, rng: np.random.Generator, beta: float = 1.0, *,
+           pairing: str) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+    """CutMix a batch with its partners (`cutmix_partners`): a box of image p(i) pasted into image i. The box is
     CutMix's (side sqrt(1 - lam), centre uniform, clipped) and lam is corrected to the area actually kept, so soft
-    targets mix by area: lam * t_i + (1 - lam) * t_(B-1-i). Returns (images, targets, lam)."""
+    targets mix by area: lam * t_i + (1 - lam) * t_p(i). Returns (images, targets, lam)."""
     height, width = images.shape[-2:]
     lam = rng.beta(beta, beta)
     cut = np.sqrt(1.0 - lam)
@@ -75,10 +88,11 @@ def cutmix(images: torch.Tensor, targets: torch.Tensor | None, rng: np.random.Ge
     y1, y2 = np.clip(cy - cut_h // 2, 0, height), np.clip(cy + (cut_h + 1) // 2, 0, height)
     x1, x2 = np.clip(cx - cut_w // 2, 0, width), np.clip(cx + (cut_w + 1) // 2, 0, width)
     lam = 1.0 - float((y2 - y1) * (x2 - x1)) / (height * width)
+    partners = torch.from_numpy(cutmix_partners(len(images), rng, pairing)).to(images.device)
     mixed = images.clone()
-    mixed[:, :, y1:y2, x1:x2] = images.flip(0)[:, :, y1:y2, x1:x2]
+    mixed[:, :, y1:y2, x1:x2] = images[partners, :, y1:y2, x1:x2]
     if targets is not None:
-        targets = lam * targets + (1.0 - lam) * targets.flip(0)
+        targets = lam * targets + (1.0 - lam) * targets[partners]
     return mixed, targets, lam
 
 
@@ -127,6 +141,10 @@ class Objective:
     def criterion(self) -> nn.Module:
         return SoftTargetCrossEntropy()
 
+    @property
+    def cutmix_pairing(self) -> str:
+        return added_option(self.spec, "supervision", "cutmix_pairing")
+
     def use_cutmix(self, epoch: int, epochs: int) -> bool:
         return bool(self.spec["cutmix"]) and epoch < epochs - int(self.spec["cutmix_off_last_epochs"])
 
@@ -140,7 +158,7 @@ class Objective:
         labels = batch["label"].to(self.device, non_blocking=True)
         targets = self.targets(batch, labels)
         if rng is not None:
-            images, targets, _ = cutmix(images, targets, rng, self.spec["cutmix_beta"])
+            images, targets, _ = cutmix(images, targets, rng, self.spec["cutmix_beta"], pairing=self.cutmix_pairing)
         return images, targets, 0.0
 
 
@@ -199,7 +217,7 @@ class KnowledgeDistillation(Objective):
     def __call__(self, batch, rng=None):
         images = batch["image"].to(self.device, non_blocking=True)
         if rng is not None:
-            images, _, _ = cutmix(images, None, rng, self.spec["cutmix_beta"])
+            images, _, _ = cutmix(images, None, rng, self.spec["cutmix_beta"], pairing=self.cutmix_pairing)
         targets, teacher_seconds = self._teacher_targets(images)
         if images.shape[-1] != self.crop_size or images.shape[-2] != self.crop_size:
             images = F.interpolate(images, size=(self.crop_size, self.crop_size), mode="bilinear",

@@ -36,6 +36,7 @@ from repro.evaluate.classification import autocast_for, eval_settings, evaluate_
 from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.models import MODEL_FILE, create_model, save_model
 from repro.runs import Resources, Run
+from repro.specs import added_option
 from repro.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed
 from repro.train.objectives import CUTMIX_STREAM, objective_class
 
@@ -61,8 +62,20 @@ def make_optimizer(model: nn.Module, train_cfg: Mapping) -> torch.optim.Optimize
     if opt in ("sgd", "momentum", "nesterov"):
         # timm's "sgd" is Nesterov SGD and "momentum" plain momentum SGD; the config names the choice explicitly
         opt, kwargs = "sgd", {"nesterov": bool(train_cfg["nesterov"])}
+    # timm exempts norm and bias parameters (1-d) from weight decay unless told not to filter them
+    filter_bias_and_bn = not added_option(train_cfg, "train", "decay_norm_and_bias")
     return create_optimizer_v2(model, opt=opt, lr=train_cfg["lr"], weight_decay=train_cfg["weight_decay"],
-                               momentum=train_cfg["momentum"], **kwargs)
+                               momentum=train_cfg["momentum"], filter_bias_and_bn=filter_bias_and_bn, **kwargs)
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates_per_epoch: int):
+    """timm's schedule with linear warm-up, stepped after every optimizer update."""
+    scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"], num_epochs=int(train_cfg["epochs"]),
+                                       warmup_epochs=train_cfg["warmup_epochs"], warmup_lr=train_cfg["warmup_lr"],
+                                       min_lr=train_cfg["min_lr"], step_on_epochs=False,
+                                       warmup_prefix=bool(added_option(train_cfg, "train", "warmup_prefix")),
+                                       updates_per_epoch=updates_per_epoch)
+    return scheduler
 
 
 def write_history(run: Run, history: list[dict]) -> None:
@@ -140,7 +153,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     accum = int(train_cfg["accum_steps"])
     per_device = batch_split(train_cfg["batch_size"], env.world_size, accum)
     crop = TrainCrop(supervision.input_size, train_cfg["scale"], train_cfg["ratio"], train_cfg["hflip"],
-                     train_cfg["color_jitter"])
+                     train_cfg["color_jitter"], added_option(train_cfg, "train", "lighting"))
     dataset = TrainCrops(images, crop, seed, labelmaps if objective_cls.crops_carry_labelmaps else None)
     sampler = EpochSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
                            drop_last=True)
@@ -159,10 +172,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_cfg)
-    scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"], num_epochs=epochs,
-                                       warmup_epochs=train_cfg["warmup_epochs"], warmup_lr=train_cfg["warmup_lr"],
-                                       min_lr=train_cfg["min_lr"], step_on_epochs=False,
-                                       updates_per_epoch=updates_per_epoch)
+    scheduler = make_scheduler(optimizer, train_cfg, updates_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
 
     state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0, "history": [],
