@@ -224,16 +224,24 @@ def test_table3_at_the_paper_profile_in_one_process(paper, tmp_path):
         assert m["world_size"] == 1 and m["imagenetv2_top_images_images"] == CLASSES
 
 
+def _local_annotator(paper) -> list[str]:
+    """The fixture's plain state dict, with its 1000-class head, in place of the Hub's EfficientNet-L2."""
+    return [f"annotator.checkpoint={paper.annotator}", "annotator.model=" + json.dumps(ANNOTATOR),
+            "annotator.pretrained=false", "annotator.class_map=imagenet-1k", "labelmap.input_size=64",
+            "labelmap.output_stride=16"]
+
+
 @pytest.mark.slow
 def test_table3_at_the_paper_profile_under_torchrun_generates_its_label_maps(paper, tmp_path):
-    annotator = [f"annotator.checkpoint={paper.annotator}", "annotator.model=" + json.dumps(ANNOTATOR),
-                 "annotator.pretrained=false", "annotator.class_map=imagenet-1k", "labelmap.input_size=64",
-                 "labelmap.output_stride=16"]
     args = _documented("torchrun --standalone --nproc_per_node")
     args[args.index("--nproc_per_node") + 1] = "2"
-    _run(args, paper, tmp_path, annotator)
+    _run(args, paper, tmp_path, _local_annotator(paper))
     runs = tmp_path / "runs"
-    assert len(list(runs.glob("labelmaps/*/metrics.json"))) == 1  # generated once, by rank 0
+    generated = [path.parent for path in runs.glob("labelmaps/*/spec.json")
+                 if "source" not in json.loads(path.read_text())["spec"]]
+    assert len(generated) == 1  # the annotator's pass (the students' top-5 maps are derived from it)
+    for run in runs.glob("labelmaps/*"):  # each computed once, by rank 0
+        assert (run / "log.txt").read_text().count(" started") == 1 and (run / "metrics.json").exists()
     for m in _student_metrics(runs):
         assert m["world_size"] == 2 and m["global_batch"] == 8 and m["per_device_batch"] == 4
     meta = json.loads((tmp_path / "results" / "paper" / "table3_meta.json").read_text())
@@ -249,7 +257,7 @@ def test_table3_on_two_nodes_through_torchruns_rendezvous(paper, tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args[args.index("--rdzv_endpoint") + 1] = f"127.0.0.1:{port}"
-    command = _command(args, paper, tmp_path, [])
+    command = _command(args, paper, tmp_path, _local_annotator(paper))
     nodes = [subprocess.Popen(command, cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(2)]
     outputs = [node.communicate(timeout=900) for node in nodes]
