@@ -111,7 +111,17 @@ def test_a_plain_state_dict_with_a_1000_class_head_needs_a_class_map(paper):
 
 
 def test_relabel_takes_a_plain_state_dict(paper, tmp_path, capsys):
+    import timm
+
+    state_dict = tmp_path / "test_resnet.pth"  # timm's own file format: a bare state dict, 1000-class head
+    torch.save(timm.create_model("test_resnet").state_dict(), state_dict)
     out = tmp_path / "maps"
+    assert main(["relabel", "--annotator", str(state_dict), "--arch", "test_resnet", "--data", str(paper.root),
+                 "--out", str(out), "--input-size", "64", "--class-map", "imagenet-1k", "--limit", "4"]) == 0
+    maps = open_labelmaps(out)
+    assert maps.num_images == 4 and maps.num_classes == CLASSES
+    assert int(maps.read(np.arange(4))[1].max()) < CLASSES
+    capsys.readouterr()
     assert main(["relabel", "--annotator", str(paper.annotator), "--arch", "resnet18", "--data", str(paper.root),
                  "--out", str(out), "--input-size", "64", "--class-map", "imagenet-1k", "--limit", "4"]) == 2
     assert "does not fit timm's resnet18" in capsys.readouterr().err  # the tiny net is not timm's default resnet18

@@ -23,6 +23,7 @@ from repro.runs import COMPUTE, Run, cached
 from repro.specs import Spec
 from repro.train import HISTORY_FILE, agreeing_indices, batch_split, cutmix, objective_spec, train_classifier
 from repro.train.objectives import objective_class
+from repro.train import trainer as trainer_module
 from tests.fixtures import NUM_CLASSES, TINY_MODEL, tiny_config
 
 # layer norm only: the gradient of a batch is the mean of its halves' gradients
@@ -195,6 +196,28 @@ def test_resume_ends_with_the_weights_of_an_uninterrupted_run(tmp_path, data, la
     assert [h["epoch"] for h in history] == [1, 2]
     # a finished run is neither trained nor evaluated again
     assert train(resumed, cfg, data, labelmaps=labelmaps, on_update=interrupt_in_epoch_two) == got
+
+
+def test_a_failing_final_evaluation_keeps_the_trained_epochs(tmp_path, data, monkeypatch):
+    cfg = tiny_config(**{"train.epochs": 2})
+    run = new_run(cfg, tmp_path)
+
+    def broken(*args, **kwargs):
+        raise OSError("val image unreadable")
+
+    monkeypatch.setattr(trainer_module, "evaluate_model", broken)
+    with pytest.raises(OSError, match="unreadable"):
+        train(run, cfg, data, eval_every=0)
+    assert torch.load(run.checkpoint_path, weights_only=True)["state"]["epoch"] == 2  # saved before evaluating
+    monkeypatch.undo()
+
+    def no_training(model, updates):
+        raise AssertionError("the rerun trained again")
+
+    metrics = train(run, cfg, data, eval_every=0, on_update=no_training)
+    assert metrics["updates"] == 12 and metrics["imagenet_images"] == len(data.val)
+    history = [json.loads(line) for line in (run.dir / HISTORY_FILE).read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2] and history[-1]["val_top1"] == metrics["imagenet_top1"]
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):

@@ -185,6 +185,10 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         scaler.load_state_dict(checkpoint["scaler"])
         state = checkpoint["state"]
         log(f"resuming after epoch {state['epoch']} ({state['updates']} updates)")
+    def checkpoint_state() -> dict:
+        return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "state": state}
+
     ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
                  if env.distributed else model)
     loss_fn = supervision.criterion()
@@ -244,24 +248,30 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                  "teacher_seconds": round(teacher_seconds, 3),
                  "images_per_second": micro_steps * per_device * env.world_size / seconds}
         eval_started = time.perf_counter()
-        if epoch + 1 == epochs:
-            state["final_metrics"] = evaluate_model(model, data.eval_sets, **monitor)
-            entry["val_top1"] = state["final_metrics"].get("imagenet_top1")
-        elif eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
+        # the last epoch's full evaluation comes after its checkpoint, so a failing evaluation never costs training
+        if epoch + 1 < epochs and eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
             logits = predict_logits(model, data.val, **monitor)
             entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
         entry["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
         state["epoch"] = epoch + 1
         state["history"].append(entry)
         if env.is_main:
-            save_checkpoint(run.checkpoint_path, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                                  "scheduler": scheduler.state_dict(),
-                                                  "scaler": scaler.state_dict(), "state": state})
+            save_checkpoint(run.checkpoint_path, checkpoint_state())
             write_history(run, state["history"])
             val = f" val top-1 {entry['val_top1']:.2f}" if entry.get("val_top1") is not None else ""
             log(f"epoch {epoch + 1}/{epochs} loss {entry['train_loss']:.4f} lr {entry['lr']:.4g}{val} "
                 f"{entry['images_per_second']:.0f} img/s {seconds:.1f}s")
 
+    if state["final_metrics"] is None:  # trained to the end; evaluated once, also after a resume
+        eval_started = time.perf_counter()
+        state["final_metrics"] = evaluate_model(model, data.eval_sets, **monitor)
+        last = state["history"][-1]
+        last["val_top1"] = state["final_metrics"].get("imagenet_top1")
+        last["eval_seconds"] = round(last["eval_seconds"] + time.perf_counter() - eval_started, 3)
+        if env.is_main:
+            save_checkpoint(run.checkpoint_path, checkpoint_state())
+            write_history(run, state["history"])
+            log(f"evaluated: val top-1 {last['val_top1']}")
     if env.is_main:
         save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
     if env.distributed:
