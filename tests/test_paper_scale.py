@@ -25,7 +25,7 @@ from repro.labelmaps import open_labelmaps
 from repro.labelmaps.annotator import build_annotator
 from repro.models import check_hub_weights
 from repro.pipeline import labelmaps_ref, resources
-from repro.runs import cached
+from repro.runs import Resources, cached
 from repro.specs import Spec, is_spec_json
 from tests.paperscale import ANNOTATOR, CLASSES, SCALED_DOWN, VAL_PER_CLASS, build_paper_scale
 
@@ -108,6 +108,26 @@ def test_a_plain_state_dict_with_a_1000_class_head_needs_a_class_map(paper):
     wrapped = paper.root.parent / "wrapped.pth"  # {"state_dict": ...} with DDP's "module." prefix
     torch.save({"state_dict": {f"module.{k}": v for k, v in saved.items()}}, wrapped)
     assert build_annotator(wrapped, arch=ANNOTATOR).num_classes == 1000
+
+
+def test_a_pretrained_hub_annotator_keeps_its_head_and_needs_a_class_map(paper, monkeypatch, tmp_path):
+    """timm's pretrained weights stand in by a seeded random model: the path must not swap in a random head."""
+    import repro.models as models
+    from repro.steps import classifier_from_ref
+
+    create = models.create_model
+    monkeypatch.setattr(models, "check_hub_weights", lambda name: None)
+    monkeypatch.setattr(models, "create_model", lambda spec, num_classes, pretrained=False, **kw:
+                        create(spec, num_classes, pretrained=False, **kw))
+    ref = {"source": "timm", "model": {"name": "test_resnet", "kwargs": {}}, "pretrained": True, "checkpoint": None}
+    resources = Resources(tmp_path)
+    with pytest.raises(ValueError, match="1000-class head"):
+        classifier_from_ref(ref, paper.wnids, resources)
+    torch.manual_seed(0)
+    fitted = classifier_from_ref({**ref, "class_map": "imagenet-1k"}, paper.wnids, resources)
+    torch.manual_seed(0)
+    full = create({"name": "test_resnet", "kwargs": {}}, None)
+    assert torch.equal(fitted.get_classifier().weight, full.get_classifier().weight[paper.imagenet_ids])
 
 
 def test_relabel_takes_a_plain_state_dict(paper, tmp_path, capsys):
