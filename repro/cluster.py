@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import shlex
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -116,6 +117,9 @@ def compute_run(spec_json: dict, resource_fields: dict) -> str:
 
     from repro import steps  # noqa: F401  (registers each kind's compute)
 
+    # submitit's job process ignores SIGTERM, and forked workers inherit that: a process pool (the world's
+    # drawing) stops its workers with SIGTERM and would wait for them forever
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     spec = Spec.from_json(spec_json)
     resources = Resources(**{**resource_fields, "runs_root": Path(resource_fields["runs_root"])})
     if submitit.JobEnvironment().num_tasks > 1:
