@@ -130,6 +130,11 @@ def compute_run(spec_json: dict, resource_fields: dict) -> str:
     return str(cached(spec, resources).dir)
 
 
+def resource_fields(resources: Resources) -> dict:
+    """`Resources` as the JSON values a job receives (compute_run rebuilds them)."""
+    return {**dataclasses.asdict(resources), "runs_root": str(resources.runs_root)}
+
+
 def _error_line(error: Exception) -> str:
     """The last line of a job's traceback (submitit wraps it in its own text), or the error's first line."""
     lines = [line.strip() for line in str(error).splitlines()]
@@ -155,7 +160,7 @@ def submit(specs: list[Spec], options: JobOptions, resources: Resources) -> list
     import submitit
 
     folder = resources.runs_root / LOG_FOLDER / "%j"
-    fields = {**dataclasses.asdict(resources), "runs_root": str(resources.runs_root)}
+    fields = resource_fields(resources)
     jobs: dict[str, object] = {}
     for spec in specs:
         after = [jobs[dependency.hash].job_id for dependency in spec.dependencies() if dependency.hash in jobs]

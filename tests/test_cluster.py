@@ -1,6 +1,7 @@
 """Cluster launch (`--submit`, repro.cluster) through submitit's local executor and a stand-in `sbatch`, and the
 Makefile's NPROC / SET."""
 import json
+import os
 import re
 import subprocess
 import sys
@@ -9,9 +10,13 @@ from pathlib import Path
 import pytest
 
 from repro.cli import build_parser, main, make_context
+from repro.cluster import resource_fields
 from repro.experiment import discover
+from repro.pipeline import resources as config_resources
+from repro.pipeline import student_spec
 from repro.plan import with_inputs
-from tests.fixtures import TINY_MODEL
+from repro.runs import Run
+from tests.fixtures import TINY_MODEL, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -130,3 +135,36 @@ def test_submit_local_computes_each_run_once_in_its_own_job_then_tabulates(tmp_p
     out = capsys.readouterr().out
     assert f"0 run(s) to compute of {len(specs)}" in out and "submitted job" not in out
     assert (tmp_path / "results" / "smoke" / "table3.csv").exists()
+
+
+def _compute_and_report(spec_json, resource_fields):
+    """compute_run, then what the task saw: its rank and the size of its process group."""
+    import torch.distributed
+
+    from repro.cluster import compute_run
+
+    run_dir = compute_run(spec_json, resource_fields)
+    return {"run": run_dir, "rank": int(os.environ["RANK"]), "group": torch.distributed.get_world_size()}
+
+
+@pytest.mark.slow
+def test_a_training_job_of_two_tasks_trains_its_run_in_one_process_group(imagenet, tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import cloudpickle  # the job unpickles _compute_and_report: pytest's name for this module is not importable there
+
+    cfg = tiny_config(**{"data.source": "imagenet", "data.root": str(imagenet.root), "supervision.mode": "original"})
+    spec = student_spec(cfg)
+    resources = config_resources(cfg, tmp_path / "runs")
+    executor = submitit.AutoExecutor(folder=tmp_path / "runs" / "submitit" / "%j", cluster="local")
+    executor.update_parameters(tasks_per_node=2, timeout_min=10)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        job = executor.submit(_compute_and_report, spec.as_json(), resource_fields(resources))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    tasks = job.results()
+    assert sorted(task["rank"] for task in tasks) == [0, 1] and [task["group"] for task in tasks] == [2, 2]
+    run = Run(spec, resources.runs_root)
+    assert {task["run"] for task in tasks} == {str(run.dir)} and run.done
+    assert (run.dir / "log.txt").read_text().count("started") == 1
