@@ -5,6 +5,11 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PROFILE ?= proxy
 SEEDS ?= 1
+# NPROC > 1: the experiments train under torchrun, one process per device; each word of SET is a --set change
+NPROC ?= 1
+SET ?=
+REPRO := $(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m repro,$(BIN)/python -m repro)
+SETS := $(if $(SET), $(addprefix --set ,$(SET)))
 
 .PHONY: env table3 plan paper compare world test test-slow clean-results
 
@@ -17,17 +22,17 @@ $(STAMP): pyproject.toml
 env: $(STAMP)
 
 table3: env
-	$(BIN)/python -m repro table3 --profile $(PROFILE) --seeds $(SEEDS)
+	$(REPRO) table3 --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
 
 plan: env
-	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS) --plan
+	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
 
 world: env
 	$(BIN)/python -m repro world --profile $(PROFILE)
 
 paper: env
-	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS) --plan
-	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)
+	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
+	$(REPRO) all --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
 	$(BIN)/python -m repro compare --profile $(PROFILE)
 
 compare: env

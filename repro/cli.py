@@ -5,6 +5,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from repro.cluster import launch
 from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, profile_config, with_changes
 from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, check_inputs, compare, discover,
                               experiment_plan, run_experiment)
@@ -21,6 +22,22 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
     parser.add_argument("--plan", action="store_true",
                         help="list every run the experiment needs (kind, hash, cached or not, size) and stop")
+    cluster = parser.add_argument_group("cluster jobs (submitit; pip install -e '.[cluster]')")
+    cluster.add_argument("--submit", choices=("slurm", "local"), default=None,
+                         help="compute each run the cache lacks as its own job (Slurm, or processes on this machine), "
+                              "wait for them, then tabulate here")
+    cluster.add_argument("--submit-no-wait", action="store_true",
+                         help="with --submit: print the job ids and the command that tabulates, and stop")
+    cluster.add_argument("--slurm-partition", dest="slurm_partition", metavar="P")
+    cluster.add_argument("--slurm-account", dest="slurm_account", metavar="A")
+    cluster.add_argument("--slurm-gpus-per-node", dest="slurm_gpus_per_node", type=int, metavar="G",
+                         help="GPUs (one task each) per node of a training job; other jobs take one (default 1)")
+    cluster.add_argument("--slurm-nodes", dest="slurm_nodes", type=int, metavar="N",
+                         help="nodes of a training job (default 1)")
+    cluster.add_argument("--slurm-time", dest="slurm_time_min", type=int, metavar="MIN",
+                         help="time limit of each job in minutes (default 1440)")
+    cluster.add_argument("--slurm-cpus-per-task", dest="slurm_cpus_per_task", type=int, metavar="C")
+    cluster.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="M")
 
 
 def build_parser(experiments) -> argparse.ArgumentParser:
@@ -70,11 +87,14 @@ def make_context(args) -> Context:
 
 
 def _run_one(args, experiments) -> int:
+    ctx = make_context(args)
+    if (status := launch(args, [experiments[args.experiment]], ctx)) is not None:
+        return status
     if args.plan:
-        print(experiment_plan(experiments[args.experiment], make_context(args)))
+        print(experiment_plan(experiments[args.experiment], ctx))
         return 0
     try:
-        run_experiment(experiments[args.experiment], make_context(args))
+        run_experiment(experiments[args.experiment], ctx)
     except NotImplementedExperiment as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -86,6 +106,8 @@ def _run_one(args, experiments) -> int:
 
 def _run_all(args, experiments) -> int:
     ctx = make_context(args)
+    if (status := launch(args, list(experiments.values()), ctx)) is not None:
+        return status
     if args.plan:
         print("\n\n".join(experiment_plan(experiment, ctx) for experiment in experiments.values()))
         return 0

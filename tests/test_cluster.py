@@ -1,0 +1,170 @@
+"""Cluster launch (`--submit`, repro.cluster) through submitit's local executor and a stand-in `sbatch`, and the
+Makefile's NPROC / SET."""
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from repro.cli import build_parser, main, make_context
+from repro.cluster import resource_fields
+from repro.experiment import discover
+from repro.pipeline import resources as config_resources
+from repro.pipeline import student_spec
+from repro.plan import with_inputs
+from repro.runs import Run
+from tests.fixtures import TINY_MODEL, tiny_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _make_commands(*variables: str) -> list[str]:
+    """The suite commands `make -n paper table3` would run (the environment taken as installed)."""
+    out = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "-o", ".venv/.installed", "paper", "table3",
+                          *variables], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines() if " -m repro " in line]
+
+
+def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
+    assert _make_commands() == [
+        ".venv/bin/python -m repro all --profile proxy --seeds 1 --plan",
+        ".venv/bin/python -m repro all --profile proxy --seeds 1",
+        ".venv/bin/python -m repro compare --profile proxy",
+        ".venv/bin/python -m repro table3 --profile proxy --seeds 1",
+    ]
+    sets = "--set train.epochs=2 --set data.root=/x"
+    torchrun = ".venv/bin/torchrun --standalone --nproc_per_node 8 -m repro"
+    assert _make_commands("PROFILE=paper", "NPROC=8", "SET=train.epochs=2 data.root=/x") == [
+        f".venv/bin/python -m repro all --profile paper --seeds 1 {sets} --plan",
+        f"{torchrun} all --profile paper --seeds 1 {sets}",
+        ".venv/bin/python -m repro compare --profile paper",
+        f"{torchrun} table3 --profile paper --seeds 1 {sets}",
+    ]
+
+
+def _table3(tmp_path) -> list[str]:
+    """Table 3 at the smoke profile with tiny models: a world, an annotator, its label maps and four students,
+    two of which read the maps."""
+    model = json.dumps(TINY_MODEL)
+    return ["table3", "--profile", "smoke", "--runs", str(tmp_path / "runs"), "--results", str(tmp_path / "results"),
+            "--set", f"train.model={model}", "--set", f"annotator.model={model}"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--slurm-nodes", "2"], "error: --slurm-nodes only acts with --submit slurm"),
+    (["--submit-no-wait"], "error: --submit-no-wait only acts with --submit"),
+    (["--submit", "local", "--slurm-gpus-per-node", "2"], "error: --slurm-gpus-per-node is for --submit slurm"),
+    (["--submit", "local", "--plan"], "error: --plan lists the runs and --submit computes them"),
+    (["--submit", "slurm"], "error: --submit slurm: sbatch and srun not on PATH"),
+])
+def test_a_bad_submit_option_is_a_one_line_error(options, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no Slurm here
+    assert main(_table3(tmp_path) + options) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_submit_without_submitit_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit raises ImportError
+    assert main(_table3(tmp_path) + ["--submit", "local"]) == 2
+    assert capsys.readouterr().err == "error: --submit local needs submitit: pip install -e '.[cluster]'\n"
+
+
+def _planned_specs(argv) -> list:
+    """The specs of every run the command's experiment needs, inputs first (what `--plan` lists)."""
+    experiments = discover()
+    args = build_parser(experiments).parse_args(argv)
+    return with_inputs(experiments[args.experiment].plan(make_context(args)))
+
+
+def test_slurm_jobs_one_per_run_training_on_every_gpu_held_until_their_inputs_succeed(tmp_path, monkeypatch,
+                                                                                     capsys):
+    pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # sbatch stand-in: job ids 101, 102, ... (submitit parses "Submitted batch job N"); srun is only looked for
+    (bin_dir / "sbatch").write_text(f'#!/bin/sh\nn=$(cat {bin_dir}/count 2>/dev/null || echo 100)\n'
+                                    f'n=$((n + 1)); echo $n > {bin_dir}/count; echo "Submitted batch job $n"\n')
+    (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
+    for script in bin_dir.iterdir():
+        script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    argv = _table3(tmp_path)
+    specs = _planned_specs(argv)
+    assert main(argv + ["--submit", "slurm", "--submit-no-wait", "--slurm-gpus-per-node", "4", "--slurm-nodes", "2",
+                        "--slurm-partition", "gpu", "--slurm-time", "90"]) == 0
+    out = capsys.readouterr().out
+    submitted = re.findall(r"submitted job (\d+): (\w+) (\w+)", out)
+    assert [(kind, run_hash) for _, kind, run_hash in submitted] == [(s.kind, s.hash) for s in specs]  # plan order
+    job_of = {run_hash: job for job, _, run_hash in submitted}
+    assert f"tabulate with: python -m repro table3 --profile smoke --seeds 1 --runs {tmp_path / 'runs'}" in out
+    for (job, kind, run_hash), spec in zip(submitted, specs):
+        script = (tmp_path / "runs" / "submitit" / job / f"{job}_submission.sh").read_text()
+        flags = dict(re.findall(r"#SBATCH --([\w-]+)=(\S+)", script))
+        training = kind in ("train", "annotator")
+        assert (flags["nodes"], flags["ntasks-per-node"], flags["gpus-per-node"]) == (
+            ("2", "4", "4") if training else ("1", "1", "1"))
+        assert (flags["partition"], flags["time"]) == ("gpu", "90")
+        inputs = [job_of[dependency.hash] for dependency in spec.dependencies()]
+        assert flags.get("dependency") == ("afterok:" + ":".join(inputs) if inputs else None)
+
+
+@pytest.mark.slow
+def test_submit_local_computes_each_run_once_in_its_own_job_then_tabulates(tmp_path, monkeypatch, capsys):
+    pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the local executor starts every job at once on this small machine
+    argv = _table3(tmp_path)
+    specs = _planned_specs(argv)
+    assert main(argv + ["--submit", "local"]) == 0
+    out = capsys.readouterr().out
+    submitted = re.findall(r"submitted job (\d+): (\w+) (\w+)", out)
+    assert [(kind, run_hash) for _, kind, run_hash in submitted] == [(s.kind, s.hash) for s in specs]
+    assert len(re.findall(r"\] job \d+ \w+ \w+ done after", out)) == len(specs)
+    for spec in specs:  # the jobs sharing an input waited on its lock: each run was computed once
+        run_dir = tmp_path / "runs" / spec.kind / spec.hash
+        log = (run_dir / "log.txt").read_text()
+        assert log.count("started") == 1 and "resuming" not in log and (run_dir / "metrics.json").exists()
+    assert (tmp_path / "results" / "smoke" / "table3.csv").exists()
+    # everything is cached now: nothing to submit, the table is written again from the cache
+    (tmp_path / "results" / "smoke" / "table3.csv").unlink()
+    assert main(argv + ["--submit", "local"]) == 0
+    out = capsys.readouterr().out
+    assert f"0 run(s) to compute of {len(specs)}" in out and "submitted job" not in out
+    assert (tmp_path / "results" / "smoke" / "table3.csv").exists()
+
+
+def _compute_and_report(spec_json, resource_fields):
+    """compute_run, then what the task saw: its rank and the size of its process group."""
+    import torch.distributed
+
+    from repro.cluster import compute_run
+
+    run_dir = compute_run(spec_json, resource_fields)
+    return {"run": run_dir, "rank": int(os.environ["RANK"]), "group": torch.distributed.get_world_size()}
+
+
+@pytest.mark.slow
+def test_a_training_job_of_two_tasks_trains_its_run_in_one_process_group(imagenet, tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    import cloudpickle  # the job unpickles _compute_and_report: pytest's name for this module is not importable there
+
+    cfg = tiny_config(**{"data.source": "imagenet", "data.root": str(imagenet.root), "supervision.mode": "original"})
+    spec = student_spec(cfg)
+    resources = config_resources(cfg, tmp_path / "runs")
+    executor = submitit.AutoExecutor(folder=tmp_path / "runs" / "submitit" / "%j", cluster="local")
+    executor.update_parameters(tasks_per_node=2, timeout_min=10)
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    try:
+        job = executor.submit(_compute_and_report, spec.as_json(), resource_fields(resources))
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+    tasks = job.results()
+    assert sorted(task["rank"] for task in tasks) == [0, 1] and [task["group"] for task in tasks] == [2, 2]
+    run = Run(spec, resources.runs_root)
+    assert {task["run"] for task in tasks} == {str(run.dir)} and run.done
+    assert (run.dir / "log.txt").read_text().count("started") == 1
