@@ -136,7 +136,8 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
     """A classifier from a checkpoint saved by `save_model`, from a plain state dict of the timm architecture
     `spec` (timm's or torchvision's own files: torchvision's ResNets share timm's parameter names), or by timm
     name (`pretrained`: the Hub's weights, which must be cached or reachable). The head keeps its saved classes
-    (num_classes: a timm name's head, None for timm's default as pretrained weights have it); overrides (e.g. output_stride=8) go to timm.create_model."""
+    (num_classes: a timm name's head, None for timm's default as pretrained weights have it); overrides (e.g.
+    output_stride=8) go to timm.create_model."""
     path = Path(source)
     if not path.is_file():
         if path.suffix in (".pt", ".pth", ".bin", ".safetensors") or os.sep in str(source):

@@ -213,8 +213,11 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
 def _head_classes(saved) -> int | None:
     """The class count of a saved classifier: the suite's checkpoint records it; a plain state dict's last 2-D
     weight is its head."""
+    import torch
+
     if isinstance(saved, Mapping) and "num_classes" in saved:
         return int(saved["num_classes"])
     state = saved.get("state_dict", saved.get("model", saved)) if isinstance(saved, Mapping) else {}
-    weights = [value for key, value in state.items() if key.endswith("weight") and getattr(value, "dim", lambda: 0)() == 2]
+    weights = [value for key, value in state.items()
+               if key.endswith("weight") and torch.is_tensor(value) and value.dim() == 2]
     return int(weights[-1].shape[0]) if weights else None

@@ -163,7 +163,9 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
     store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
-                               input_size=int(body["input_size"]), topk=min(int(body["topk"]), num_classes), dtype=body["dtype"],
+                               input_size=int(body["input_size"]),
+                               topk=min(int(body["topk"]), num_classes),  # a class subset may have fewer than k
+                               dtype=body["dtype"],
                                batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
     metrics = {**store_metrics(store), "generation_seconds": round(time.time() - started, 2)}
     if not body["unlabelled"]:
