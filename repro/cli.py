@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
 from repro.cluster import launch
-from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, profile_config, with_changes
+from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
+                          with_changes)
 from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, check_inputs, compare, discover,
                               experiment_plan, run_experiment)
 
@@ -76,12 +78,12 @@ def build_parser(experiments) -> argparse.ArgumentParser:
 
 def make_context(args) -> Context:
     if args.seeds < 1:
-        raise SystemExit(f"--seeds must be at least 1, got {args.seeds}")
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     overrides = parse_overrides(args.overrides)
-    try:
-        config = with_changes(profile_config(args.profile), overrides)
-    except KeyError as error:
-        raise SystemExit(f"--set: {error.args[0]}") from None
+    base = profile_config(args.profile)
+    config = with_changes(base, overrides)  # an unknown key is a ConfigError naming it
+    for dotted, value in overrides.items():
+        check_change(base, dotted, value)
     return Context(profile=args.profile, config=config, seeds=list(range(args.seeds)), runs_root=args.runs,
                    results_root=args.results, overrides=overrides)
 
@@ -146,11 +148,22 @@ def _compare(args, experiments) -> int:
     return compare(experiments, args.profile, args.results, args.markdown)
 
 
+# what a wrong input raises, with a message that names it: one line on stderr and exit status 2, unless REPRO_DEBUG
+USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+
+
 def main(argv: list[str] | None = None) -> int:
     experiments = discover()
     parser = build_parser(experiments)
     args = parser.parse_args(argv)
-    return args.func(args, experiments) or 0
+    try:
+        return args.func(args, experiments) or 0
+    except USER_ERRORS as error:
+        if os.environ.get("REPRO_DEBUG"):
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"error: {message} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

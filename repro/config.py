@@ -53,10 +53,11 @@ def set_path(cfg: dict, dotted: str, value: Any) -> None:
     node = cfg
     for key in parents:
         if not isinstance(node.get(key), dict):
-            raise KeyError(f"config has no section {dotted.rsplit('.', 1)[0]!r} (setting {dotted!r})")
+            raise ConfigError(f"config has no section {dotted.rsplit('.', 1)[0]!r} (setting {dotted!r}): the "
+                              "sections and keys are in repro/config.py")
         node = node[key]
     if leaf not in node:
-        raise KeyError(f"config has no key {dotted!r}")
+        raise ConfigError(f"config has no key {dotted!r}: its section holds {', '.join(map(str, node))}")
     node[leaf] = copy.deepcopy(value)
 
 
@@ -80,6 +81,38 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = raw
         changes[key.strip()] = value
     return changes
+
+
+class ConfigError(ValueError):
+    """A config change that cannot be right: its message names the key, the value and what is expected."""
+
+
+# keys whose value must be at least this (a smaller one fails deep inside timm or the loader, or trains nothing)
+MINIMUM = {"train.epochs": 1, "train.batch_size": 1, "train.accum_steps": 1, "train.warmup_epochs": 0,
+           "train.lr": 0, "train.crop_size": 1, "train.eval_size": 1, "labelmap.topk": 1, "labelmap.input_size": 1,
+           "resources.workers": 0, "resources.batch_size_eval": 1, "seed": 0, "annotator.seed": 0}
+
+
+def _kind(value) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+            dict: "a JSON object"}[type(value)]
+
+
+def check_change(cfg: Mapping, dotted: str, value: Any) -> None:
+    """A `--set` value against the type of the key's value in `cfg` (a None default takes anything) and the key's
+    minimum, before any work starts."""
+    default = get_path(cfg, dotted)
+    if default is not None and value is not None:
+        expected = type(default)
+        fits = (isinstance(value, bool) if expected is bool else
+                isinstance(value, int) and not isinstance(value, bool) if expected is int else
+                isinstance(value, (int, float)) and not isinstance(value, bool) if expected is float else
+                isinstance(value, expected))
+        if not fits:
+            raise ConfigError(f"--set {dotted}={json.dumps(value)}: expected {_kind(default)} like the default "
+                              f"{json.dumps(default)}")
+    if dotted in MINIMUM and isinstance(value, (int, float)) and value < MINIMUM[dotted]:
+        raise ConfigError(f"--set {dotted}={value}: must be at least {MINIMUM[dotted]}")
 
 
 # The student's recipe (Section 4.1 and the official configs); profiles shrink epochs, sizes and models.

@@ -7,7 +7,7 @@ import pytest
 
 from repro import results
 from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN
-from repro.config import parse_overrides, profile_config, with_changes
+from repro.config import ConfigError, parse_overrides, profile_config, with_changes
 from repro.experiment import compare, discover
 from repro.pipeline import student_spec
 from repro.runs import COMPUTE, Resources, Run, cached
@@ -40,7 +40,7 @@ def test_profiles_differ_in_sizes_only():
 def test_overrides_parse_json_and_reject_unknown_keys():
     assert parse_overrides(["train.epochs=3", "supervision.mode=relabel", "train.scale=[0.2, 1.0]"]) == {
         "train.epochs": 3, "supervision.mode": "relabel", "train.scale": [0.2, 1.0]}
-    with pytest.raises(KeyError, match="train.epochz"):
+    with pytest.raises(ConfigError, match="train.epochz"):
         with_changes(profile_config("smoke"), {"train.epochz": 3})
     with pytest.raises(ValueError, match="key=value"):
         parse_overrides(["train.epochs"])

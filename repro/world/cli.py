@@ -5,7 +5,7 @@ import json
 import sys
 from pathlib import Path
 
-from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, parse_overrides, with_changes
+from repro.config import DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, parse_overrides, with_changes
 from repro.runs import Run
 from repro.specs import Spec
 from repro.world.params import world_params
@@ -38,7 +38,7 @@ def run_world_command(args, experiments=None) -> int:
     try:
         params = with_changes(params, parse_overrides(args.overrides))
         check_params(params)
-    except KeyError as error:
+    except (ConfigError, KeyError) as error:
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
     reused = Run(Spec("world", params), args.runs).done

@@ -1,0 +1,43 @@
+"""Wrong inputs are one line on stderr naming the key, value or path, with exit status 2, before any work starts;
+REPRO_DEBUG=1 shows the traceback instead."""
+import pytest
+
+from repro.cli import main
+from repro.config import ConfigError
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--set", "train.epochs=abc"], "--set train.epochs=\"abc\": expected an integer like the default 1"),
+    (["--set", "train.epochs=0"], "--set train.epochs=0: must be at least 1"),
+    (["--set", "train.epochz=3"], "config has no key 'train.epochz'"),
+    (["--set", "trian.epochs=3"], "config has no section 'trian'"),
+    (["--set", "train.amp=yes"], "--set train.amp=\"yes\": expected true or false"),
+    (["--set", "train.lr=-0.1"], "--set train.lr=-0.1: must be at least 0"),
+    (["--set", "train.scale=0.5"], "--set train.scale=0.5: expected a list"),
+    (["--seeds", "0"], "--seeds must be at least 1"),
+])
+def test_a_wrong_setting_is_one_line_and_status_2_before_any_work(args, expected, tmp_path, capsys):
+    status = main(["table3", "--profile", "smoke", "--runs", str(tmp_path / "runs"), *args])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and err.startswith("error: ") and len(err.splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "runs").exists()  # nothing was built
+
+
+def test_values_of_the_defaults_type_are_accepted(tmp_path, capsys):
+    assert main(["table3", "--profile", "smoke", "--plan", "--runs", str(tmp_path), "--set", "train.lr=1",
+                 "--set", "train.amp=false", "--set", "train.scale=[0.3, 1.0]",
+                 "--set", "annotator.checkpoint=none.pt"]) == 0  # a float takes an int; a None default anything
+
+
+def test_a_missing_data_root_is_one_line(tmp_path, capsys):
+    status = main(["check", "--profile", "paper", "--set", f"data.root={tmp_path / 'nowhere'}", "--runs",
+                   str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert status == 2 and all(line.startswith("problem: ") for line in err)  # one line per problem
+    assert any("has no train/ folder" in line for line in err)
+
+
+def test_repro_debug_shows_the_traceback(tmp_path, monkeypatch):
+    monkeypatch.setenv("REPRO_DEBUG", "1")
+    with pytest.raises(ConfigError, match="train.epochs"):
+        main(["table3", "--profile", "smoke", "--runs", str(tmp_path), "--set", "train.epochs=abc"])
