@@ -220,6 +220,25 @@ def test_a_failing_final_evaluation_keeps_the_trained_epochs(tmp_path, data, mon
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["val_top1"] == metrics["imagenet_top1"]
 
 
+def test_a_nan_label_map_stops_training_in_its_first_epoch_naming_the_batch(tmp_path, data, labelmaps):
+    from repro.labelmaps import open_labelmaps
+    from repro.labelmaps.packed import write_packed
+    from repro.train.trainer import NonFiniteLoss
+
+    stored = open_labelmaps(labelmaps)
+    values, ids = stored.read(np.arange(stored.num_images))
+    damaged = write_packed(tmp_path / "nan_maps", stored.paths, values, ids, num_classes=stored.num_classes)
+    on_disk = np.load(damaged / "values.npy", mmap_mode="r+")
+    on_disk[3, 0, 1, 1] = np.nan  # one cell of one image, damaged after the store was written
+    on_disk.flush()
+    cfg = tiny_config(**{"supervision.mode": "relabel", "train.epochs": 2})
+    run = new_run(cfg, tmp_path)
+    with pytest.raises(NonFiniteLoss, match=r"loss nan at epoch 1, step \d+ \(rank 0's batch: .*" +
+                       stored.paths[3].split("/")[-1]):
+        train(run, cfg, data, labelmaps=damaged, eval_every=0)
+    assert not run.done and not run.checkpoint_path.exists()  # never cached as finished, nothing half-kept
+
+
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):
     weights = {}
     for accum in (1, 2):

@@ -68,6 +68,26 @@ def make_optimizer(model: nn.Module, train_cfg: Mapping) -> torch.optim.Optimize
                                momentum=train_cfg["momentum"], filter_bias_and_bn=filter_bias_and_bn, **kwargs)
 
 
+class NonFiniteLoss(ValueError):
+    """Training produced a NaN or infinite loss: the run stops, unfinished, naming the step and the batch's files."""
+
+
+def stop_on_non_finite(loss: torch.Tensor, targets, env, epoch: int, step: int, files: list[str]) -> None:
+    """Raises NonFiniteLoss on every rank as soon as one rank's loss is not finite (all ranks stop together, so
+    none waits in a collective for the others), naming the images whose targets are not finite (a damaged label
+    map), else the batch's first images (the model diverged)."""
+    bad = (~torch.isfinite(loss.detach())).float().reshape(1)
+    if env.distributed:
+        torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+    if bad.item():
+        if torch.is_tensor(targets) and targets.dim() == 2:
+            damaged = (~torch.isfinite(targets)).any(dim=1).nonzero().flatten().tolist()
+            files = [files[i] for i in damaged if i < len(files)] or files
+        shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
+        raise NonFiniteLoss(f"loss {loss.item()} at epoch {epoch + 1}, step {step + 1} (rank {env.rank}'s batch: "
+                            f"{shown}); check the label maps (python -m repro labelmaps verify) and the lr")
+
+
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates_per_epoch: int):
     """timm's schedule with linear warm-up, stepped after every optimizer update."""
     scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"], num_epochs=int(train_cfg["epochs"]),
@@ -219,6 +239,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                 with autocast():
                     loss = loss_fn(ddp_model(inputs).float(), targets)
                 scaler.scale(loss / accum).backward()
+            stop_on_non_finite(loss, targets, env, epoch, micro, [images.relpaths[i] for i in batch["index"].tolist()])
             loss_sum += loss.detach()
             if last_micro:
                 lr = optimizer.param_groups[0]["lr"]
