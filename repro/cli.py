@@ -100,9 +100,6 @@ def _run_one(args, experiments) -> int:
     except NotImplementedExperiment as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except InputsProblem as problem:
-        print(problem, file=sys.stderr)
-        return 2
     return 0
 
 
@@ -118,11 +115,7 @@ def _run_all(args, experiments) -> int:
         if not experiment.implemented:
             skipped.append(name)
             continue
-        try:
-            run_experiment(experiment, ctx)
-        except InputsProblem as problem:
-            print(problem, file=sys.stderr)
-            return 2
+        run_experiment(experiment, ctx)
     if skipped:
         print(f"not implemented yet, skipped: {', '.join(skipped)}", file=sys.stderr)
     return 0
@@ -134,12 +127,8 @@ def _check(args, experiments) -> int:
     if unknown:
         print(f"error: unknown experiment {unknown[0]}: choose from {', '.join(experiments)}", file=sys.stderr)
         return 2
-    try:
-        for name in args.experiments:
-            check_inputs(experiments[name], ctx, verbose=True)
-    except InputsProblem as problem:
-        print(problem, file=sys.stderr)
-        return 2
+    for name in args.experiments:
+        check_inputs(experiments[name], ctx, verbose=True)
     print("inputs ok")
     return 0
 
@@ -158,11 +147,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args, experiments) or 0
+    except InputsProblem as problem:  # the pre-flight check's problems, one line each
+        print(problem, file=sys.stderr)
+        return 2
     except USER_ERRORS as error:
         if os.environ.get("REPRO_DEBUG"):
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        print(f"error: {message} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
+        print(f"error: {error} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
         return 2
 
 

@@ -112,7 +112,7 @@ _register_narrow_efficientnets()
 
 # --- classifiers from anywhere: the suite's checkpoints, plain timm / torchvision state dicts, the Hub ---------
 
-def _state_dict_of(saved, path) -> dict:
+def state_dict_of(saved, path) -> dict:
     """The state dict inside a saved file: the file itself, or its "state_dict" / "model" entry; DDP's "module."
     prefix removed."""
     state = saved
@@ -153,7 +153,7 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
         return load_model(path, **overrides)
     if spec is None:
         raise ValueError(f"{path} is a plain state dict: name its timm architecture (annotator.model, or --arch)")
-    state = _state_dict_of(saved, path)
+    state = state_dict_of(saved, path)
     probe = create_model(spec, num_classes=None)
     head_key = f"{_classifier_name(probe)}.weight"
     if head_key not in state:
@@ -212,25 +212,34 @@ def classes_of_head(class_map: str | os.PathLike) -> list[str]:
     return path.read_text().split()
 
 
-def fit_head(model: nn.Module, wnids: Sequence[str], class_map: str | os.PathLike | None, name: str) -> nn.Module:
-    """The classifier with a head over the data's classes `wnids`: as it is where it has that many outputs and no
-    class map is given, else the rows of the class map's wnids kept in the data's order."""
-    head = model.get_classifier()
+def head_rows(head_classes: int, wnids: Sequence[str], class_map: str | os.PathLike | None,
+              name: str) -> list[int] | None:
+    """The rows of a `head_classes`-output head that score the data's classes `wnids`, in their order: None where
+    the head is kept as it is (as many outputs, no class map); else the rows of the class map's wnids."""
     if class_map is None:
-        if head.out_features != len(wnids):
-            raise ValueError(f"{name} has a {head.out_features}-class head but the data have {len(wnids)} classes: "
+        if head_classes != len(wnids):
+            raise ValueError(f"{name} has a {head_classes}-class head but the data have {len(wnids)} classes: "
                              "set annotator.class_map to imagenet-1k (a head in ImageNet-1k order) or to a file "
                              "of the head's wnids, one per line")
-        return model
+        return None
     head_wnids = classes_of_head(class_map)
-    if len(head_wnids) != head.out_features:
+    if len(head_wnids) != head_classes:
         raise ValueError(f"class map {class_map} names {len(head_wnids)} classes for {name}'s "
-                         f"{head.out_features}-class head")
+                         f"{head_classes}-class head")
     position = {wnid: i for i, wnid in enumerate(head_wnids)}
     missing = [wnid for wnid in wnids if wnid not in position]
     if missing:
         raise ValueError(f"the data's class {missing[0]} is not in class map {class_map} ({len(missing)} missing)")
-    rows = torch.tensor([position[wnid] for wnid in wnids])
+    return [position[wnid] for wnid in wnids]
+
+
+def fit_head(model: nn.Module, wnids: Sequence[str], class_map: str | os.PathLike | None, name: str) -> nn.Module:
+    """The classifier with a head over the data's classes `wnids` (`head_rows`)."""
+    head = model.get_classifier()
+    rows = head_rows(head.out_features, wnids, class_map, name)
+    if rows is None:
+        return model
+    rows = torch.tensor(rows)
     weight, bias = head.weight.detach()[rows].clone(), head.bias.detach()[rows].clone()
     model.reset_classifier(len(wnids))
     new_head = model.get_classifier()

@@ -165,18 +165,12 @@ def _released_maps_renumbering(cfg: Mapping, maps_classes: int) -> list[str] | N
     """The data's wnids where they are a proper subset of ImageNet-1k's (the released maps' ids are ImageNet-1k
     class indices); None where the data's classes are the maps' own. Any other mismatch is an error."""
     from repro.data.folders import read_classes
-    from repro.data.imagenet import imagenet_subset_indices
+    from repro.data.imagenet import released_maps_classes
 
     if cfg["data"]["source"] != "imagenet":
         return None
-    wnids = read_classes(cfg["data"]["root"])[0]
-    if imagenet_subset_indices(wnids) is not None:
-        return wnids
-    if len(wnids) != maps_classes:
-        raise ValueError(f"labelmap.official_dir {cfg['labelmap']['official_dir']} holds {maps_classes}-class ids "
-                         f"but data.root {cfg['data']['root']} has {len(wnids)} classes that are not a subset of "
-                         "ImageNet-1k's: give maps of the data's own classes (python -m repro relabel)")
-    return None
+    return released_maps_classes(read_classes(cfg["data"]["root"])[0], maps_classes,
+                                 f"labelmap.official_dir {cfg['labelmap']['official_dir']}")
 
 
 def stored_topk(cfg: Mapping, split: str = "train") -> int:

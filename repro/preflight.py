@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 from repro.plan import released_maps, with_inputs
-from repro.specs import Spec, is_spec_json
+from repro.specs import Spec, canonical_json, digest_path, is_spec_json
 
 OK, ABSENT, PROBLEM = "ok", "absent", "problem"
 
@@ -27,31 +27,32 @@ class Finding:
 
 
 def preflight(specs: Iterable[Spec]) -> list[Finding]:
-    """Findings for the inputs of `specs` and of every run they need."""
+    """Findings for the inputs of `specs` and of every run they need, each input looked at once."""
     ordered = with_inputs(specs)
     findings: list[Finding] = []
-    datas = _unique(spec.body["data"] for spec in ordered if isinstance(spec.body.get("data"), Mapping))
-    wnids_of = {}
-    for data in datas:
-        found, wnids = check_data(data)
+    layouts = {}  # data root -> (wnids, training image paths), for the data that were read
+    for data in _unique(spec.body["data"] for spec in ordered if isinstance(spec.body.get("data"), Mapping)):
+        found, layout = check_data(data)
         findings += found
-        if wnids is not None:
-            wnids_of[data["root"]] = (wnids, data)
+        if layout is not None:
+            layouts[data["root"]] = layout
+    released, pretrained = {}, {}
     for spec in ordered:
         data = spec.body.get("data")
-        wnids = wnids_of.get(data["root"])[0] if isinstance(data, Mapping) and data["root"] in wnids_of else None
+        root = data["root"] if isinstance(data, Mapping) else None
         for ref in released_maps(spec.body):
-            findings += check_released_maps(ref, data, wnids)
+            released.setdefault(canonical_json([ref, root]), (ref, root))
         for ref in _pretrained_refs(spec.body):
-            findings += check_pretrained(ref, wnids)
+            pretrained.setdefault(canonical_json([ref, root]), (ref, root))
+    for ref, root in released.values():
+        findings += check_released_maps(ref, layouts.get(root))
+    for ref, root in pretrained.values():
+        findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     return list(dict.fromkeys(findings))
 
 
 def _unique(items: Iterable[Mapping]) -> list[Mapping]:
-    seen = {}
-    for item in items:
-        seen.setdefault(repr(sorted(item.items())), item)
-    return list(seen.values())
+    return list({canonical_json(item): item for item in items}.values())
 
 
 def _pretrained_refs(value) -> Iterable[dict]:
@@ -69,9 +70,10 @@ def _pretrained_refs(value) -> Iterable[dict]:
 
 # --- the data ----------------------------------------------------------------------------------------------------
 
-def check_data(data: Mapping) -> tuple[list[Finding], list[str] | None]:
-    """The layout of an ImageNet installation: classes, train, val (either layout), ReaL, ImageNetV2."""
-    from repro.data.folders import image_folder, read_classes, val_folder
+def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str, ...]] | None]:
+    """The layout of an ImageNet installation: classes, train, val (either layout), ReaL, ImageNetV2; and, where
+    it could be read, (its wnids, its training images' paths)."""
+    from repro.data.folders import VAL_SOLUTION, image_folder, read_classes, val_folder
     from repro.data.imagenet import IMAGENET_V2
 
     if data["source"] == "world":
@@ -94,26 +96,22 @@ def check_data(data: Mapping) -> tuple[list[Finding], list[str] | None]:
                                          "ImageNet's validation tarball there"))
     else:
         try:
-            val = val_folder(root, wnids, _path(data.get("val_labels")))
+            labels = digest_path(data.get("val_labels"))
+            val = val_folder(root, wnids, labels)
             flat = bool(val.relpaths) and val.relpaths[0].count("/") == 1
-            layout = "flat, labelled by " + str(_path(data.get("val_labels")) or root / "LOC_val_solution.csv") \
-                if flat else "class folders"
+            layout = f"flat, labelled by {labels or root / VAL_SOLUTION}" if flat else "class folders"
             findings.append(Finding(OK if len(val) else PROBLEM, f"val: {len(val)} images ({layout})"))
         except (OSError, ValueError) as error:
             findings.append(Finding(PROBLEM, f"val: {error}"))
     if val is not None and len(val):
         findings += _check_label_sets(data, root, val, wnids)
-    v2_root = Path(_path(data.get("v2_root")) or root / "v2")
+    v2_root = Path(data.get("v2_root") or root / "v2")
     for name, folder in IMAGENET_V2.items():
         present = (v2_root / folder).is_dir()
         findings.append(Finding(OK if present else ABSENT,
                                 f"{name}: {v2_root / folder}" + ("" if present else " not found (its columns stay "
                                                                  "empty; put the folder there or set data.v2_root)")))
-    return findings, wnids
-
-
-def _path(value):
-    return value["path"] if isinstance(value, Mapping) else value
+    return findings, (wnids, train.relpaths)
 
 
 def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:
@@ -124,7 +122,7 @@ def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:
 
     findings = []
     for key, default in (("real_json", root / "real.json"), ("shankar_json", root / "shankar.json")):
-        path = _path(data.get(key))
+        path = digest_path(data.get(key))
         path = Path(path) if path else default if default.exists() else None
         name = key.removesuffix("_json")
         if path is None:
@@ -147,10 +145,10 @@ def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:
 
 # --- label maps and annotators -----------------------------------------------------------------------------------
 
-def check_released_maps(ref: Mapping, data: Mapping | None, wnids) -> list[Finding]:
-    """The released maps' class ids against the data's classes and their coverage of the training images."""
-    from repro.data.folders import image_folder
-    from repro.data.imagenet import imagenet_subset_indices
+def check_released_maps(ref: Mapping, layout: tuple[list[str], tuple[str, ...]] | None) -> list[Finding]:
+    """The released maps' class ids against the data's classes (`layout`: wnids, training images) and their
+    coverage of the training images."""
+    from repro.data.imagenet import released_maps_classes
     from repro.labelmaps import LabelMapError, open_labelmaps
 
     directory = ref["official"]
@@ -160,16 +158,16 @@ def check_released_maps(ref: Mapping, data: Mapping | None, wnids) -> list[Findi
         return [Finding(PROBLEM, f"labelmap.official_dir: {error}")]
     findings = [Finding(OK, f"label maps: {maps.num_images} maps in {directory}, top-{maps.topk}, grid "
                             f"{maps.grid[0]}x{maps.grid[1]}, {maps.num_classes}-class ids")]
-    if wnids is None:
+    if layout is None:
         return findings
-    if imagenet_subset_indices(wnids) is not None:
-        findings.append(Finding(OK, f"label maps: ImageNet-1k ids renumbered to the data's {len(wnids)} classes"))
-    elif maps.num_classes != len(wnids):
-        findings.append(Finding(PROBLEM, f"labelmap.official_dir {directory} holds {maps.num_classes}-class ids, "
-                                         f"the data {len(wnids)} classes that are not a subset of ImageNet-1k's: "
-                                         "make maps of the data's classes (python -m repro relabel)"))
-    train = image_folder(data["root"], "train", wnids)
-    missing = [path for path in train.relpaths if path not in maps]
+    wnids, train = layout
+    try:
+        if released_maps_classes(wnids, maps.num_classes, f"labelmap.official_dir {directory}") is not None:
+            findings.append(Finding(OK, f"label maps: ImageNet-1k ids renumbered to the data's {len(wnids)} "
+                                        "classes"))
+    except ValueError as error:
+        findings.append(Finding(PROBLEM, str(error)))
+    missing = [path for path in train if path not in maps]
     if missing:
         findings.append(Finding(PROBLEM, f"label maps: {len(missing)} of {len(train)} training images have no map "
                                          f"in {directory}, e.g. {missing[0]}"))
@@ -180,44 +178,38 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
     """A pretrained annotator or teacher: its weights are there, and its head fits the data's classes."""
     import torch
 
-    from repro.models import check_hub_weights, classes_of_head
+    from repro.models import check_hub_weights, head_rows
 
     name = ref["model"]["name"]
-    checkpoint = _path(ref.get("checkpoint"))
-    class_map = _path(ref.get("class_map"))
+    checkpoint = digest_path(ref.get("checkpoint"))
+    class_map = digest_path(ref.get("class_map"))
     try:
         if checkpoint:
             if not Path(checkpoint).is_file():
                 raise FileNotFoundError(f"annotator.checkpoint {checkpoint} not found")
             # memory-mapped: the head's shape without reading a large file
-            saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-            head = _head_classes(saved)
+            head = _head_classes(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True),
+                                 checkpoint)
             where = f"{checkpoint} ({name})"
         elif ref["pretrained"]:
             check_hub_weights(name)
             head, where = 1000, f"timm's {name}"
         else:
             return [Finding(OK, f"annotator: {name} with random weights")]
-        if class_map is not None:
-            missing = [w for w in wnids or [] if w not in set(classes_of_head(class_map))]
-            if missing:
-                raise ValueError(f"the data's class {missing[0]} is not in annotator.class_map {class_map}")
-        elif wnids is not None and head is not None and head != len(wnids):
-            raise ValueError(f"{where} has a {head}-class head but the data have {len(wnids)} classes: set "
-                             "annotator.class_map to imagenet-1k or to a file of the head's wnids")
+        if wnids is not None and head is not None:
+            head_rows(head, wnids, class_map, where)
     except (OSError, ValueError, RuntimeError) as error:
         return [Finding(PROBLEM, f"annotator: {error}")]
     return [Finding(OK, f"annotator: {where}, {head}-class head" + (f", class map {class_map}" if class_map else ""))]
 
 
-def _head_classes(saved) -> int | None:
+def _head_classes(saved, path) -> int | None:
     """The class count of a saved classifier: the suite's checkpoint records it; a plain state dict's last 2-D
     weight is its head."""
-    import torch
+    from repro.models import state_dict_of
 
     if isinstance(saved, Mapping) and "num_classes" in saved:
         return int(saved["num_classes"])
-    state = saved.get("state_dict", saved.get("model", saved)) if isinstance(saved, Mapping) else {}
-    weights = [value for key, value in state.items()
-               if key.endswith("weight") and torch.is_tensor(value) and value.dim() == 2]
+    weights = [value for key, value in state_dict_of(saved, path).items()
+               if key.endswith("weight") and value.dim() == 2]
     return int(weights[-1].shape[0]) if weights else None

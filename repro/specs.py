@@ -38,6 +38,11 @@ def added_option(values: Mapping, section: str, key: str) -> Any:
     return values.get(key, ADDED_OPTIONS[section][key])
 
 
+def digest_path(value: Any) -> Any:
+    """The path inside a file's digest (`file_digest`), or the value itself where it is not one."""
+    return value["path"] if isinstance(value, Mapping) and "path" in value else value
+
+
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from repro.models import MODEL_FILE
 from repro.runs import Resources, Run, cached, computes
-from repro.specs import Spec, is_spec_json
+from repro.specs import Spec, digest_path, is_spec_json
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -51,8 +51,7 @@ def data_root(data: Mapping, resources: Resources) -> Path:
 def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
     from repro.data.imagenet import open_imagenet
 
-    paths = {key: value["path"] if isinstance(value, Mapping) and "path" in value else value
-             for key, value in data.items()}
+    paths = {key: digest_path(value) for key, value in data.items()}
     return open_imagenet(data_root(data, resources), paths, train_splits=tuple(train_splits))
 
 
@@ -67,13 +66,11 @@ def classifier_from_ref(ref: Mapping, wnids, resources: Resources, **overrides) 
     if is_spec_json(ref):
         path = cached(Spec.from_json(ref), resources).dir / MODEL_FILE  # trains the model first if needed
         return fit_head(load_model(path, **overrides), wnids, None, str(path))
-    checkpoint = ref["checkpoint"]["path"] if ref.get("checkpoint") else None
+    checkpoint = digest_path(ref.get("checkpoint"))
     random_head = {} if checkpoint or ref["pretrained"] else {"num_classes": len(wnids)}
     model = load_classifier(checkpoint or ref["model"]["name"], ref["model"],
                             pretrained=bool(ref["pretrained"]) and not checkpoint, **random_head, **overrides)
-    class_map = ref.get("class_map")
-    class_map = class_map["path"] if isinstance(class_map, Mapping) else class_map
-    return fit_head(model, wnids, class_map, checkpoint or ref["model"]["name"])
+    return fit_head(model, wnids, digest_path(ref.get("class_map")), checkpoint or ref["model"]["name"])
 
 
 def model_from_ref(ref: Mapping, wnids, resources: Resources) -> nn.Module:

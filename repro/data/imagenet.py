@@ -69,6 +69,19 @@ def imagenet_subset_indices(wnids: Sequence[str]) -> dict[int, int] | None:
     return {position[wnid]: i for i, wnid in enumerate(wnids)}
 
 
+def released_maps_classes(wnids: Sequence[str], maps_classes: int, where) -> list[str] | None:
+    """How maps of ImageNet-1k ids (the released maps) serve data of classes `wnids`: renumbered to the data's
+    wnids where those are a proper subset of ImageNet-1k's, as they are (None) where the class counts agree, and
+    not at all otherwise (an error)."""
+    if imagenet_subset_indices(wnids) is not None:
+        return list(wnids)
+    if len(wnids) != maps_classes:
+        raise ValueError(f"{where} holds {maps_classes}-class ids but the data have {len(wnids)} classes that are "
+                         "not a subset of ImageNet-1k's: give maps of the data's own classes (python -m repro "
+                         "relabel)")
+    return None
+
+
 def imagenet_label_sets(val: ImageList, wnids: Sequence[str]) -> list[list[int]] | None:
     """ReaL from timm's copy of the official file (ImageNet-1k class indices), in the data's class indices: a
     subset of ImageNet's classes keeps the labels of its own classes. None where the data are not ImageNet's."""
