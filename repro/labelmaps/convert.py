@@ -131,7 +131,8 @@ def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, ov
         values, ids = maps.read(rows)
         for row, v, i in zip(rows, values, ids):
             save_official(partial / f"{keys[row]}.pt", v, i)
-    settings = {k: maps.settings.get(k) for k in ("num_classes", "annotator", "input_size")}
+    settings = {**{k: maps.settings.get(k) for k in ("num_classes", "annotator", "input_size")},
+                "topk": maps.topk, "grid": list(maps.grid)}
     write_text_atomic(partial / OFFICIAL_SETTINGS, json.dumps(settings))
     commit_dir(partial, out_dir, overwrite)
     return out_dir

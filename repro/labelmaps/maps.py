@@ -28,6 +28,22 @@ def official_key(relpath: str | os.PathLike) -> str:
     return f"{path.parent.name}/{path.stem}"
 
 
+def check_maps_read(values: np.ndarray, ids: np.ndarray, num_classes: int, name_of) -> None:
+    """Raises LabelMapError naming the first image (`name_of(i)` for the i-th map read) whose values are not
+    finite or whose class ids are out of 0..num_classes-1: every read is checked, at a cost far below the read's."""
+    flat_values, flat_ids = values.reshape(len(values), -1), ids.reshape(len(ids), -1)
+    bad = ~np.isfinite(flat_values).all(axis=1)
+    if bad.any():
+        raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} has non-finite values: "
+                            f"regenerate or repair it (python -m repro labelmaps verify lists every damaged map)")
+    bad = (flat_ids.max(axis=1, initial=0) >= num_classes) | (flat_ids.min(axis=1, initial=0) < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise LabelMapError(f"label map of {name_of(i)} has class id {int(flat_ids[i].max())} outside "
+                            f"0..{num_classes - 1} of the data's {num_classes} classes: use maps made for these "
+                            f"classes")
+
+
 def as_rows(rows) -> np.ndarray:
     """Row indices (an int, a sequence, an array or a tensor) as an int64 array [B]."""
     if isinstance(rows, torch.Tensor):

@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from repro.atomic import write_stream_atomic
 from repro.labelmaps.errors import LabelMapError
-from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows
+from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows, check_maps_read
 from repro.labelmaps.packed import INDEX
 
 OFFICIAL_SETTINGS = "settings.json"
+SHAPE_SAMPLE = 9  # files read to find the maps' shape where settings.json does not declare it
 
 
 def save_official(path: str | os.PathLike, values, ids) -> None:
@@ -54,10 +57,29 @@ class OfficialLabelMaps(LabelMaps):
             raise LabelMapError(f"no label maps in {self.path}: expected {INDEX} (packed) or <wnid>/<stem>.pt files")
         settings_file = self.path / OFFICIAL_SETTINGS
         self.settings = json.loads(settings_file.read_text()) if settings_file.exists() else {}
-        values, _ = load_official(self.file(0))
-        self.topk = values.shape[0]
-        self.grid = tuple(values.shape[1:])
+        self.topk, *grid = self._declared_shape()
+        self.grid = tuple(grid)
         self.num_classes = int(num_classes or self.settings.get("num_classes") or DEFAULT_CLASSES)
+
+    def _declared_shape(self) -> tuple[int, ...]:
+        """(k, H, W) of every map: from settings.json where the maps were made here, else the shape most of
+        SHAPE_SAMPLE files spread over the store agree on (so one damaged file cannot set it)."""
+        if "topk" in self.settings and "grid" in self.settings:
+            self.shape_source = f"as {self.path / OFFICIAL_SETTINGS} declares"
+            return (int(self.settings["topk"]), *(int(s) for s in self.settings["grid"]))
+        rows = np.unique(np.linspace(0, len(self._keys) - 1, SHAPE_SAMPLE).round().astype(int))
+        shapes = Counter()
+        for row in rows:
+            try:
+                shapes[tuple(load_official_tensor(self.file(row)).shape[1:])] += 1
+            except LabelMapError:
+                continue
+        if not shapes:
+            raise LabelMapError(f"none of {len(rows)} label maps sampled in {self.path} can be read: check the "
+                                f"folder (python -m repro labelmaps verify {self.path})")
+        shape, count = shapes.most_common(1)[0]
+        self.shape_source = f"like {count} of {len(rows)} files sampled"
+        return shape
 
     @property
     def paths(self) -> list[str]:
@@ -72,7 +94,8 @@ class OfficialLabelMaps(LabelMaps):
             v, i = load_official(self.file(row))
             if tuple(v.shape) != (self.topk, *self.grid):
                 raise LabelMapError(f"label map {self.file(row)} is {tuple(v.shape)}, expected "
-                                    f"{(self.topk, *self.grid)} like the others")
+                                    f"{(self.topk, *self.grid)} ({self.shape_source}): regenerate or replace it")
+            check_maps_read(v[None].numpy(), i[None].numpy(), self.num_classes, lambda _: str(self.file(row)))
             values.append(v)
             ids.append(i)
         return torch.stack(values), torch.stack(ids)

@@ -21,7 +21,7 @@ from numpy.lib.format import open_memmap
 
 from repro.atomic import write_text_atomic
 from repro.labelmaps.errors import LabelMapError
-from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows
+from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows, check_maps_read
 from repro.labelmaps.quantize import DTYPES, FP16_MAX, check_dtype, dequantize_uint8, quantize_uint8
 
 FORMAT = "repro-labelmaps-packed"
@@ -157,12 +157,27 @@ class PackedLabelMaps(LabelMaps):
         return self._count
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """(values, ids, scales or None), memory-mapped read-only, opened once per process."""
+        """(values, ids, scales or None), memory-mapped read-only, opened once per process; their shapes and
+        dtypes are checked against the index then (its declared shape, not any one image's)."""
         if self._arrays is None or self._pid != os.getpid():
             names = (VALUES, IDS, SCALES) if self.dtype == "int8" else (VALUES, IDS)
             values, ids, *scales = (self._open(name) for name in names)
-            self._arrays, self._pid = (values, ids, scales[0] if scales else None), os.getpid()
+            arrays = (values, ids, scales[0] if scales else None)
+            problems = self.array_problems(arrays)
+            if problems:
+                raise LabelMapError(f"{problems[0]}: the store is damaged or was written by another tool; "
+                                    f"regenerate it")
+            self._arrays, self._pid = arrays, os.getpid()
         return self._arrays
+
+    def array_problems(self, arrays) -> list[str]:
+        """Arrays whose shape or dtype differs from what the index declares."""
+        shape = (self.num_images, self.topk, *self.grid)
+        wanted = ((VALUES, DTYPES[self.dtype], shape), (IDS, np.uint16, shape), (SCALES, np.float32,
+                                                                                   (self.num_images, 2)))
+        return [f"{self.path / name}: {array.shape} {array.dtype}, expected {want} {np.dtype(dtype)} as "
+                f"{self.path / INDEX} declares" for array, (name, dtype, want) in zip(arrays, wanted)
+                if array is not None and (array.shape != want or array.dtype != dtype)]
 
     def _open(self, name: str) -> np.ndarray:
         try:
@@ -177,7 +192,10 @@ class PackedLabelMaps(LabelMaps):
             out = dequantize_uint8(values[rows], np.asarray(scales[rows]))
         else:
             out = values[rows].astype(np.float32)
-        return torch.from_numpy(out), torch.from_numpy(ids[rows].astype(np.int64))
+        out_ids = ids[rows].astype(np.int64)
+        check_maps_read(out, out_ids, self.num_classes, lambda i: f"{self.paths[rows[i]]} (row {rows[i]} of "
+                                                                   f"{self.path})")
+        return torch.from_numpy(out), torch.from_numpy(out_ids)
 
     def __getstate__(self):
         state = super().__getstate__()

@@ -11,8 +11,7 @@ from repro.imagefiles import list_images
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import CHUNK
 from repro.labelmaps.official import OfficialLabelMaps, load_official_tensor
-from repro.labelmaps.packed import IDS, INDEX, SCALES, VALUES, PackedLabelMaps
-from repro.labelmaps.quantize import DTYPES
+from repro.labelmaps.packed import INDEX, PackedLabelMaps
 from repro.labelmaps.reader import open_labelmaps
 
 
@@ -41,16 +40,9 @@ def _verify_packed(maps: PackedLabelMaps, problems: list[str]) -> None:
     if len(set(maps.paths)) != len(maps.paths):
         problems.append(f"{maps.path / INDEX}: repeated image paths")
     try:
-        values, ids, scales = maps.arrays()
+        values, ids, scales = maps.arrays()  # checks the arrays' shapes and dtypes against the index
     except LabelMapError as error:
         problems.append(str(error))
-        return
-    shape = (maps.num_images, maps.topk, *maps.grid)
-    for name, array, dtype, want in ((VALUES, values, DTYPES[maps.dtype], shape), (IDS, ids, np.uint16, shape),
-                                     (SCALES, scales, np.float32, (maps.num_images, 2))):
-        if array is not None and (array.shape != want or array.dtype != dtype):
-            problems.append(f"{maps.path / name}: {array.shape} {array.dtype}, expected {want} {np.dtype(dtype)}")
-    if problems:
         return
     for start in range(0, maps.num_images, CHUNK):
         stop = min(start + CHUNK, maps.num_images)
@@ -70,7 +62,7 @@ def _verify_official(maps: OfficialLabelMaps, problems: list[str]) -> None:
             problems.append(str(error))
             continue
         if tuple(tensor.shape) != shape:
-            problems.append(f"{file}: {tuple(tensor.shape)}, expected {shape} like the others")
+            problems.append(f"{file}: {tuple(tensor.shape)}, expected {shape} ({maps.shape_source})")
             continue
         if not torch.equal(tensor[1], tensor[1].round()):
             problems.append(f"{file}: class ids are not whole numbers")
