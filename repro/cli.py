@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from repro.cluster import launch
+from repro.preemption import PREEMPTED_STATUS, Preempted
 from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
                           with_changes)
 from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, check_inputs, compare, discover,
@@ -150,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     except InputsProblem as problem:  # the pre-flight check's problems, one line each
         print(problem, file=sys.stderr)
         return 2
+    except Preempted as stopped:
+        print(f"stopped: {stopped}", file=sys.stderr)
+        return PREEMPTED_STATUS
     except USER_ERRORS as error:
         if os.environ.get("REPRO_DEBUG"):
             raise

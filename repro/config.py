@@ -90,7 +90,8 @@ class ConfigError(ValueError):
 # keys whose value must be at least this (a smaller one fails deep inside timm or the loader, or trains nothing)
 MINIMUM = {"train.epochs": 1, "train.batch_size": 1, "train.accum_steps": 1, "train.warmup_epochs": 0,
            "train.lr": 0, "train.crop_size": 1, "train.eval_size": 1, "labelmap.topk": 1, "labelmap.input_size": 1,
-           "resources.workers": 0, "resources.batch_size_eval": 1, "seed": 0, "annotator.seed": 0}
+           "resources.workers": 0, "resources.batch_size_eval": 1, "resources.checkpoint_minutes": 0, "seed": 0,
+           "annotator.seed": 0}
 
 
 def _kind(value) -> str:
@@ -148,7 +149,8 @@ _TRAIN_PAPER = {
 }
 
 # What a run may use without changing its result: never part of a run's spec.
-_RESOURCES_PAPER = {"workers": 8, "batch_size_eval": 256}
+# what cannot change a result: loader processes, evaluation batch, minutes between mid-epoch checkpoints (0: none)
+_RESOURCES_PAPER = {"workers": 8, "batch_size_eval": 256, "checkpoint_minutes": 30.0}
 
 _SUPERVISION = {
     "mode": "original",       # original | label_smoothing | label_cleaning | relabel | kd
@@ -191,6 +193,7 @@ _DATA_PAPER = {
     "shankar_json": None,
     "v2_root": None,                   # the three ImageNetV2 folders; None = <root>/v2
     "boxes_csv": None,                 # LOC_val_solution.csv, for Figures 2 and 5
+    "skip_unreadable": False,          # true: train without images that cannot be decoded (counted in metrics)
 }
 
 # Table 5's extra data: ReLabel on a pool of further images (ImageNet-21k in the paper, linked or copied to
@@ -240,7 +243,7 @@ PAPER = {
 
 def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_images: int, workers: int) -> dict:
     cfg = copy.deepcopy(PAPER)
-    cfg["resources"] = {"workers": workers, "batch_size_eval": 256}
+    cfg["resources"] = {**_RESOURCES_PAPER, "workers": workers}
     cfg["profile"] = profile
     cfg["data"] = {**_DATA_PAPER, "source": "world", "root": None}
     cfg["world"] = world_params(profile)

@@ -27,7 +27,8 @@ _DATA_FILES = ("val_labels", "real_json", "shankar_json", "boxes_csv")
 
 
 def resources(cfg: Mapping, runs_root: str | os.PathLike) -> Resources:
-    return Resources(Path(runs_root), int(cfg["resources"]["workers"]), int(cfg["resources"]["batch_size_eval"]))
+    return Resources(Path(runs_root), int(cfg["resources"]["workers"]), int(cfg["resources"]["batch_size_eval"]),
+                     float(cfg["resources"]["checkpoint_minutes"]))
 
 
 # --- data --------------------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ class Resources:
     runs_root: Path
     workers: int = 0
     batch_size_eval: int = 256
+    checkpoint_minutes: float = 30.0  # a training run's mid-epoch checkpoints (bit-identical resume: no result)
 
 
 # kind -> compute(spec, run, resources) -> metrics; filled by repro.steps

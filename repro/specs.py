@@ -24,7 +24,7 @@ VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labe
 # a step reads an absent option as that value (`added_option`).
 ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False},
                  "supervision": {"cutmix_pairing": "reversed"},
-                 "data": {"val_labels": None}}
+                 "data": {"val_labels": None, "skip_unreadable": False}}
 
 
 def without_former_defaults(section: str, values: Mapping) -> dict:

@@ -3,6 +3,7 @@ DDP on CPU (gloo)."""
 import dataclasses
 import json
 import os
+import signal
 import socket
 
 import numpy as np
@@ -220,10 +221,64 @@ def test_a_failing_final_evaluation_keeps_the_trained_epochs(tmp_path, data, mon
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["val_top1"] == metrics["imagenet_top1"]
 
 
-def test_a_nan_label_map_stops_training_in_its_first_epoch_naming_the_batch(tmp_path, data, labelmaps):
-    from repro.labelmaps import open_labelmaps
+MID_EPOCH_CFG = {"train.epochs": 2, "train.warmup_epochs": 1, "supervision.mode": "relabel",
+                 "supervision.cutmix": True, "train.model": {**TINY_MODEL, "kwargs": {**TINY_MODEL["kwargs"],
+                                                                                     "drop_rate": 0.3}}}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data, labelmaps):
+    cfg = tiny_config(**MID_EPOCH_CFG)
+    run = new_run(cfg, tmp_path_factory.mktemp("straight"))
+    return train(run, cfg, data, labelmaps=labelmaps, eval_every=0), state_of(run.dir / MODEL_FILE)
+
+
+def assert_same_run(got, weights, expected):
+    timing = ("train_seconds", "teacher_seconds", "train_images_per_second")
+    assert {k: v for k, v in got.items() if k not in timing} == {k: v for k, v in expected[0].items()
+                                                                 if k not in timing}
+    for name, tensor in expected[1].items():
+        assert torch.equal(tensor, weights[name]), name
+
+
+def test_sigterm_mid_epoch_checkpoints_after_the_step_and_resumes_bit_for_bit(tmp_path, data, labelmaps,
+                                                                              uninterrupted):
+    from repro.preemption import Preempted
+
+    cfg = tiny_config(**MID_EPOCH_CFG)
+    run = new_run(cfg, tmp_path)
+
+    def terminate_at_update_8(model, updates):  # 6 updates per epoch: in epoch 2
+        if updates == 8:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(Preempted, match="in epoch 2 after step 2"):
+        train(run, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=terminate_at_update_8)
+    state = torch.load(run.checkpoint_path, weights_only=True)["state"]
+    assert (state["epoch"], state["updates"], state["position"]["micro"]) == (1, 8, 2) and not run.done
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the trainer's handler is gone
+    got = train(run, cfg, data, labelmaps=labelmaps, eval_every=0)
+    assert_same_run(got, state_of(run.dir / MODEL_FILE), uninterrupted)
+
+
+def test_periodic_checkpoints_lose_at_most_the_steps_since_the_last(tmp_path, data, labelmaps, uninterrupted):
+    cfg = tiny_config(**MID_EPOCH_CFG, **{"resources.checkpoint_minutes": 1e-9})  # after every update
+    run = new_run(cfg, tmp_path)
+
+    def crash_at_update_9(model, updates):
+        if updates == 9:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(run, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=crash_at_update_9)
+    assert torch.load(run.checkpoint_path, weights_only=True)["state"]["position"]["micro"] == 2
+    got = train(run, cfg, data, labelmaps=labelmaps, eval_every=0)
+    assert_same_run(got, state_of(run.dir / MODEL_FILE), uninterrupted)
+
+
+def test_a_nan_label_map_stops_training_in_its_first_epoch_naming_the_file(tmp_path, data, labelmaps):
+    from repro.labelmaps import LabelMapError, open_labelmaps
     from repro.labelmaps.packed import write_packed
-    from repro.train.trainer import NonFiniteLoss
 
     stored = open_labelmaps(labelmaps)
     values, ids = stored.read(np.arange(stored.num_images))
@@ -233,10 +288,19 @@ def test_a_nan_label_map_stops_training_in_its_first_epoch_naming_the_batch(tmp_
     on_disk.flush()
     cfg = tiny_config(**{"supervision.mode": "relabel", "train.epochs": 2})
     run = new_run(cfg, tmp_path)
-    with pytest.raises(NonFiniteLoss, match=r"loss nan at epoch 1, step \d+ \(rank 0's batch: .*" +
-                       stored.paths[3].split("/")[-1]):
+    with pytest.raises(LabelMapError, match=f"label map of {stored.paths[3]} .* has non-finite values"):
         train(run, cfg, data, labelmaps=damaged, eval_every=0)
     assert not run.done and not run.checkpoint_path.exists()  # never cached as finished, nothing half-kept
+
+
+def test_a_diverging_loss_stops_training_naming_the_step_and_batch(tmp_path, data):
+    from repro.train.trainer import NonFiniteLoss
+
+    cfg = tiny_config(**{"train.model": NO_BATCHNORM_MODEL, "train.lr": 1e30, "train.warmup_epochs": 0})
+    run = new_run(cfg, tmp_path)
+    with pytest.raises(NonFiniteLoss, match=r"loss (nan|inf) at epoch 1, step \d+ \(rank 0's batch: train/"):
+        train(run, cfg, data, eval_every=0)
+    assert not run.done
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path, data):

@@ -2,6 +2,10 @@
 
 Training samples are keyed by (epoch, index), delivered by `EpochSampler`, so the crop of image i in epoch e is
 the same whichever worker builds it, with persistent workers too, and after a resume.
+
+An image or label map that cannot be read does not raise in a worker (where the message would come wrapped in
+the worker's traceback): its sample says so, and the trainer stops naming the file (`batch_problems`), or skips an
+unreadable image under `data.skip_unreadable`.
 """
 from __future__ import annotations
 
@@ -9,12 +13,21 @@ import os
 from typing import Iterator
 
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from PIL import Image
+from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from repro.crops import crop_rng
 from repro.data.folders import ImageList
 from repro.data.transforms import EvalView, TrainCrop, read_image
+from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.reader import open_labelmaps
+
+# what Pillow raises for a truncated, empty, non-image or oversized file
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+
+
+class UnreadableImage(ValueError):
+    """A training image cannot be decoded; the message names the file."""
 
 
 class TrainCrops(Dataset):
@@ -38,20 +51,59 @@ class TrainCrops(Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         epoch, index = key
-        image, box = self.crop(read_image(self.images.path(index)), crop_rng(self.seed, epoch, index))
+        path = self.images.path(index)
+        try:
+            image, box = self.crop(read_image(path), crop_rng(self.seed, epoch, index))
+        except IMAGE_ERRORS as error:
+            return {"index": index, "unreadable": f"cannot read training image {path}: {error}"}
         sample = {"image": image, "label": int(self.images.labels[index]), "index": index, "box": box}
         if self.labelmaps is not None:
-            values, ids = self.labelmaps.read(self.rows[index:index + 1])
+            try:
+                values, ids = self.labelmaps.read(self.rows[index:index + 1])
+            except LabelMapError as error:
+                return {"index": index, "bad_labelmap": str(error)}
             sample["labelmap_values"], sample["labelmap_ids"] = values[0], ids[0]
         return sample
 
 
+def collate_crops(samples: list[dict]) -> dict:
+    """torch's collation of the samples that were read; those that were not are listed under "problems" as
+    (kind, index, message), kind "unreadable" or "bad_labelmap"."""
+    problems = [(kind, sample["index"], sample[kind]) for sample in samples for kind in ("unreadable", "bad_labelmap")
+                if kind in sample]
+    good = [sample for sample in samples if "image" in sample]
+    batch = default_collate(good) if good else {}
+    batch["problems"] = problems
+    return batch
+
+
+def batch_problems(batch: dict, skip_unreadable: bool) -> list[tuple[int, str]]:
+    """(index, message) of the batch's unreadable images where they are skipped; raises for a damaged label map,
+    for an unreadable image unless skip_unreadable, and for a batch of which nothing could be read."""
+    problems = batch.pop("problems")
+    for kind, _, message in problems:
+        if kind == "bad_labelmap":
+            raise LabelMapError(message)
+        if not skip_unreadable:
+            raise UnreadableImage(f"{message}: replace or delete the file, or set data.skip_unreadable=true to "
+                                  f"train without it")
+    if problems and "image" not in batch:
+        raise UnreadableImage(f"no image of a batch can be read, the first: {problems[0][2]}")
+    return [(index, message) for _, index, message in problems]
+
+
 class EpochSampler(DistributedSampler):
-    """torch's DistributedSampler (shuffled by seed + epoch, split across ranks) yielding (epoch, index) keys."""
+    """torch's DistributedSampler (shuffled by seed + epoch, split across ranks) yielding (epoch, index) keys, from
+    the `start`-th of this rank's samples on (a run resumed mid-epoch)."""
+    start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.start = int(start)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         epoch = self.epoch
-        return ((epoch, index) for index in super().__iter__())
+        return ((epoch, index) for index in list(super().__iter__())[self.start:])
 
 
 class EvalImages(Dataset):

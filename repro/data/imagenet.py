@@ -35,6 +35,7 @@ class ImageNetData:
     class_names: list[str]
     train: ImageList
     eval_sets: list[EvalSet]
+    skip_unreadable: bool = False  # data.skip_unreadable: train without images that cannot be decoded
 
     @property
     def num_classes(self) -> int:
@@ -137,4 +138,4 @@ def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str 
     if data_cfg.get("source") == "imagenet" and len(found) < len(IMAGENET_V2):
         missing = [IMAGENET_V2[name] for name in IMAGENET_V2 if name not in found]
         _warn_once(f"ImageNetV2 {', '.join(missing)} not under {v2_root}: those columns stay empty")
-    return ImageNetData(root, wnids, names, train, eval_sets)
+    return ImageNetData(root, wnids, names, train, eval_sets, bool(data_cfg.get("skip_unreadable", False)))

@@ -56,3 +56,12 @@ def all_reduce_sum(values: list[float], env: DistEnv) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=env.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_gather(value, env: DistEnv) -> list:
+    """Every rank's `value` (any picklable object), in rank order ([value] in one process)."""
+    if not env.distributed:
+        return [value]
+    gathered = [None] * env.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered

@@ -2,11 +2,13 @@
 
 Single process on CPU, or one process per GPU under torchrun (DDP). Global batch = train.batch_size =
 per-device batch x world size x train.accum_steps. timm models, optimizers and cosine schedule with warm-up
-(stepped per optimizer update). Every epoch ends with an atomic checkpoint in the run directory; a restarted run
-resumes from it and ends with the same weights as an uninterrupted one (all randomness is a function of the seed,
-the epoch, the sample and the rank: crops of (seed, epoch, index), shuffling of (seed, epoch), CutMix of
-(seed, epoch, step, rank), and torch's generator, for dropout and drop-path, reseeded from (seed, epoch, rank) at
-every epoch start).
+(stepped per optimizer update). Every epoch ends with an atomic checkpoint in the run directory, and so does the
+optimizer update after a SIGTERM or SIGUSR1 (the run then stops) or after resources.checkpoint_minutes
+(`repro.preemption`). A restarted run resumes from the checkpoint and ends with the same weights as an
+uninterrupted one: all randomness is a function of the seed, the epoch, the sample and the rank (crops of
+(seed, epoch, index), shuffling of (seed, epoch), CutMix of (seed, epoch, step, rank), and torch's generator, for
+dropout and drop-path, reseeded from (seed, epoch, rank) at every epoch start); a mid-epoch checkpoint holds the
+place in the epoch and every rank's generator state.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from repro.crops import crop_rng
-from repro.data.datasets import EpochSampler, TrainCrops
+from repro.data.datasets import EpochSampler, TrainCrops, batch_problems, collate_crops
 from repro.data.imagenet import ImageNetData
 from repro.data.transforms import TrainCrop
 from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, predict_logits
@@ -37,8 +39,9 @@ from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.models import MODEL_FILE, create_model, save_model
 from repro.runs import Resources, Run
 from repro.specs import added_option
-from repro.train.distributed import all_reduce_sum, broadcast_buffers, init_distributed
+from repro.train.distributed import all_gather, all_reduce_sum, broadcast_buffers, init_distributed
 from repro.train.objectives import CUTMIX_STREAM, objective_class
+from repro.preemption import CheckpointPacer, Preempted
 
 HISTORY_FILE = "history.jsonl"
 
@@ -86,6 +89,36 @@ def stop_on_non_finite(loss: torch.Tensor, targets, env, epoch: int, step: int, 
         shown = ", ".join(files[:4]) + (f" and {len(files) - 4} more" if len(files) > 4 else "")
         raise NonFiniteLoss(f"loss {loss.item()} at epoch {epoch + 1}, step {step + 1} (rank {env.rank}'s batch: "
                             f"{shown}); check the label maps (python -m repro labelmaps verify) and the lr")
+
+
+def merged(parts: list[dict]) -> dict:
+    return {key: value for part in parts for key, value in part.items()}
+
+
+def rng_state(device: torch.device) -> torch.Tensor:
+    """torch's generator state on this rank (the CPU's, and the GPU's behind it on CUDA), for a mid-epoch
+    checkpoint."""
+    states = [torch.get_rng_state()]
+    if device.type == "cuda":
+        states.append(torch.cuda.get_rng_state(device))
+    return torch.cat(states)
+
+
+def start_of_epoch(position: dict | None, seed: int, epoch: int, env) -> int:
+    """Seeds torch's generator for `epoch` (as left by a mid-epoch checkpoint, else afresh from (seed, epoch,
+    rank)) and returns the first micro-step to run."""
+    if position is None:
+        torch.manual_seed(epoch_seed(seed, epoch, env.rank))
+        return 0
+    if len(position["rng"]) != env.world_size:
+        raise ValueError(f"the checkpoint was written mid-epoch by {len(position['rng'])} processes: resume with "
+                         f"{len(position['rng'])} (or delete the checkpoint to start again)")
+    state = position["rng"][env.rank]
+    cpu_size = torch.get_rng_state().numel()
+    torch.set_rng_state(state[:cpu_size])
+    if env.device.type == "cuda":
+        torch.cuda.set_rng_state(state[cpu_size:], env.device)
+    return int(position["micro"])
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates_per_epoch: int):
@@ -180,7 +213,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     workers = int(resources.workers)
     # its own generator: creating the loader's iterator must not draw from torch's global RNG
     loader = DataLoader(dataset, batch_size=per_device, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=cuda, persistent_workers=workers > 0,
+                        pin_memory=cuda, persistent_workers=workers > 0, collate_fn=collate_crops,
                         generator=torch.Generator().manual_seed(seed))
     updates_per_epoch = len(loader) // accum
     if updates_per_epoch == 0:
@@ -195,16 +228,19 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     scheduler = make_scheduler(optimizer, train_cfg, updates_per_epoch)
     scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
 
+    # "position": where a mid-epoch checkpoint stopped in epoch "epoch" + 1; "skipped": unreadable images skipped
     state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0, "history": [],
-             "final_metrics": None}
+             "final_metrics": None, "position": None, "skipped": {}}
     if run.checkpoint_path.exists():
         checkpoint = torch.load(run.checkpoint_path, map_location="cpu", weights_only=True)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
-        state = checkpoint["state"]
-        log(f"resuming after epoch {state['epoch']} ({state['updates']} updates)")
+        state = {"position": None, "skipped": {}, **checkpoint["state"]}
+        where = (f"in epoch {state['epoch'] + 1} after step {state['position']['micro']}" if state["position"]
+                 else f"after epoch {state['epoch']}")
+        log(f"resuming {where} ({state['updates']} updates)")
     def checkpoint_state() -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "state": state}
@@ -214,34 +250,47 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     loss_fn = supervision.criterion()
     monitor = eval_settings(train_cfg, resources)
 
-    for epoch in range(state["epoch"], epochs):
-        torch.manual_seed(epoch_seed(seed, epoch, env.rank))
-        sampler.set_epoch(epoch)
-        ddp_model.train()
-        micro_steps = updates_per_epoch * accum
-        bar = tqdm(total=micro_steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True,
-                   disable=not (env.is_main and sys.stderr.isatty()))
-        started = time.perf_counter()
-        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-        teacher_seconds = 0.0
-        for micro, batch in enumerate(loader):
-            if micro == micro_steps:
-                break
-            cutmix_rng = (crop_rng(seed, epoch, micro, env.rank, CUTMIX_STREAM)
-                          if supervision.use_cutmix(epoch, epochs) else None)
-            inputs, targets, seconds = supervision(batch, cutmix_rng)
-            teacher_seconds += seconds
-            if channels_last:
-                inputs = inputs.contiguous(memory_format=torch.channels_last)
-            last_micro = (micro + 1) % accum == 0
-            # gradients are all-reduced only on the last micro-batch of an update
-            with nullcontext() if last_micro or not env.distributed else ddp_model.no_sync():
-                with autocast():
-                    loss = loss_fn(ddp_model(inputs).float(), targets)
-                scaler.scale(loss / accum).backward()
-            stop_on_non_finite(loss, targets, env, epoch, micro, [images.relpaths[i] for i in batch["index"].tolist()])
-            loss_sum += loss.detach()
-            if last_micro:
+    pacer = CheckpointPacer(resources.checkpoint_minutes, env)
+    skip_unreadable = data.skip_unreadable
+    try:
+        for epoch in range(state["epoch"], epochs):
+            position, state["position"] = state["position"], None
+            first_micro = start_of_epoch(position, seed, epoch, env)
+            sampler.set_epoch(epoch, start=first_micro * per_device)
+            ddp_model.train()
+            micro_steps = updates_per_epoch * accum
+            bar = tqdm(total=micro_steps, initial=first_micro, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                       dynamic_ncols=True, disable=not (env.is_main and sys.stderr.isatty()))
+            started = time.perf_counter()
+            carried = position or {"loss_sum": 0.0, "teacher_seconds": 0.0, "seconds": 0.0,
+                                   "lr": optimizer.param_groups[0]["lr"]}
+            loss_sum = torch.tensor(carried["loss_sum"], dtype=torch.float64, device=device)
+            teacher_seconds, lr = carried["teacher_seconds"], carried["lr"]
+            for micro, batch in enumerate(loader, start=first_micro):
+                if micro == micro_steps:
+                    break
+                for index, message in batch_problems(batch, skip_unreadable):
+                    state["skipped"][images.relpaths[index]] = message
+                cutmix_rng = (crop_rng(seed, epoch, micro, env.rank, CUTMIX_STREAM)
+                              if supervision.use_cutmix(epoch, epochs) else None)
+                inputs, targets, seconds = supervision(batch, cutmix_rng)
+                teacher_seconds += seconds
+                if channels_last:
+                    inputs = inputs.contiguous(memory_format=torch.channels_last)
+                last_micro = (micro + 1) % accum == 0
+                # gradients are all-reduced only on the last micro-batch of an update
+                with nullcontext() if last_micro or not env.distributed else ddp_model.no_sync():
+                    with autocast():
+                        loss = loss_fn(ddp_model(inputs).float(), targets)
+                    scaler.scale(loss / accum).backward()
+                stop_on_non_finite(loss, targets, env, epoch, micro,
+                                   [images.relpaths[i] for i in batch["index"].tolist()])
+                loss_sum += loss.detach()
+                bar.update()
+                if micro % 20 == 0 and not bar.disable:
+                    bar.set_postfix(loss=f"{loss.item():.3f}")
+                if not last_micro:
+                    continue
                 lr = optimizer.param_groups[0]["lr"]
                 scaler.step(optimizer)
                 scaler.update()
@@ -250,38 +299,59 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                 scheduler.step_update(num_updates=state["updates"])
                 if on_update is not None:
                     on_update(model, state["updates"])
-            bar.update()
-            if micro % 20 == 0 and not bar.disable:
-                bar.set_postfix(loss=f"{loss.item():.3f}")
-        if cuda:
-            torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - started
-        bar.close()
-        broadcast_buffers(model, env)
-        loss_total, teacher_total, seconds_total = all_reduce_sum([loss_sum.item(), teacher_seconds, seconds], env)
-        # ranks run in lock-step, so their clocks agree closely: keep the mean
-        seconds, teacher_seconds = seconds_total / env.world_size, teacher_total / env.world_size
-        state["train_seconds"] += seconds
-        state["teacher_seconds"] += teacher_seconds
-        entry = {"epoch": epoch + 1, "updates": state["updates"],
-                 "train_loss": loss_total / (micro_steps * env.world_size),
-                 "lr": lr, "seconds": round(seconds, 3),
-                 "teacher_seconds": round(teacher_seconds, 3),
-                 "images_per_second": micro_steps * per_device * env.world_size / seconds}
-        eval_started = time.perf_counter()
-        # the last epoch's full evaluation comes after its checkpoint, so a failing evaluation never costs training
-        if epoch + 1 < epochs and eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
-            logits = predict_logits(model, data.val, **monitor)
-            entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
-        entry["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
-        state["epoch"] = epoch + 1
-        state["history"].append(entry)
-        if env.is_main:
-            save_checkpoint(run.checkpoint_path, checkpoint_state())
-            write_history(run, state["history"])
-            val = f" val top-1 {entry['val_top1']:.2f}" if entry.get("val_top1") is not None else ""
-            log(f"epoch {epoch + 1}/{epochs} loss {entry['train_loss']:.4f} lr {entry['lr']:.4g}{val} "
-                f"{entry['images_per_second']:.0f} img/s {seconds:.1f}s")
+                checkpoint_now, stop = pacer.poll()
+                if checkpoint_now:
+                    state["position"] = {"micro": micro + 1, "loss_sum": loss_sum.item(),
+                                         "teacher_seconds": teacher_seconds, "lr": lr,
+                                         "seconds": carried["seconds"] + time.perf_counter() - started,
+                                         "rng": all_gather(rng_state(device), env)}
+                    if skip_unreadable:
+                        state["skipped"] = merged(all_gather(state["skipped"], env))
+                    if env.is_main:
+                        save_checkpoint(run.checkpoint_path, checkpoint_state())
+                    state["position"] = None
+                    pacer.saved()
+                    if stop:
+                        log(f"stopped by {pacer.signal_name or 'another rank'} in epoch {epoch + 1} after step "
+                            f"{micro + 1}; rerunning the same command resumes there")
+                        raise Preempted(f"checkpoint written in epoch {epoch + 1} after step {micro + 1} to "
+                                        f"{run.checkpoint_path}; rerun the same command to resume")
+            if cuda:
+                torch.cuda.synchronize(device)
+            seconds = carried["seconds"] + time.perf_counter() - started
+            bar.close()
+            broadcast_buffers(model, env)
+            loss_total, teacher_total, seconds_total = all_reduce_sum([loss_sum.item(), teacher_seconds, seconds], env)
+            # ranks run in lock-step, so their clocks agree closely: keep the mean
+            seconds, teacher_seconds = seconds_total / env.world_size, teacher_total / env.world_size
+            state["train_seconds"] += seconds
+            state["teacher_seconds"] += teacher_seconds
+            if skip_unreadable:
+                state["skipped"] = merged(all_gather(state["skipped"], env))
+            entry = {"epoch": epoch + 1, "updates": state["updates"],
+                     "train_loss": loss_total / (micro_steps * env.world_size),
+                     "lr": lr, "seconds": round(seconds, 3),
+                     "teacher_seconds": round(teacher_seconds, 3),
+                     "images_per_second": micro_steps * per_device * env.world_size / seconds}
+            eval_started = time.perf_counter()
+            # the last epoch's full evaluation comes after its checkpoint, so a failing evaluation never costs
+            # training
+            if epoch + 1 < epochs and eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
+                logits = predict_logits(model, data.val, **monitor)
+                entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
+            entry["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
+            state["epoch"] = epoch + 1
+            state["history"].append(entry)
+            if env.is_main:
+                save_checkpoint(run.checkpoint_path, checkpoint_state())
+                pacer.saved()
+                write_history(run, state["history"])
+                val = f" val top-1 {entry['val_top1']:.2f}" if entry.get("val_top1") is not None else ""
+                skipped = f" ({len(state['skipped'])} unreadable images skipped)" if state["skipped"] else ""
+                log(f"epoch {epoch + 1}/{epochs} loss {entry['train_loss']:.4f} lr {entry['lr']:.4g}{val} "
+                    f"{entry['images_per_second']:.0f} img/s {seconds:.1f}s{skipped}")
+    finally:
+        pacer.close()
 
     if state["final_metrics"] is None:  # trained to the end; evaluated once, also after a resume
         eval_started = time.perf_counter()
@@ -304,4 +374,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             "train_images": len(images), "epochs": epochs, "updates": state["updates"],
             # the spec fixes the global batch; how it was split is recorded beside the result
             "world_size": env.world_size, "per_device_batch": per_device, "global_batch": int(train_cfg["batch_size"]),
-            "final_train_loss": state["history"][-1]["train_loss"]}
+            "final_train_loss": state["history"][-1]["train_loss"],
+            # only where skipping is on: the metrics of every other run keep their keys
+            **({"skipped_images": len(state["skipped"]), "skipped_files": sorted(state["skipped"])}
+               if skip_unreadable else {})}

@@ -1,0 +1,54 @@
+"""When a training run writes a mid-epoch checkpoint: on SIGTERM or SIGUSR1 (a cluster's pre-emption notice; the
+run then stops with status PREEMPTED_STATUS), and every `resources.checkpoint_minutes` (so a SIGKILL loses at
+most that much). Decided after an optimizer update, and by all ranks together."""
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+
+import torch
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+PREEMPTED_STATUS = 75  # EX_TEMPFAIL: rerun the same command to resume
+
+
+class Preempted(Exception):
+    """A stop signal arrived: the run wrote its mid-epoch checkpoint and stopped, unfinished."""
+
+class CheckpointPacer:
+    """Catches the stop signals while training (the former handlers come back on close) and tells, after each
+    update, whether to write a checkpoint now and whether to stop."""
+
+    def __init__(self, minutes: float, env):  # env: a repro.train.distributed.DistEnv
+        self.interval = 60.0 * float(minutes)
+        self.env = env
+        self.signal_name: str | None = None
+        self.last = time.monotonic()
+        self.former = {}
+        if threading.current_thread() is threading.main_thread():  # Python runs handlers in the main thread only
+            self.former = {number: signal.signal(number, self._on_signal) for number in STOP_SIGNALS}
+
+    def _on_signal(self, number, frame) -> None:
+        self.signal_name = signal.Signals(number).name
+        print(f"received {self.signal_name}: stopping after this step with a checkpoint", file=sys.stderr,
+              flush=True)
+
+    def poll(self) -> tuple[bool, bool]:
+        """(checkpoint now, stop now), the same on every rank: any rank's signal stops all, rank 0's clock times
+        the periodic checkpoints."""
+        due = self.interval > 0 and self.env.is_main and time.monotonic() - self.last >= self.interval
+        flags = torch.tensor([float(self.signal_name is not None), float(due)], device=self.env.device)
+        if self.env.distributed:
+            torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
+        stop, due = bool(flags[0].item()), bool(flags[1].item())
+        return stop or due, stop
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
+
+    def close(self) -> None:
+        for number, handler in self.former.items():
+            signal.signal(number, handler)
+        self.former = {}
