@@ -49,10 +49,12 @@ class Context:
 
 @dataclass
 class Collected:
-    """What an experiment measured (one row per key, seed and metric), and further tables the suite writes as
-    `<experiment>_<name>.csv` and hands to the plot."""
+    """What an experiment measured (one row per key, seed and metric), further tables the suite writes as
+    `<experiment>_<name>.csv` and hands to the plot, and further files (a name, and the function that writes the
+    file at the path it is given), written with the others before the plot."""
     measured: pd.DataFrame
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    files: dict[str, Callable[[Path], object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -223,31 +225,36 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         collected = Collected(collected)
     measured = collected.measured
     summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
-    paths = results.write_results(measured, summary, ctx.out_dir, experiment.name, collected.tables,
-                                  keys=experiment.key_columns)
-    png = ctx.out_dir / f"{experiment.name}.png"
     title = f"{experiment.paper_ref} ({ctx.profile} profile): {experiment.title}"
-    if experiment.plot is not None:
-        experiment.plot(summary, measured, collected.tables, png, title)
-    else:
-        results.bar_plot(summary, png, title, experiment.metrics, experiment.key_columns)
+    report = experiment.report(ctx) if experiment.report is not None else ""
+    verdicts = verdicts_for(experiment, measured, ctx.profile)
+    with results.staged_results(ctx.out_dir, experiment.name) as stage:
+        staged = results.write_results(measured, summary, stage, experiment.name, collected.tables,
+                                       keys=experiment.key_columns)
+        for name, write in collected.files.items():
+            write(stage / name)
+        png = stage / f"{experiment.name}.png"
+        if experiment.plot is not None:
+            experiment.plot(summary, measured, collected.tables, png, title)
+        else:
+            results.bar_plot(summary, png, title, experiment.metrics, experiment.key_columns)
+        elapsed = time.time() - started
+        invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
+                      "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
+                                           str(len(ctx.seeds))] +
+                                          [f"--set {k}={v}" for k, v in ctx.overrides.items()])}
+        results.write_meta(stage, experiment.name, {**invocation, "report": report, "invocations": (
+            _invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
+    paths = {name: ctx.out_dir / path.name for name, path in {**staged, "png": png}.items()}
     print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
     print(results.format_summary(summary, experiment.key_columns))
-    report = experiment.report(ctx) if experiment.report is not None else ""
     if report:
         print(report)
-    verdicts = verdicts_for(experiment, measured, ctx.profile)
     if verdicts:
         print("Claims:")
         print(format_verdicts(verdicts))
-    elapsed = time.time() - started
-    invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
-                  "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
-                                       str(len(ctx.seeds))] + [f"--set {k}={v}" for k, v in ctx.overrides.items()])}
-    results.write_meta(ctx.out_dir, experiment.name, {**invocation, "report": report, "invocations": (
-        _invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
-    print(f"wrote {paths['table']}, {paths['seeds']}, {png} ({elapsed:.0f}s)")
-    return {"paths": {**paths, "png": png}, "verdicts": verdicts, "seconds": elapsed}
+    print(f"wrote {paths['table']}, {paths['seeds']}, {paths['png']} ({elapsed:.0f}s)")
+    return {"paths": paths, "verdicts": verdicts, "seconds": elapsed}
 
 
 def _markdown_table(summary: pd.DataFrame, keys=results.KEY) -> str:
@@ -279,6 +286,13 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
             md += [f"## {experiment.name} ({experiment.paper_ref}): {state}", ""]
             continue
         shown += 1
+        stale = results.out_of_step(out_dir, experiment.name)
+        if stale:
+            print(f"\n{experiment.name}: {', '.join(stale)} in {out_dir} differ from what its meta file recorded "
+                  f"(a write was interrupted, or a file edited): rerun python -m repro {experiment.name}")
+            failed.append(f"{experiment.name}: result files out of step")
+            md += [f"## {experiment.name} ({experiment.paper_ref}): result files out of step, rerun it", ""]
+            continue
         summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
         meta = results.read_meta(out_dir, experiment.name)
         print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")

@@ -7,9 +7,15 @@ tables the experiment returns as `<exp>_<name>.csv`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -91,8 +97,45 @@ def read_measurements(out_dir: Path, experiment: str, keys=KEY) -> pd.DataFrame 
     return pd.read_csv(path, dtype={**{key: str for key in keys}, "metric": str})
 
 
-def write_meta(out_dir: Path, experiment: str, meta: dict) -> None:
-    (Path(out_dir) / f"{experiment}_meta.json").write_text(json.dumps(meta, indent=2))
+STAGING = ".staging-"
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@contextmanager
+def staged_results(out_dir: Path, experiment: str) -> Iterator[Path]:
+    """A hidden folder inside out_dir in which the caller writes one experiment's files. On success they are
+    moved into out_dir, a rename each and the meta file (written last, with every file's sha256) moved last; on
+    an error or a kill the files already in out_dir stay as they were, in step with their meta."""
+    out_dir = Path(out_dir)
+    for stale in out_dir.glob(f"{STAGING}{experiment}-*"):
+        pid = stale.name.rsplit("-", 2)[-2]
+        if not Path(f"/proc/{pid}").exists():  # left by a killed process
+            shutil.rmtree(stale, ignore_errors=True)
+    stage = Path(tempfile.mkdtemp(prefix=f"{STAGING}{experiment}-{os.getpid()}-", dir=out_dir))
+    try:
+        yield stage
+        meta = stage / f"{experiment}_meta.json"
+        for path in sorted(stage.iterdir(), key=lambda path: path == meta):
+            os.replace(path, out_dir / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def write_meta(stage: Path, experiment: str, meta: dict) -> None:
+    """<exp>_meta.json, with the sha256 of each file already written in `stage` (`out_of_step` checks them)."""
+    files = {path.name: file_sha256(path) for path in sorted(Path(stage).iterdir()) if path.is_file()}
+    (Path(stage) / f"{experiment}_meta.json").write_text(json.dumps({**meta, "files": files}, indent=2))
+
+
+def out_of_step(out_dir: Path, experiment: str) -> list[str]:
+    """Files of `experiment` in out_dir that differ from what its meta recorded (a kill between the renames of
+    `staged_results`, or an edit by hand)."""
+    meta = read_meta(out_dir, experiment) or {}
+    return [name for name, digest in meta.get("files", {}).items()
+            if not (Path(out_dir) / name).exists() or file_sha256(Path(out_dir) / name) != digest]
 
 
 def read_meta(out_dir: Path, experiment: str) -> dict | None:
