@@ -77,17 +77,18 @@ def collect(ctx: Context) -> Collected:
             images.append(image.convert("RGB"))
     titles = [textwrap.fill(f"{Path(row.image).stem[-8:].lstrip('0')}: {row.classes_present}", 32)
               for row in shown.itertuples(index=False)]
-    render_label_maps(images, (values, ids), data.class_names, ctx.out_dir / PANELS["a"], titles=titles)
     photos, photo_values, photo_ids = example_label_maps()
-    render_label_maps(photos, (photo_values, photo_ids), imagenet_class_names(), ctx.out_dir / PANELS["b"],
-                      titles=list(EXAMPLE_PHOTOS))
+    panels = {PANELS["a"]: lambda path: render_label_maps(images, (values, ids), data.class_names, path,
+                                                          titles=titles),
+              PANELS["b"]: lambda path: render_label_maps(photos, (photo_values, photo_ids), imagenet_class_names(),
+                                                          path, titles=list(EXAMPLE_PHOTOS))}
 
     rows = [{"model": MODEL, "setting": SETTING, "seed": ctx.seeds[0], "metric": "images", "value": len(table)}]
     if "peaks_in_different_objects" in table:
         rows.append({"model": MODEL, "setting": SETTING, "seed": ctx.seeds[0],
                      "metric": "fraction_peaks_in_different_objects",
                      "value": float(table.peaks_in_different_objects.mean())})
-    return Collected(results.measurements(rows), {"peaks": table})
+    return Collected(results.measurements(rows), {"peaks": table}, files=panels)
 
 
 def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path, title: str) -> None:
