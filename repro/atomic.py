@@ -15,6 +15,18 @@ def temporary_name(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files in `folder` left by processes that were killed mid-write (a checkpoint's can
+    be hundreds of MB); returns them."""
+    stale = []
+    for path in Path(folder).glob(".*.tmp"):
+        parts = path.name.rsplit(".", 3)  # .<name>.<pid>.<thread>.tmp
+        if len(parts) == 4 and parts[1].isdigit() and not Path(f"/proc/{parts[1]}").exists():
+            path.unlink(missing_ok=True)
+            stale.append(path)
+    return stale
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yields a temporary path to write; on success it replaces `path` in one rename, on error it is removed."""

@@ -105,13 +105,29 @@ def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str
             findings.append(Finding(PROBLEM, f"val: {error}"))
     if val is not None and len(val):
         findings += _check_label_sets(data, root, val, wnids)
-    v2_root = Path(data.get("v2_root") or root / "v2")
-    for name, folder in IMAGENET_V2.items():
-        present = (v2_root / folder).is_dir()
-        findings.append(Finding(OK if present else ABSENT,
-                                f"{name}: {v2_root / folder}" + ("" if present else " not found (its columns stay "
-                                                                 "empty; put the folder there or set data.v2_root)")))
+    findings += _check_v2(data, root, wnids)
     return findings, (wnids, train.relpaths)
+
+
+def _check_v2(data: Mapping, root: Path, wnids) -> list[Finding]:
+    """Each ImageNetV2 folder present and numbered within the classes (`integer_folder`), or absent."""
+    from repro.data.folders import integer_folder
+    from repro.data.imagenet import IMAGENET_V2, imagenet_subset_indices
+
+    findings = []
+    v2_root = Path(data.get("v2_root") or root / "v2")
+    folder_classes = imagenet_subset_indices(wnids) if data.get("source") == "imagenet" else None
+    for name, folder in IMAGENET_V2.items():
+        if not (v2_root / folder).is_dir():
+            findings.append(Finding(ABSENT, f"{name}: {v2_root / folder} not found (its columns stay empty; put "
+                                            "the folder there or set data.v2_root)"))
+            continue
+        try:
+            images = integer_folder(v2_root / folder, len(wnids), folder_classes)
+            findings.append(Finding(OK, f"{name}: {len(images)} images in {v2_root / folder}"))
+        except (OSError, ValueError) as error:
+            findings.append(Finding(PROBLEM, f"{name}: {error}"))
+    return findings
 
 
 def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:

@@ -20,7 +20,7 @@ from typing import Callable, Mapping
 
 import torch.distributed
 
-from repro.atomic import write_json_atomic
+from repro.atomic import remove_stale_temporaries, write_json_atomic
 from repro.specs import Spec, canonical_json
 
 METRICS = "metrics.json"
@@ -148,6 +148,7 @@ def cached(spec: Spec, resources: Resources) -> Run:
         return run
     with run.lock():
         if not run.done:  # another process may have finished it while we waited for the lock
+            remove_stale_temporaries(run.dir)
             started = time.time()
             run.log("started" if not any(run.dir.glob("checkpoint*")) else "resuming")
             metrics = dict(compute(spec, run, resources))

@@ -60,7 +60,8 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         if (root / split).is_dir():
             wnids = sorted(entry.name for entry in os.scandir(root / split) if entry.is_dir())
             return wnids, list(wnids)
-    raise FileNotFoundError(f"{root} has neither {SYNSET_MAPPING} nor a train/, val/ or extra/ folder")
+    raise FileNotFoundError(f"{root} has neither {SYNSET_MAPPING} nor a train/, val/ or extra/ folder: set data.root "
+                            "to the folder that holds ImageNet's train/ and val/")
 
 
 def image_folder(root: str | os.PathLike, splits: str | Sequence[str], wnids: Sequence[str]) -> ImageList:
@@ -148,6 +149,9 @@ def unlabelled_folder(root: str | os.PathLike, split: str) -> ImageList:
     return ImageList(root, tuple(relpaths), np.full(len(relpaths), -1, dtype=np.int64))
 
 
+IMAGENET1K_CLASSES = 1000
+
+
 def integer_folder(root: str | os.PathLike, num_classes: int, folder_classes: Mapping[int, int] | None = None
                    ) -> ImageList:
     """An ImageNetV2-style folder whose class folders are integers, read as integers (folder "10" is class 10).
@@ -160,6 +164,10 @@ def integer_folder(root: str | os.PathLike, num_classes: int, folder_classes: Ma
     relpaths, labels = [], []
     for number, name in classes:
         if folder_classes is not None:
+            if number >= IMAGENET1K_CLASSES:
+                raise ValueError(f"{root / name}: class folder {number} is outside ImageNet-1k's "
+                                 f"{IMAGENET1K_CLASSES} classes (ImageNetV2 numbers its folders 0..999): remove it "
+                                 f"or point data.v2_root at ImageNetV2")
             if number not in folder_classes:
                 continue
             label = folder_classes[number]

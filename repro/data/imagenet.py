@@ -3,13 +3,13 @@ evaluation set that exists on disk, named by the metric prefixes the paper repor
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from repro.data.folders import ImageList, image_folder, integer_folder, read_classes, val_folder
 from repro.data.labelsets import imagenet1k_wnids, read_label_sets, timm_real_json
+from repro.notices import warn_once
 
 # metric prefix -> ImageNetV2 folder name (Recht et al. release the three variants under these names)
 IMAGENET_V2 = {
@@ -51,15 +51,6 @@ def _first_existing(*paths) -> Path | None:
     return next((Path(p) for p in paths if p is not None and Path(p).exists()), None)
 
 
-_warned: set[str] = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        print(f"warning: {message}", file=sys.stderr)
-
-
 def imagenet_subset_indices(wnids: Sequence[str]) -> dict[int, int] | None:
     """ImageNet-1k class index -> the data's, where the data's classes are a proper subset of ImageNet-1k's
     (the same 1000 classes need no mapping: None); None too where they are not ImageNet's at all."""
@@ -87,7 +78,7 @@ def imagenet_label_sets(val: ImageList, wnids: Sequence[str]) -> list[list[int]]
     """ReaL from timm's copy of the official file (ImageNet-1k class indices), in the data's class indices: a
     subset of ImageNet's classes keeps the labels of its own classes. None where the data are not ImageNet's."""
     if not set(wnids) <= set(imagenet1k_wnids()):
-        _warn_once("the data's classes are not ImageNet-1k wnids, so timm's ReaL labels do not apply: set "
+        warn_once("the data's classes are not ImageNet-1k wnids, so timm's ReaL labels do not apply: set "
                    "data.real_json to label sets in the data's class indices")
         return None
     to_data = imagenet_subset_indices(wnids)
@@ -137,5 +128,5 @@ def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str 
         eval_sets.append(EvalSet(name, integer_folder(v2_root / IMAGENET_V2[name], len(wnids), folder_classes)))
     if data_cfg.get("source") == "imagenet" and len(found) < len(IMAGENET_V2):
         missing = [IMAGENET_V2[name] for name in IMAGENET_V2 if name not in found]
-        _warn_once(f"ImageNetV2 {', '.join(missing)} not under {v2_root}: those columns stay empty")
+        warn_once(f"ImageNetV2 {', '.join(missing)} not under {v2_root}: those columns stay empty")
     return ImageNetData(root, wnids, names, train, eval_sets, bool(data_cfg.get("skip_unreadable", False)))

@@ -12,6 +12,7 @@ from pathlib import Path
 import timm
 
 from repro.data.folders import ImageList
+from repro.notices import warn_once
 
 VAL_NAME = re.compile(r"ILSVRC2012_val_(\d{8})")
 
@@ -47,4 +48,9 @@ def read_label_sets(json_path: str | os.PathLike, images: ImageList, num_classes
             raise ValueError(f"{json_path}: entry {number} holds class {labels[-1]}, outside the data's "
                              f"{num_classes} classes: a label-set file holds the data's own class indices")
         sets.append(labels)
+    numbers = {int(VAL_NAME.search(Path(relpath).name).group(1)) for relpath in images.relpaths}
+    if len(entries) > len(numbers) == max(numbers, default=0):  # the folder holds val images 1..N, all of them
+        warn_once(f"{json_path} has {len(entries)} entries for the {len(numbers)} val images (numbered 1.."
+                  f"{len(numbers)}): the {len(entries) - len(numbers)} beyond them are unused; is it the file of "
+                  f"this val set?")
     return sets

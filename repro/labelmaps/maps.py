@@ -40,8 +40,8 @@ def check_maps_read(values: np.ndarray, ids: np.ndarray, num_classes: int, name_
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise LabelMapError(f"label map of {name_of(i)} has class id {int(flat_ids[i].max())} outside "
-                            f"0..{num_classes - 1} of the data's {num_classes} classes: use maps made for these "
-                            f"classes")
+                            f"0..{num_classes - 1} (it is read for {num_classes} classes): use maps made for "
+                            f"these classes")
 
 
 def as_rows(rows) -> np.ndarray:
