@@ -175,6 +175,27 @@ def test_skip_unreadable_trains_without_the_file_and_counts_it(paper, tmp_path, 
     assert all(m["skipped_files"] == [IMAGE] for m in metrics)
 
 
+class Booby:
+    """A pickle that would create a file when loaded with full unpickling."""
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_a_booby_trapped_label_map_is_refused_without_running_its_code(paper, tmp_path):
+    from repro.labelmaps import LabelMapError, open_labelmaps
+
+    root = copy_of(paper, tmp_path)
+    marker = tmp_path / "ran"
+    torch.save(Booby(marker), sorted((root / "relabel_maps").glob("*/*.pt"))[3])
+    maps = open_labelmaps(root / "relabel_maps")
+    with pytest.raises(LabelMapError, match="cannot read label map .*n01443537_3.pt"):
+        maps.read([3])
+    assert not marker.exists()
+
+
 # --- kills of real processes ----------------------------------------------------------------------------------------
 
 # The suite's CLI in a child process, with a hook that announces (and waits at) a point of the work, or kills

@@ -373,3 +373,48 @@ def test_ddp_two_processes_on_cpu(tmp_path, imagenet, labelmaps, data):
     assert metrics["imagenet_images"] == 23
     for key in ("imagenet_top1", "imagenet_top5", "real_top1", "shankar_top1", "imagenet_per_class_top1"):
         assert metrics[key] == pytest.approx(single[key]), key
+
+
+def ddp_preempted_worker(rank, world, port, root, labelmaps, runs, out, signal_at):
+    """Two ranks training MID_EPOCH_CFG; rank 1 alone gets SIGTERM after update `signal_at` (0: none)."""
+    from repro.preemption import Preempted
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    data = open_imagenet(root, {"source": "world"})
+    cfg = tiny_config(**{**MID_EPOCH_CFG, "train.batch_size": 4})
+
+    def signal_rank_1(model, updates):
+        if rank == 1 and updates == signal_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    run = Run(Spec("train", cfg), runs).create()
+    try:
+        metrics = train(run, cfg, data, labelmaps=labelmaps, eval_every=0, on_update=signal_rank_1)
+        outcome = {"metrics": {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k}}
+    except Preempted as stopped:
+        outcome = {"stopped": str(stopped)}
+    with open(os.path.join(out, f"rank{rank}.json"), "w") as f:
+        json.dump(outcome, f)
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_a_signal_to_one_rank_stops_both_and_resumes_bit_for_bit(tmp_path, imagenet, labelmaps):
+    def spawn(runs, signal_at):
+        mp.spawn(ddp_preempted_worker, nprocs=2, join=True, args=(2, free_port(), str(imagenet.root),
+                                                                  str(labelmaps), str(runs), str(tmp_path),
+                                                                  signal_at))
+        return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+    straight = spawn(tmp_path / "straight", 0)
+    stopped = spawn(tmp_path / "resumed", 8)  # 12 updates per epoch: mid-epoch 1
+    assert all("checkpoint written in epoch 1 after step 8" in rank["stopped"] for rank in stopped)
+    state = torch.load(next((tmp_path / "resumed").glob("train/*/checkpoint.pt")), weights_only=True)["state"]
+    assert len(state["position"]["rng"]) == 2  # each rank's generator
+    resumed = spawn(tmp_path / "resumed", 0)
+    assert resumed[0]["metrics"] == straight[0]["metrics"] == resumed[1]["metrics"]
+    weights = [state_of(next(runs.glob("train/*")) / MODEL_FILE) for runs in (tmp_path / "straight",
+                                                                            tmp_path / "resumed")]
+    for name, tensor in weights[0].items():
+        assert torch.equal(tensor, weights[1][name]), name
