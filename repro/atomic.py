@@ -17,7 +17,7 @@ def temporary_name(path: str | os.PathLike) -> Path:
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Deletes the temporary files in `folder` left by processes that were killed mid-write (a checkpoint's can
-    be hundreds of MB); returns them."""
+    be hundreds of MB); returns them. Called under the folder's run lock, so no live writer elsewhere uses it."""
     stale = []
     for path in Path(folder).glob(".*.tmp"):
         parts = path.name.rsplit(".", 3)  # .<name>.<pid>.<thread>.tmp

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 from importlib import resources
@@ -110,11 +111,13 @@ def staged_results(out_dir: Path, experiment: str) -> Iterator[Path]:
     moved into out_dir, a rename each and the meta file (written last, with every file's sha256) moved last; on
     an error or a kill the files already in out_dir stay as they were, in step with their meta."""
     out_dir = Path(out_dir)
-    for stale in out_dir.glob(f"{STAGING}{experiment}-*"):
-        pid = stale.name.rsplit("-", 2)[-2]
-        if not Path(f"/proc/{pid}").exists():  # left by a killed process
+    # .staging-<experiment>-<host>-<pid>-<random>: only this host's dead processes' folders are removed (a shared
+    # results folder may be written from other nodes)
+    mine = f"{STAGING}{experiment}-{socket.gethostname()}-"
+    for stale in out_dir.glob(f"{mine}*"):
+        if not Path(f"/proc/{stale.name[len(mine):].split('-')[0]}").exists():
             shutil.rmtree(stale, ignore_errors=True)
-    stage = Path(tempfile.mkdtemp(prefix=f"{STAGING}{experiment}-{os.getpid()}-", dir=out_dir))
+    stage = Path(tempfile.mkdtemp(prefix=f"{mine}{os.getpid()}-", dir=out_dir))
     try:
         yield stage
         meta = stage / f"{experiment}_meta.json"

@@ -177,3 +177,24 @@ def test_the_suite_installs_no_top_level_name_but_repro():
     for folder in ("tables", "figures", "downstream", "robustness"):
         assert not (root / folder / "__init__.py").exists()
         assert (root / "repro" / folder).resolve() == (root / folder).resolve()
+
+
+def test_staged_results_move_in_together_and_clear_only_this_hosts_dead_stages(tmp_path):
+    import socket
+
+    dead = tmp_path / f".staging-table3-{socket.gethostname()}-999999999-abc"
+    other_host = tmp_path / ".staging-table3-another.node-1-abc"
+    dead.mkdir(), other_host.mkdir()
+    (tmp_path / "table3.csv").write_text("old")
+    with pytest.raises(RuntimeError):
+        with results.staged_results(tmp_path, "table3") as stage:
+            (stage / "table3.csv").write_text("new")
+            raise RuntimeError("killed before the moves")
+    assert (tmp_path / "table3.csv").read_text() == "old"
+    with results.staged_results(tmp_path, "table3") as stage:
+        (stage / "table3.csv").write_text("new")
+        results.write_meta(stage, "table3", {"seeds": [0]})
+    assert (tmp_path / "table3.csv").read_text() == "new" and results.out_of_step(tmp_path, "table3") == []
+    assert not dead.exists() and other_host.exists()
+    (tmp_path / "table3.csv").write_text("edited")
+    assert results.out_of_step(tmp_path, "table3") == ["table3.csv"]
