@@ -87,7 +87,8 @@ class TrainingExperiment(Experiment):
     """Runs = {(model, setting): changes to the base config}; each is trained once per seed (cached). Each
     evaluation (an evaluator as data, `repro.evaluate.evaluators`) is its own cached run of every trained model."""
     runs: Callable[[dict], Mapping[tuple[str, str], Mapping]] | None = None
-    evaluations: list[dict] = field(default_factory=list)
+    # evaluators as data, or a function of the context that lists them (when they depend on the profile)
+    evaluations: list[dict] | Callable[[Context], list[dict]] = field(default_factory=list)
 
     def __post_init__(self):
         if self.runs is not None and self.collect is None:
@@ -100,8 +101,11 @@ class TrainingExperiment(Experiment):
         specs = []
         for *_, cfg in self.run_configs(ctx):
             student = student_spec(cfg, ctx.runs_root)
-            specs += [student] + [eval_spec(student, evaluation) for evaluation in self.evaluations]
+            specs += [student] + [eval_spec(student, evaluation) for evaluation in self.evaluations_for(ctx)]
         return specs
+
+    def evaluations_for(self, ctx: Context) -> list[dict]:
+        return self.evaluations(ctx) if callable(self.evaluations) else list(self.evaluations)
 
     def run_configs(self, ctx: Context) -> list[tuple[str, str, int, dict]]:
         configs = []
@@ -115,10 +119,11 @@ class TrainingExperiment(Experiment):
 
         rows = []
         configs = self.run_configs(ctx)
+        evaluations = self.evaluations_for(ctx)
         for i, (model, setting, seed, cfg) in enumerate(configs, 1):
             print(f"== {self.name} run {i}/{len(configs)}: {model} {setting} seed {seed}", file=sys.stderr, flush=True)
             metrics = dict(train_student(cfg, ctx.runs_root))
-            for evaluation in self.evaluations:
+            for evaluation in evaluations:
                 metrics.update(evaluate_student(cfg, evaluation, ctx.runs_root))
             for metric in self.metrics or ["imagenet_top1"]:
                 if metric in metrics:

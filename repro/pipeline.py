@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from repro import steps
-from repro.config import deep_update, profile_config, with_changes
+from repro.config import architecture_changes, deep_update, profile_config, with_changes
 from repro.evaluate.evaluators import evaluator_spec
 from repro.runs import Resources, Run, cached, stored_spec
 from repro.specs import Spec, file_digest, is_spec_json, tree_digest, without_former_defaults
@@ -313,3 +313,39 @@ def annotator_report(cfg: Mapping, runs_root: str | os.PathLike, seed: int = 0) 
         agreement = generated_labelmaps(cfg, runs_root).metrics["agreement_top1_train"]
         lines.append(f"whole-image label map agrees with the training label on {agreement:.1f}% of training images")
     return "\n".join(lines)
+
+
+# --- Table 7's robustness sets -------------------------------------------------------------------------------------
+
+ROBUSTNESS_SETS = {"imagenet_c": "imagenet-c", "imagenet_a": "imagenet-a", "rendition": "imagenet-r",
+                   "backgrounds": "backgrounds"}  # evaluator type -> its folder under the paper scale's data root
+
+
+def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> list[dict]:
+    """Table 7's evaluators as data. Each set's `source`: at paper scale `robustness.<set>_root` (default
+    <data.root>/<folder>); at embedded scale the spec of the world's analogue (an evalset run; the rendition set is
+    the world's own rendition/ folder), so the sets' options and the world are in every evaluation's hash."""
+    rob = cfg["robustness"]
+    evaluations = [{"type": "fgsm", "epsilon": rob["fgsm_epsilon"], "epsilons": list(rob["fgsm_epsilons"])}]
+    if cfg["data"]["source"] == "imagenet":
+        root = Path(cfg["data"]["root"])
+        return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder)}
+                              for kind, folder in ROBUSTNESS_SETS.items()]
+    world = world_spec(cfg).as_json()
+    common = {"world": world, "per_class": int(rob["per_class"]), "seed": int(rob["seed"])}
+    from repro.evaluate.corruptions import CORRUPTIONS, SEVERITIES
+
+    corrupted = Spec("evalset", {**common, "set": "imagenet_c", "corruptions": list(CORRUPTIONS),
+                                 "severities": list(SEVERITIES)})
+    backgrounds = Spec("evalset", {**common, "set": "backgrounds",
+                                   "challenge_backgrounds": int(rob["challenge_backgrounds"])})
+    filter_cfg = with_changes(cfg, {**architecture_changes(cfg, rob["filter_arch"]), "supervision.mode": "original",
+                                    "supervision.cutmix": False, "extra_data.enabled": False,
+                                    "seed": int(rob["filter_seed"])})
+    adversarial = Spec("evalset", {"world": world, "set": "imagenet_a", "per_class": 0, "seed": int(rob["seed"]),
+                                   "candidates_per_class": int(rob["candidates_per_class"]),
+                                   "filter": student_spec(filter_cfg, runs_root).as_json()})
+    return evaluations + [{"type": "imagenet_c", "source": corrupted.as_json()},
+                          {"type": "imagenet_a", "source": adversarial.as_json()},
+                          {"type": "rendition", "source": None},
+                          {"type": "backgrounds", "source": backgrounds.as_json()}]

@@ -59,7 +59,12 @@ def size(spec: Spec) -> str:
             return "derived from stored maps"
         return f"{split_images(body['data'], body['split']) or '?'} images"
     if spec.kind == "eval":
-        return f"{split_images(body['data'], 'val') or '?'} val images"
+        evaluator = body["evaluator"]["type"]
+        if evaluator in ("topk", "real", "fgsm"):
+            return f"{evaluator}: {split_images(body['data'], 'val') or '?'} val images"
+        return evaluator
+    if spec.kind == "evalset":
+        return f"{body['set']} analogue of the world"
     return ""
 
 

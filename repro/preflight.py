@@ -48,7 +48,23 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
         findings += check_released_maps(ref, layouts.get(root))
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
+    findings += check_evaluation_folders(spec for spec in ordered if spec.kind == "eval")
     return list(dict.fromkeys(findings))
+
+
+def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
+    """The released sets that evaluators read from a folder (Table 7's at paper scale): present, or a problem
+    found before any training, not after it."""
+    findings = []
+    for spec in evaluations:
+        evaluator = spec.body["evaluator"]
+        source = evaluator.get("source")
+        if isinstance(source, str):
+            kind = evaluator["type"]
+            findings.append(Finding(OK, f"{kind}: {source}") if Path(source).is_dir() else
+                            Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
+                                             f"robustness.{kind}_root"))
+    return findings
 
 
 def _unique(items: Iterable[Mapping]) -> list[Mapping]:

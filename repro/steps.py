@@ -5,6 +5,7 @@ annotator  the suite's annotator, trained on the extra pool and the training set
 labelmaps  the annotator's pass over a split (BASE_TOPK, fp32), or a variant derived from stored maps
 train      a student, or a fine-tune from another run (`train.init`)
 eval       one evaluator applied to a trained (or pretrained) model
+evalset    a robustness set built from the world (Table 7: ImageNet-C, backgrounds, ImageNet-A analogues)
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -240,3 +242,70 @@ def compute_evaluation(spec: Spec, run: Run, resources: Resources) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = model_from_ref(body["model"], data.wnids, resources).to(device)
     return build_evaluator(body["evaluator"]).evaluate(model, data, body["view"], resources)
+
+
+@computes("evalset")
+def compute_evalset(spec: Spec, run: Run, resources: Resources) -> dict:
+    """The world's analogue of a robustness set in <run>/images/, in the released set's layout
+    (`repro.world.robustness`). Half-written images of a killed build are rewritten (the ImageNet-C analogue skips
+    the ones that exist: each is a function of its options and index)."""
+    import shutil
+
+    from repro.data.folders import image_folder, read_classes
+    from repro.world import robustness as sets
+    from repro.world.parts import load_assets
+
+    body = spec.body
+    world_root = cached(Spec.from_json(body["world"]), resources).dir
+    params = Spec.from_json(body["world"]).body
+    out = run.dir / "images"
+    wnids = read_classes(world_root)[0]
+    indices = sets.val_subset(len(wnids), params["n_val"], int(body["per_class"]))
+    if body["set"] == "imagenet_c":
+        val = image_folder(world_root, "val", wnids)
+        chosen = [i for i, relpath in enumerate(val.relpaths) if _val_index(relpath) in set(indices)]
+        written = sets.write_imagenet_c(world_root, [val.relpaths[i] for i in chosen], val.labels[chosen], out,
+                                        body["corruptions"], body["severities"], int(body["seed"]))
+        return {"images_per_corruption": len(chosen), "images_written": written}
+    shutil.rmtree(out, ignore_errors=True)
+    assets = load_assets(params)
+    if body["set"] == "backgrounds":
+        return sets.write_backgrounds(assets, indices, out, int(body["challenge_backgrounds"]), int(body["seed"]))
+    if body["set"] == "imagenet_a":
+        return _adversarial_filter(body, assets, wnids, run, resources)
+    raise ValueError(f"unknown robustness set {body['set']!r}")
+
+
+def _val_index(relpath: str) -> int:
+    """A world val image's index from its name (ILSVRC2012_val_<index + 1>)."""
+    return int(Path(relpath).stem.rsplit("_", 1)[1]) - 1
+
+
+def _adversarial_filter(body: Mapping, assets, wnids, run: Run, resources: Resources) -> dict:
+    """ImageNet-A's construction: fresh images, of which those the filter model (an independently trained
+    classifier, never one that is evaluated on the set) misclassifies are kept."""
+    import shutil
+
+    from repro.data.folders import ImageList
+    from repro.evaluate.classification import predict_logits
+    from repro.world import robustness as sets
+
+    candidates = run.dir / "candidates"
+    shutil.rmtree(candidates, ignore_errors=True)
+    drawn = sets.write_candidates(assets, int(body["candidates_per_class"]) * len(wnids), candidates)
+    images = ImageList(candidates, tuple(p for p, _ in drawn), np.asarray([label for _, label in drawn]))
+    filter_spec = Spec.from_json(body["filter"])
+    model = model_from_ref(body["filter"], wnids, resources).to("cuda" if torch.cuda.is_available() else "cpu")
+    train = filter_spec["train"]
+    logits = predict_logits(model, images, size=int(train["eval_size"]), crop_pct=float(train["eval_crop_pct"]),
+                            batch_size=resources.batch_size_eval, workers=resources.workers)
+    wrong = logits.argmax(dim=1).numpy() != images.labels
+    out = run.dir / "images"
+    for relpath in np.asarray(images.relpaths)[wrong]:
+        (out / relpath).parent.mkdir(parents=True, exist_ok=True)
+        (candidates / relpath).rename(out / relpath)
+    shutil.rmtree(candidates)
+    kept = np.bincount(images.labels[wrong], minlength=len(wnids))
+    return {"drawn": len(images), "kept": int(wrong.sum()), "kept_share": float(wrong.mean()),
+            "kept_per_class_min": int(kept.min()), "kept_per_class_max": int(kept.max()),
+            "filter_top1_on_candidates": 100.0 * float(1 - wrong.mean())}

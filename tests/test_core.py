@@ -67,7 +67,8 @@ NOT_IN_A_RELABEL_STUDENT = ("resources.", "paths.", "models.", "recipes.", "prof
                             "supervision.kd_", "supervision.cutmix_", "annotator.pretrained", "annotator.checkpoint", "annotator.class_map",
                             "annotator.source", "extra_data.images", "extra_data.split", "labelmap.official_dir",
                             "labelmap.topk", "labelmap.dtype", "world.", "annotator.train.", "data.val_labels", "data.real_json",
-                            "data.shankar_json", "data.boxes_csv", "train.init", "supervision.mode")
+                            "data.shankar_json", "data.boxes_csv", "train.init", "supervision.mode",
+                            "robustness.")  # Table 7's sets and options: in its evaluations' specs
 
 
 def test_a_change_of_any_config_key_that_can_change_a_student_changes_its_hash():
@@ -86,6 +87,23 @@ def test_a_change_of_any_config_key_that_can_change_a_student_changes_its_hash()
         assert student_spec(with_changes(cfg, {dotted: value})).hash != base, dotted
     # and what cannot change a result is not in any spec
     assert student_spec(with_changes(cfg, {"resources.workers": 7, "resources.batch_size_eval": 3})).hash == base
+
+
+def test_every_robustness_option_changes_an_evaluation_and_no_student():
+    from repro.pipeline import eval_spec, robustness_evaluations
+
+    cfg = profile_config("smoke")
+    student = student_spec(cfg)
+
+    def evaluation_hashes(config):
+        return {eval_spec(student, e).hash for e in robustness_evaluations(config)}
+
+    base = evaluation_hashes(cfg)
+    for key, value in cfg["robustness"].items():
+        if key.endswith("_root"):
+            continue  # paper scale's folders; the world's sets are specs
+        changed = with_changes(cfg, {f"robustness.{key}": "resnet101" if key == "filter_arch" else _perturbed(value)})
+        assert evaluation_hashes(changed) != base and student_spec(changed) == student, key
 
 
 def test_one_annotator_serves_students_of_every_seed_and_recipe():

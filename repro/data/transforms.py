@@ -85,12 +85,16 @@ class TrainCrop:
 
 
 class EvalView:
-    """timm's evaluation transform: resize the shorter side to floor(size / crop_pct), centre-crop size x size."""
+    """timm's evaluation transform: resize the shorter side to floor(size / crop_pct), centre-crop size x size;
+    normalised, or (normalized=False) as pixels in [0, 1] for an attack in pixel space (`mean_std` normalises)."""
+    mean_std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
-    def __init__(self, size: int, crop_pct: float = 0.875):
+    def __init__(self, size: int, crop_pct: float = 0.875, normalized: bool = True):
         self.size = int(size)
         self.resize_to = int(math.floor(self.size / crop_pct))
+        self.normalized = normalized
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        image = F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True)
-        return normalize(F.center_crop(image, [self.size, self.size]))
+        image = F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
+                              [self.size, self.size])
+        return normalize(image) if self.normalized else F.to_dtype(image, torch.float32, scale=True)

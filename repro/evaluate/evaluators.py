@@ -61,7 +61,7 @@ class Evaluator:
         return set_metrics(eval_set, logits)
 
 
-def _eval_set(data: ImageNetData, name: str) -> EvalSet:
+def named_eval_set(data: ImageNetData, name: str) -> EvalSet:
     found = next((s for s in data.eval_sets if s.name == name), None)
     if found is None:
         present = ", ".join(s.name for s in data.eval_sets) or "none"
@@ -75,7 +75,7 @@ class TopK(Evaluator):
     type = "topk"
 
     def evaluate(self, model, data, view, resources):
-        metrics = self._scored(model, _eval_set(data, "imagenet"), view, resources)
+        metrics = self._scored(model, named_eval_set(data, "imagenet"), view, resources)
         return {key: value for key, value in metrics.items() if key.startswith("imagenet_")}
 
 
@@ -86,7 +86,7 @@ class Real(Evaluator):
     defaults = {"labels": "real"}  # "shankar": the stricter multi-label set, on the same predictions
 
     def evaluate(self, model, data, view, resources):
-        val = _eval_set(data, "imagenet")
+        val = named_eval_set(data, "imagenet")
         key = self.options["labels"]
         if key not in val.label_sets:
             raise FileNotFoundError(f"no {key} labels for the val images under {data.root}")
@@ -105,4 +105,8 @@ class ImageNetV2(Evaluator):
         if name not in IMAGENET_V2:
             variants = ", ".join(n[len("imagenetv2_"):] for n in IMAGENET_V2)
             raise ValueError(f"unknown ImageNetV2 variant {self.options['variant']!r}: one of {variants}")
-        return self._scored(model, _eval_set(data, name), view, resources)
+        return self._scored(model, named_eval_set(data, name), view, resources)
+
+
+# the robustness evaluators register themselves on import (that module builds on this one)
+import repro.evaluate.robustness  # noqa: E402,F401

@@ -17,7 +17,7 @@ from repro.world.backgrounds import load_sources
 from repro.world.glyphs import (NOTO_SIZE, OPENMOJI_SIZE, ObjectClass, downstream_classes, glyph_atlas,
                                 noto_font_path, openmoji_font_path, world_classes)
 from repro.world.params import SCENE
-from repro.world.scene import Placed, Wanted, draw_scene, glyph_pyramid
+from repro.world.scene import Placed, Wanted, background_layer, draw_scene, glyph_pyramid
 
 WORLD_SPLITS = ("train", "extra", "val")
 ANNOTATED = ("train", "extra", "val", "detection/train", "detection/val")
@@ -170,6 +170,13 @@ def draw(assets: Assets, part: Part, index: int) -> tuple[Image.Image, list[Plac
     wanted = _wanted(assets, part, index, rng)
     min_visible = 0.0 if part.name.startswith("detection/") else part.scene["min_primary_visible"]
     return draw_scene(rng, assets.params["image_size"], part.scene, assets.sources, wanted, min_visible)
+
+
+def bare_background(assets: Assets, part: Part, index: int) -> Image.Image:
+    """Image `index`'s background without its objects and front clutter: its random stream replayed up to them."""
+    rng = image_rng(assets.params["seed"], part.name, index)
+    _wanted(assets, part, index, rng)  # the draws that come before the background's
+    return background_layer(rng, assets.params["image_size"], part.scene, assets.sources)[0]
 
 
 def generate(assets: Assets, part: Part, index: int) -> tuple[Image.Image, dict]:

@@ -94,7 +94,7 @@ def _position(rng: np.random.Generator, extent: int, size: int, truncation: floa
     return int(round(centre - extent / 2))
 
 
-def _paste(canvas: Image.Image, layer: Image.Image, x0: int, y0: int, covered: list[np.ndarray]) -> np.ndarray:
+def paste(canvas: Image.Image, layer: Image.Image, x0: int, y0: int, covered: list[np.ndarray]) -> np.ndarray:
     """Composite an RGBA layer onto canvas at (x0, y0), thinning what lies below; returns its own coverage."""
     size = canvas.width
     own = np.zeros((size, size), dtype=np.float32)
@@ -110,6 +110,16 @@ def _paste(canvas: Image.Image, layer: Image.Image, x0: int, y0: int, covered: l
     return own
 
 
+def background_layer(rng: np.random.Generator, size: int, scene: dict, sources) -> tuple[Image.Image, int]:
+    """The scene's background with the clutter drawn behind the objects (the first draws of its random stream),
+    and the number of clutter shapes to draw in front of them."""
+    backdrop = background(rng, sources, size, scene)
+    n_clutter = int(rng.poisson(scene["clutter"]))
+    n_front = int((rng.random(n_clutter) < scene["p_clutter_front"]).sum())
+    draw_clutter(rng, backdrop, n_clutter - n_front)
+    return backdrop, n_front
+
+
 def draw_scene(rng: np.random.Generator, size: int, scene: dict, sources, wanted: list[Wanted],
                min_visible_primary: float = 0.0) -> tuple[Image.Image, list[Placed]]:
     """The RGB image and the placed objects, in the order of `wanted`.
@@ -118,10 +128,7 @@ def draw_scene(rng: np.random.Generator, size: int, scene: dict, sources, wanted
     attempt leaves out what would cover it (objects in front of it and front clutter), so the requirement holds
     but for truncation at the border.
     """
-    backdrop = background(rng, sources, size, scene)
-    n_clutter = int(rng.poisson(scene["clutter"]))
-    n_front = int((rng.random(n_clutter) < scene["p_clutter_front"]).sum())
-    draw_clutter(rng, backdrop, n_clutter - n_front)
+    backdrop, n_front = background_layer(rng, size, scene, sources)
     front_clutter = clutter_layer(rng, size, n_front)
     base = backdrop.convert("RGBA")
     patches = [object_patch(w.glyph, w.longest, rng, scene) for w in wanted]
@@ -137,10 +144,10 @@ def draw_scene(rng: np.random.Generator, size: int, scene: dict, sources, wanted
             if clear_primary and wanted[i].depth > primary_depth:
                 continue
             (x0, y0), w = corners[i], wanted[i]
-            own = _paste(canvas, patches[i], x0, y0, [p.coverage for p in placed.values()])
+            own = paste(canvas, patches[i], x0, y0, [p.coverage for p in placed.values()])
             placed[i] = Placed(w.class_index, w.primary, patches[i], x0, y0, full_areas[i], own)
         if front_clutter is not None and not clear_primary:
-            _paste(canvas, front_clutter, 0, 0, [p.coverage for p in placed.values()])
+            paste(canvas, front_clutter, 0, 0, [p.coverage for p in placed.values()])
         primary = next((p for p in placed.values() if p.primary), None)
         if primary is None or primary.visible >= min_visible_primary:
             break
