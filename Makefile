@@ -16,7 +16,7 @@ SETS := $(if $(SET), $(addprefix --set ,$(SET)))
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install -e '.[test]'
+	$(BIN)/python -m pip install -e '.[test,robustness]'
 	touch $(STAMP)
 
 env: $(STAMP)

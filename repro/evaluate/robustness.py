@@ -143,6 +143,12 @@ class Rendition(Evaluator):
     defaults = {"source": None}
 
     def evaluate(self, model, data, view, resources):
+        if self.options["source"] is None and not (data.root / "rendition").is_dir():
+            from repro.notices import warn_once
+
+            warn_once(f"no rendition/ in the world at {data.root} (built without the Noto Color Emoji font, "
+                      f"fonts-noto-color-emoji): the rendition column stays empty")
+            return {"rendition_images": 0}
         folder = set_folder(self.options["source"], data.root / "rendition", resources, "rendition")
         top1, count, _ = class_folder_top1(model, folder, data.wnids, view, resources)
         return {"rendition_top1": top1, "rendition_images": count}

@@ -8,8 +8,9 @@ different numbers from the same code (measured: 45 of 131 metrics differ between
 each is exactly repeatable on its own machine). A fresh run must equal one machine's record exactly.
 
 `python -m tests.regression.record` rewrites the record with this machine's numbers only (a deliberate change of
-numbers: its commit says why); `--add-machine` keeps the other machines' records and adds this one's (a new CPU
-kind, numbers unchanged on the machines recorded before)."""
+numbers: its commit says why); `--add-machine` keeps the other machines' records and adds (or replaces) this one's
+(a new CPU kind, numbers unchanged on the machines recorded before; or a new experiment, which is then recorded
+for this CPU kind only: a machine's record is compared on the experiments it holds)."""
 from __future__ import annotations
 
 import argparse
