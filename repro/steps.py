@@ -263,7 +263,8 @@ def compute_evalset(spec: Spec, run: Run, resources: Resources) -> dict:
     indices = sets.val_subset(len(wnids), params["n_val"], int(body["per_class"]))
     if body["set"] == "imagenet_c":
         val = image_folder(world_root, "val", wnids)
-        chosen = [i for i, relpath in enumerate(val.relpaths) if _val_index(relpath) in set(indices)]
+        wanted = set(indices)
+        chosen = [i for i, relpath in enumerate(val.relpaths) if _val_index(relpath) in wanted]
         written = sets.write_imagenet_c(world_root, [val.relpaths[i] for i in chosen], val.labels[chosen], out,
                                         body["corruptions"], body["severities"], int(body["seed"]))
         return {"images_per_corruption": len(chosen), "images_written": written}
@@ -277,8 +278,10 @@ def compute_evalset(spec: Spec, run: Run, resources: Resources) -> dict:
 
 
 def _val_index(relpath: str) -> int:
-    """A world val image's index from its name (ILSVRC2012_val_<index + 1>)."""
-    return int(Path(relpath).stem.rsplit("_", 1)[1]) - 1
+    """A world val image's index from its name (ILSVRC2012_val_<index + 1>, ReaL's naming)."""
+    from repro.data.labelsets import VAL_NAME
+
+    return int(VAL_NAME.search(Path(relpath).name).group(1)) - 1
 
 
 def _adversarial_filter(body: Mapping, assets, wnids, run: Run, resources: Resources) -> dict:

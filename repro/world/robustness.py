@@ -77,9 +77,10 @@ def write_backgrounds(assets: Assets, indices: list[int], out: Path, challenge_b
     part = Part("val", assets.params["n_val"], {key: assets.params[key] for key in SCENE})
     num_classes = len(assets.classes)
     rng = np.random.default_rng([seed, 9])
+    labels = {i: label_of(assets, "val", i) for i in indices}
     by_class: dict[int, list[int]] = {}
     for i in indices:
-        by_class.setdefault(label_of(assets, "val", i), []).append(i)
+        by_class.setdefault(labels[i], []).append(i)
     backgrounds: dict[int, Image.Image] = {}
 
     def bare(i):
@@ -90,7 +91,7 @@ def write_backgrounds(assets: Assets, indices: list[int], out: Path, challenge_b
     for i in tqdm(indices, desc="backgrounds analogue", disable=not progress, dynamic_ncols=True):
         primary, label = _primary_layer(assets, part, i)
         same = [j for j in by_class[label] if j != i]
-        others = [j for j in indices if label_of(assets, "val", j) != label]
+        others = [j for j in indices if labels[j] != label]
         name = f"{wnid(label)}/{i:06d}.JPEG"
         _save(_composite(bare(same[int(rng.integers(len(same)))] if same else i), primary),
               out / "mixed_same" / name)
