@@ -232,9 +232,9 @@ _ROBUSTNESS_PAPER = {
     "imagenet_c_root": None,
     "imagenet_a_root": None,
     "rendition_root": None,            # ImageNet-R at paper scale, the world's rendition/ otherwise
-    "backgrounds_root": None,          # <root>/{mixed_same,mixed_rand}/<wnid>/ and challenge/<k>/<wnid>/
+    "backgrounds_root": None,          # ImageNet-9's release: <root>/{original,mixed_same,...,fg_mask}/val/<class>/
     "per_class": 5,                    # world: val images per class corrupted / composited
-    "challenge_backgrounds": 8,        # world: backgrounds of other classes each foreground must survive
+    "challenge_backgrounds": None,     # only_bg_t backgrounds each foreground must survive: None all, n a fixed sample
     "candidates_per_class": 40,        # world: fresh images per class the adversarial filter draws from
     "filter_arch": "resnet18",         # world: the filter, a vanilla student of another architecture
     "filter_seed": 0,
@@ -321,6 +321,7 @@ PROXY = _embedded(
     # as many extra images as training images (the paper: 4M beside ImageNet's 1.28M; the pool here has 24k)
     extra_images=10000,
     workers=1,
+    robustness={"challenge_backgrounds": 8},  # of the 260 backgrounds: the challenge's cost stays a few seconds
 )
 
 PROFILES = {"smoke": SMOKE, "proxy": PROXY, "paper": PAPER}

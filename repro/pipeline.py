@@ -327,9 +327,11 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     the world's own rendition/ folder), so the sets' options and the world are in every evaluation's hash."""
     rob = cfg["robustness"]
     evaluations = [{"type": "fgsm", "epsilon": rob["fgsm_epsilon"], "epsilons": list(rob["fgsm_epsilons"])}]
+    challenge = {"challenge_backgrounds": rob["challenge_backgrounds"], "seed": int(rob["seed"])}
     if cfg["data"]["source"] == "imagenet":
         root = Path(cfg["data"]["root"])
-        return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder)}
+        return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder),
+                               **(challenge if kind == "backgrounds" else {})}
                               for kind, folder in ROBUSTNESS_SETS.items()]
     world = world_spec(cfg).as_json()
     common = {"world": world, "per_class": int(rob["per_class"]), "seed": int(rob["seed"])}
@@ -337,8 +339,7 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
 
     corrupted = Spec("evalset", {**common, "set": "imagenet_c", "corruptions": list(CORRUPTIONS),
                                  "severities": list(SEVERITIES)})
-    backgrounds = Spec("evalset", {**common, "set": "backgrounds",
-                                   "challenge_backgrounds": int(rob["challenge_backgrounds"])})
+    backgrounds = Spec("evalset", {**common, "set": "backgrounds"})
     filter_cfg = with_changes(cfg, {**architecture_changes(cfg, rob["filter_arch"]), "supervision.mode": "original",
                                     "supervision.cutmix": False, "extra_data.enabled": False,
                                     "seed": int(rob["filter_seed"])})
@@ -348,4 +349,4 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     return evaluations + [{"type": "imagenet_c", "source": corrupted.as_json()},
                           {"type": "imagenet_a", "source": adversarial.as_json()},
                           {"type": "rendition", "source": None},
-                          {"type": "backgrounds", "source": backgrounds.as_json()}]
+                          {"type": "backgrounds", "source": backgrounds.as_json(), **challenge}]

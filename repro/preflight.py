@@ -55,15 +55,23 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
 def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
     """The released sets that evaluators read from a folder (Table 7's at paper scale): present, or a problem
     found before any training, not after it."""
+    from repro.evaluate.robustness import SET_VARIANTS
+
     findings = []
     for spec in evaluations:
         evaluator = spec.body["evaluator"]
         source = evaluator.get("source")
         if isinstance(source, str):
             kind = evaluator["type"]
-            findings.append(Finding(OK, f"{kind}: {source}") if Path(source).is_dir() else
-                            Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
-                                             f"robustness.{kind}_root"))
+            missing = [Path(source, sub) for sub in SET_VARIANTS.get(kind, ()) if not Path(source, sub).is_dir()]
+            if not Path(source).is_dir():
+                findings.append(Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
+                                                 f"robustness.{kind}_root"))
+            elif missing:
+                findings.append(Finding(PROBLEM, f"{kind}: no folder {missing[0]}: the release's variants "
+                                                 f"{', '.join(SET_VARIANTS[kind])} are all read"))
+            else:
+                findings.append(Finding(OK, f"{kind}: {source}"))
     return findings
 
 
@@ -90,7 +98,6 @@ def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str
     """The layout of an ImageNet installation: classes, train, val (either layout), ReaL, ImageNetV2; and, where
     it could be read, (its wnids, its training images' paths)."""
     from repro.data.folders import VAL_SOLUTION, image_folder, read_classes, val_folder
-    from repro.data.imagenet import IMAGENET_V2
 
     if data["source"] == "world":
         return [Finding(OK, "data: the generated world (built by the suite)")], None

@@ -271,7 +271,7 @@ def compute_evalset(spec: Spec, run: Run, resources: Resources) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     assets = load_assets(params)
     if body["set"] == "backgrounds":
-        return sets.write_backgrounds(assets, indices, out, int(body["challenge_backgrounds"]), int(body["seed"]))
+        return sets.write_backgrounds(assets, world_root, indices, out, int(body["seed"]))
     if body["set"] == "imagenet_a":
         return _adversarial_filter(body, assets, wnids, run, resources)
     raise ValueError(f"unknown robustness set {body['set']!r}")

@@ -3,6 +3,7 @@ the world's backgrounds composites, and the paper-scale readers on tiny folders 
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,13 +105,20 @@ def test_a_set_of_some_classes_is_scored_over_those_classes_only(data, tmp_path)
 def fake_released_sets(root, data):
     """ImageNet-C, -A, -R and the backgrounds layout under root, each holding copies of two val images."""
     pairs = list(zip(data.val.relpaths, data.val.labels))[:2]
-    folders = [root / "imagenet-a", root / "imagenet-r", *(root / "backgrounds" / v for v in
-                                                           ("mixed_same", "mixed_rand", "challenge/0", "challenge/1"))]
+    folders = [root / "imagenet-a", root / "imagenet-r",
+               *(root / "backgrounds" / v / "val" for v in ("original", "mixed_same", "mixed_rand", "only_bg_t"))]
     folders += [root / "imagenet-c" / name / str(s) for name in CORRUPTIONS for s in SEVERITIES]
     for folder in folders:
         for relpath, label in pairs:
             (folder / data.wnids[label]).mkdir(parents=True, exist_ok=True)
             shutil.copy(data.val.root / relpath, folder / data.wnids[label])
+    for relpath, label in pairs:
+        with Image.open(data.val.root / relpath) as image:
+            mask = np.zeros((image.height, image.width), dtype=np.uint8)
+        mask[: mask.shape[0] // 2] = 1
+        target = root / "backgrounds" / "fg_mask" / "val" / data.wnids[label] / (Path(relpath).stem + ".npy")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        np.save(target, mask)
 
 
 def test_paper_scale_reads_the_released_layouts(imagenet, data, tmp_path):
@@ -126,7 +134,8 @@ def test_paper_scale_reads_the_released_layouts(imagenet, data, tmp_path):
     for evaluation in evaluations[1:]:
         metrics.update(build_evaluator(evaluation).evaluate(model, data, VIEW, Resources(runs_root=tmp_path)))
     assert metrics["imagenet_c_images"] == 2 * 75 and metrics["imagenet_a_images"] == 2
-    assert metrics["rendition_images"] == 2 and metrics["challenge_backgrounds"] == 2
+    assert metrics["rendition_images"] == 2 and metrics["challenge_backgrounds"] == 2  # the paper's: all of them
+    assert metrics["challenge_foregrounds"] == 2 and metrics["original_images"] == 2
     for key in ("imagenet_c_top1", "imagenet_a_top1", "rendition_top1", "bcg_top1", "mixed_same_top1"):
         assert 0.0 <= metrics[key] <= 100.0, key
     shutil.rmtree(root / "imagenet-c" / "fog" / "3")
@@ -137,26 +146,133 @@ def test_paper_scale_reads_the_released_layouts(imagenet, data, tmp_path):
         build_evaluator(missing).evaluate(model, data, VIEW, Resources(runs_root=tmp_path))
 
 
-def test_world_backgrounds_keep_the_foreground_and_change_only_the_background(tmp_path):
+def test_world_backgrounds_are_imagenet9s_variants_of_the_val_images(tmp_path):
     from repro.world.params import SCENE, world_params
-    from repro.world.parts import Part, bare_background, draw, load_assets
-    from repro.world.robustness import _composite
+    from repro.world.parts import Part, bare_background, draw, image_path, load_assets
+    from repro.world.robustness import write_backgrounds
 
     params = world_params("smoke")
     assets = load_assets(params)
     part = Part("val", params["n_val"], {key: params[key] for key in SCENE})
-    _, placed = draw(assets, part, 3)
-    primary = next(p for p in placed if p.primary)
-    same, other = (np.asarray(_composite(bare_background(assets, part, j), primary)) for j in (3 + 52, 4))
-    alpha = np.zeros(same.shape[:2], dtype=bool)
-    patch_alpha = np.asarray(primary.patch.getchannel("A")) == 255
-    y0, x0 = primary.y0, primary.x0
-    for y, x in zip(*np.nonzero(patch_alpha)):
-        if 0 <= y + y0 < alpha.shape[0] and 0 <= x + x0 < alpha.shape[1]:
-            alpha[y + y0, x + x0] = True
-    assert alpha.any() and np.array_equal(same[alpha], other[alpha])  # the same object, pixel for pixel
-    assert not np.array_equal(same[~alpha], other[~alpha])  # on two backgrounds
-    assert np.array_equal(np.asarray(bare_background(assets, part, 4)), np.asarray(bare_background(assets, part, 4)))
+    indices = [3, 4, 3 + 52]  # 3 and 55 share a class
+    for i in indices:  # the world's val images, as the world writes them
+        target = tmp_path / "world" / image_path(assets, "val", i)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        draw(assets, part, i)[0].save(target, quality=90)
+    out = tmp_path / "set"
+    assert write_backgrounds(assets, tmp_path / "world", indices, out, seed=0, progress=False)["images"] == 3
+    relpath = image_path(assets, "val", 3)[len("val/"):]
+    read = {v: np.asarray(Image.open(out / v / "val" / relpath), dtype=np.float32)
+            for v in ("original", "only_bg_t", "mixed_same", "mixed_rand")}
+    mask = np.load(out / "fg_mask" / "val" / relpath.replace(".JPEG", ".npy")).astype(bool)
+    assert mask.shape == read["original"].shape[:2] and 0 < mask.mean() < 0.9
+    assert np.array_equal(mask, next(p for p in draw(assets, part, 3)[1] if p.primary).mask)
+    assert np.abs(read["only_bg_t"] - np.asarray(bare_background(assets, part, 3))).mean() < 4  # up to JPEG
+    for variant in ("mixed_same", "mixed_rand"):  # the same object, pixel for pixel up to JPEG, on another ground
+        assert np.abs(read[variant][mask] - read["original"][mask]).mean() < 6, variant
+    assert np.abs(read["mixed_same"][~mask] - read["mixed_rand"][~mask]).mean() > 10
+
+
+def solid(colour, size=16, square=None):
+    """A size x size image of `colour`, with a red square (y0, y1, x0, x1) if given."""
+    pixels = np.zeros((size, size, 3), dtype=np.uint8)
+    pixels[...] = colour
+    if square:
+        y0, y1, x0, x1 = square
+        pixels[y0:y1, x0:x1] = (255, 0, 0)
+    return pixels
+
+
+class CentreIsRed(torch.nn.Module):
+    """An ImageNet model that calls an image a Chihuahua (ImageNet-9's dog) when its centre pixel is red, else a
+    goldfinch (bird)."""
+    def __init__(self, wnids):
+        super().__init__()
+        self.dog, self.bird = wnids.index("n02085620"), wnids.index("n01531178")
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+        self.n = len(wnids)
+
+    def forward(self, x):
+        centre = x[:, :, x.shape[2] // 2, x.shape[3] // 2]
+        red = centre[:, 0] > centre[:, 1]
+        logits = torch.zeros(len(x), self.n) + self.anchor
+        logits[red, self.dog] = 1.0
+        logits[~red, self.bird] = 1.0
+        return logits
+
+
+def test_imagenet9_is_scored_by_super_class_and_the_challenge_by_the_worst_background(tmp_path):
+    """A tiny ImageNet-9 release: 9 super-class folders, a 1000-class model mapped through the super-classes, and
+    the challenge counting a foreground only if it survives every background."""
+    from types import SimpleNamespace
+
+    import timm
+
+    wnids = (Path(timm.__file__).parent / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
+    classes = [f"0{k}_{name}" for k, name in enumerate(
+        ["dog", "bird", "wheeled vehicle", "reptile", "carnivore", "insect", "musical instrument", "primate", "fish"])]
+    green, centre, corner = (0, 255, 0), (4, 12, 4, 12), (0, 4, 0, 4)
+    # a: a dog, red at the centre, right on every background; b: a dog masked off the centre, called a bird in
+    # the original and on green; c: a green bird masked off the centre, right on green but not on red
+    foregrounds = {"a": (0, solid(green, square=centre), centre), "b": (0, solid(green, square=corner), corner),
+                   "c": (1, solid(green), corner)}
+    backgrounds = {"g": (3, solid(green)), "r": (5, solid((255, 0, 0)))}
+    root = tmp_path / "bg_challenge"
+
+    def save(variant, label, name, pixels):
+        target = root / variant / "val" / classes[label] / f"{name}.JPEG"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(target, quality=100)
+
+    for name, (label, pixels, (y0, y1, x0, x1)) in foregrounds.items():
+        for variant in ("original", "mixed_same", "mixed_rand"):
+            save(variant, label, name, pixels)
+        mask = np.zeros(pixels.shape[:2], dtype=np.uint8)
+        mask[y0:y1, x0:x1] = 1
+        (root / "fg_mask" / "val" / classes[label]).mkdir(parents=True, exist_ok=True)
+        np.save(root / "fg_mask" / "val" / classes[label] / f"{name}.npy", mask)
+    for name, (label, pixels) in backgrounds.items():
+        save("only_bg_t", label, name, pixels)
+    for k in range(9):  # every class folder, as the release has
+        (root / "original" / "val" / classes[k]).mkdir(parents=True, exist_ok=True)
+    model = CentreIsRed(wnids)
+    data = SimpleNamespace(root=tmp_path, wnids=wnids)
+    evaluate = build_evaluator({"type": "backgrounds", "source": str(root)}).evaluate
+    metrics = evaluate(model, data, {"size": 16, "crop_pct": 0.875}, Resources(runs_root=tmp_path, batch_size_eval=1))
+    assert metrics["original_top1"] == pytest.approx(200 / 3)  # a and c right, b (green centre) called a bird
+    assert metrics["challenge_backgrounds"] == 2 and metrics["challenge_foregrounds"] == 3
+    assert metrics["bcg_top1"] == pytest.approx(100 / 3)  # only a survives both backgrounds
+    one = build_evaluator({"type": "backgrounds", "source": str(root), "challenge_backgrounds": 1}).evaluate(
+        model, data, {"size": 16, "crop_pct": 0.875}, Resources(runs_root=tmp_path))
+    assert one["challenge_backgrounds"] == 1 and one["bcg_top1"] in (pytest.approx(100 / 3), pytest.approx(200 / 3))
+
+
+def test_set_classes_are_the_models_wnids_or_imagenet9s_super_classes(tmp_path):
+    import timm
+
+    from repro.evaluate.set_classes import imagenet9_classes, set_classes
+
+    wnids = (Path(timm.__file__).parent / "data" / "_info" / "imagenet_synsets.txt").read_text().split()
+    for name in ("n01440764", "n02085620"):  # tench, Chihuahua: a two-class ImageNet-A-like set
+        (tmp_path / "a" / name).mkdir(parents=True)
+    subset = set_classes(tmp_path / "a", wnids)
+    logits = torch.zeros(2, 1000)
+    logits[0, wnids.index("n02085620")], logits[0, 5] = 2.0, 3.0  # class 5 is outside the set: ignored
+    logits[1, wnids.index("n01440764")] = 1.0
+    assert subset.predict(logits).tolist() == [1, 0]
+    for k in range(9):
+        (tmp_path / "in9" / f"0{k}_class").mkdir(parents=True)
+    in9 = set_classes(tmp_path / "in9", wnids)
+    hits = torch.zeros(3, 1000)
+    hits[0, wnids.index("n02085620")] = 1.0  # Chihuahua: dog
+    hits[1, wnids.index("n01440764")] = 1.0  # tench: fish
+    hits[2, wnids.index("n15075141")] = 1.0  # toilet tissue: in no super-class
+    assert in9.predict(hits).tolist() == [0, 8, -1]
+    assert sum(len(group) for _, group in imagenet9_classes()) == 370  # the release's 1000 - 630 unmapped
+    with pytest.raises(ValueError, match="needs a model of ImageNet's classes; 370 of their 370"):
+        set_classes(tmp_path / "in9", [f"n9{k:07d}" for k in range(12)])
+    with pytest.raises(ValueError, match="neither the model's classes"):
+        set_classes(tmp_path / "a", [f"n9{k:07d}" for k in range(12)])
 
 
 def test_the_check_names_a_missing_released_set_before_any_training(imagenet, data, tmp_path, capsys):
@@ -166,8 +282,10 @@ def test_the_check_names_a_missing_released_set_before_any_training(imagenet, da
     shutil.copytree(imagenet.root, root)
     fake_released_sets(root, data)
     shutil.rmtree(root / "imagenet-a")
+    shutil.rmtree(root / "backgrounds" / "fg_mask")
     status = main(["check", "table7", "--profile", "paper", "--set", f"data.root={root}", "--runs", str(tmp_path)])
     err = capsys.readouterr().err
     assert status == 2 and f"problem: imagenet_a: no folder {root / 'imagenet-a'}: put the released set there or " \
                            f"set robustness.imagenet_a_root" in err
+    assert f"problem: backgrounds: no folder {root / 'backgrounds' / 'fg_mask' / 'val'}: the release's" in err
     assert "problem: imagenet_c" not in err  # present

@@ -14,17 +14,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from repro.data.datasets import EvalImages
 from repro.data.folders import image_folder
-from repro.data.transforms import EvalView
-from repro.evaluate.classification import predict_logits
+from repro.data.transforms import EvalView, read_image
+from repro.evaluate.classification import autocast_for, predict_logits
 from repro.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corruption_errors
 from repro.evaluate.evaluators import Evaluator, named_eval_set, register_evaluator
+from repro.evaluate.set_classes import SetClasses, set_classes
 from repro.models import unwrap
 from repro.specs import Spec, digest_path, is_spec_json
 
 SET_FOLDER = "images"  # inside the run of a set built from the world
+BACKGROUNDS_VARIANTS = ("original", "mixed_same", "mixed_rand", "only_bg_t", "fg_mask")  # ImageNet-9's, all read
+SET_VARIANTS = {"backgrounds": tuple(f"{variant}/val" for variant in BACKGROUNDS_VARIANTS)}  # what a root must hold
 
 
 def set_folder(source, default: Path, resources, what: str) -> Path:
@@ -39,18 +43,19 @@ def set_folder(source, default: Path, resources, what: str) -> Path:
     return folder
 
 
-def class_folder_top1(model: nn.Module, folder: Path, wnids, view, resources) -> tuple[float, int, np.ndarray]:
-    """Top-1 (%) on `folder`/<wnid>/<image>, the logits restricted to the classes the folder holds (ImageNet-A's
-    and ImageNet-R's 200-class protocol); returns it, the image count and the per-image hits."""
-    images = image_folder(folder.parent, folder.name, wnids)
+def class_folder_top1(model: nn.Module, folder: Path, wnids, view, resources, crop_pct: float | None = None,
+                      classes: SetClasses | None = None) -> tuple[float, int, np.ndarray]:
+    """Top-1 (%) on `folder`/<class>/<image>, a prediction counted by the set's classes (`classes`, by default
+    those of the folder: the logits restricted to the classes it holds, or ImageNet-9's super-classes); returns it,
+    the image count and the per-image hits. `crop_pct` overrides the view's (1.0: the whole image)."""
+    classes = classes or set_classes(folder, wnids)
+    images = image_folder(folder.parent, folder.name, classes.names)
     if not len(images):
         raise FileNotFoundError(f"no images under {folder}")
-    logits = predict_logits(model, images, size=int(view["size"]), crop_pct=float(view["crop_pct"]),
+    logits = predict_logits(model, images, size=int(view["size"]), crop_pct=float(crop_pct or view["crop_pct"]),
                             batch_size=resources.batch_size_eval, workers=resources.workers,
                             amp=bool(view.get("amp", False)), channels_last=bool(view.get("channels_last")))
-    present = np.unique(images.labels)
-    predicted = present[logits[:, torch.as_tensor(present)].argmax(dim=1).numpy()]
-    hits = predicted == images.labels
+    hits = classes.predict(logits) == images.labels
     return 100.0 * float(hits.mean()), len(images), hits
 
 
@@ -156,20 +161,81 @@ class Rendition(Evaluator):
 
 @register_evaluator
 class Backgrounds(Evaluator):
-    """The backgrounds challenge (Xiao et al., "Noise or Signal"): top-1 with each foreground on a background of
-    its own class (mixed_same) and of another (mixed_rand), their gap, and the challenge: the share of foregrounds
-    classified right on every background of other classes tried (<source>/challenge/<k>/)."""
+    """The backgrounds challenge (Xiao et al., "Noise or Signal"), read in ImageNet-9's released layout
+    `<source>/<variant>/val/<class>/<image>`: top-1 on `original`, on `mixed_same` and `mixed_rand` (each foreground
+    on a background of its own class or of another) and their gap; and the challenge (`bcg_top1`): the share of
+    the foregrounds `fg_mask/val/<class>/<name>.npy` (of `original/val/<class>/<name>.JPEG`) classified right on
+    every background of `only_bg_t` tried, all of them (the release's protocol) or a fixed sample of
+    `challenge_backgrounds` drawn with `seed`. Images are scored whole (crop_pct 1), as the release scores them."""
     type = "backgrounds"
-    defaults = {"source": None}
+    defaults = {"source": None, "challenge_backgrounds": None, "seed": 0}
 
     def evaluate(self, model, data, view, resources):
         root = set_folder(self.options["source"], data.root / "backgrounds", resources, "backgrounds")
-        same, count, _ = class_folder_top1(model, root / "mixed_same", data.wnids, view, resources)
-        rand, _, _ = class_folder_top1(model, root / "mixed_rand", data.wnids, view, resources)
-        challenge = sorted((root / "challenge").iterdir(), key=lambda p: int(p.name))
-        if not challenge:
-            raise FileNotFoundError(f"backgrounds: no challenge/<k>/ folders under {root}")
-        every = np.logical_and.reduce([class_folder_top1(model, folder, data.wnids, view, resources)[2]
-                                       for folder in challenge])
-        return {"bcg_top1": 100.0 * float(every.mean()), "mixed_same_top1": same, "mixed_rand_top1": rand,
-                "bg_gap": same - rand, "backgrounds_images": count, "challenge_backgrounds": len(challenge)}
+        classes = set_classes(root / "original" / "val", data.wnids)  # every variant: the original's classes
+        metrics = {}
+        missing = [root / sub for sub in SET_VARIANTS["backgrounds"] if not (root / sub).is_dir()]
+        if missing:
+            raise FileNotFoundError(f"backgrounds: no folder {missing[0]}: the set needs ImageNet-9's variants "
+                                    f"{', '.join(BACKGROUNDS_VARIANTS)}, each as <variant>/val/<class>/")
+        for variant in ("original", "mixed_same", "mixed_rand"):
+            folder = root / variant / "val"
+            metrics[f"{variant}_top1"], metrics[f"{variant}_images"], _ = class_folder_top1(
+                model, folder, data.wnids, view, resources, crop_pct=1.0, classes=classes)
+        challenge = backgrounds_challenge(model, root, classes, view, resources, self.options["challenge_backgrounds"],
+                                          int(self.options["seed"]))
+        return {**metrics, **challenge, "bg_gap": metrics["mixed_same_top1"] - metrics["mixed_rand_top1"]}
+
+
+def backgrounds_challenge(model: nn.Module, root: Path, classes: SetClasses, view, resources,
+                          backgrounds: int | None, seed: int) -> dict:
+    """The challenge: each foreground (the mask's pixels of its original image) composited on each background in
+    turn, at the images' own resolution, then given the eval view; a foreground counts as vulnerable at its first
+    misclassified composite. Under torch.distributed each rank takes a share of the foregrounds."""
+    import torch.distributed as dist
+
+    model = unwrap(model).eval()
+    device = next(model.parameters()).device
+    masks = sorted((root / "fg_mask" / "val").glob("*/*.npy"))
+    if not masks:
+        raise FileNotFoundError(f"backgrounds: no foreground masks {root / 'fg_mask' / 'val'}/<class>/<name>.npy")
+    pool = image_folder(root / "only_bg_t", "val", classes.names)
+    chosen = np.arange(len(pool))
+    if backgrounds is not None and int(backgrounds) < len(pool):
+        chosen = np.sort(np.random.default_rng(seed).choice(len(pool), int(backgrounds), replace=False))
+    tiles = [read_image(pool.path(int(i))) for i in chosen]  # kept as uint8: ImageNet-9's 4,050 take 0.6 GB
+    odd = next((int(i) for i, tile in zip(chosen, tiles) if tile.shape != tiles[0].shape), None)
+    if odd is not None:
+        raise ValueError(f"{pool.path(odd)}: {tuple(tiles[0].shape[1:])} expected, as the other backgrounds; the "
+                         f"challenge composites images of one size")
+    tiles = torch.stack(tiles)
+    view_fn = EvalView(int(view["size"]), 1.0)
+    label_of = {name: k for k, name in enumerate(classes.names)}
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    survived = torch.zeros(1, dtype=torch.float64)
+    for path in tqdm(masks[rank::world], desc="backgrounds challenge", disable=rank != 0, dynamic_ncols=True):
+        label = label_of.get(path.parent.name)
+        if label is None:
+            raise ValueError(f"{path}: class folder {path.parent.name!r} is not one of {root / 'original' / 'val'}'s")
+        image = read_image(root / "original" / "val" / path.parent.name / f"{path.stem}.JPEG")
+        mask = torch.from_numpy(np.load(path) > 0)
+        if mask.shape != image.shape[1:] or image.shape != tiles.shape[1:]:
+            raise ValueError(f"{path}: mask {tuple(mask.shape)}, image {tuple(image.shape[1:])} and backgrounds "
+                             f"{tuple(tiles.shape[2:])} differ in size: the challenge composites them pixel for pixel")
+        survived += all(_all_right(model, view_fn(torch.where(mask, image, batch)), label, classes, view, device)
+                        for batch in tiles.split(resources.batch_size_eval))
+    if world > 1:
+        survived = survived.to(device)
+        dist.all_reduce(survived)
+    return {"bcg_top1": 100.0 * float(survived.item()) / len(masks), "challenge_foregrounds": len(masks),
+            "challenge_backgrounds": len(chosen)}
+
+
+@torch.no_grad()
+def _all_right(model, batch: torch.Tensor, label: int, classes: SetClasses, view, device) -> bool:
+    batch = batch.to(device)
+    if view.get("channels_last"):
+        batch = batch.contiguous(memory_format=torch.channels_last)
+    with autocast_for(device, bool(view.get("amp", False))):
+        logits = model(batch).float().cpu()
+    return bool((classes.predict(logits) == label).all())

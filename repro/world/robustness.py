@@ -2,10 +2,10 @@
 scales (docs/robustness.md):
 
 - ImageNet-C: val images under the 15 corruptions x 5 severities, `<corruption>/<severity>/<wnid>/<file>`;
-- the backgrounds challenge (ImageNet-9's mixed-same / mixed-rand): each val image's primary object, as drawn,
-  pasted on the bare background (its backdrop and the clutter behind the objects) of another val image of the
-  same class, or of another class; and on `challenge_backgrounds` backgrounds of other classes for the challenge
-  (a foreground counts only if it is classified right on all of them), `<variant>/<wnid>/<file>`;
+- the backgrounds challenge (ImageNet-9's variants, `<variant>/val/<wnid>/<file>`): each val image, its primary
+  object's mask, its bare background (the backdrop and the clutter behind the objects), and the masked object on
+  the bare background of another val image of its class (mixed_same) or of another class (mixed_rand); the
+  challenge composites the masks on the bare backgrounds when it is scored;
 - ImageNet-A's candidates: fresh draws of the val generator (their own random stream), `<wnid>/<file>`, of which
   the adversarial filter (`repro.steps`) keeps those an independent model misclassifies.
 
@@ -20,9 +20,8 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from repro.world.parts import Assets, Part, bare_background, draw, label_of, wnid
+from repro.world.parts import Assets, Part, bare_background, draw, image_path, label_of, wnid
 from repro.world.params import SCENE
-from repro.world.scene import paste
 
 JPEG_QUALITY = 90  # the world's own
 
@@ -58,47 +57,41 @@ def write_imagenet_c(world_root: Path, relpaths: Iterable[str], labels: Iterable
     return written
 
 
-def _primary_layer(assets: Assets, part: Part, index: int):
-    """(the primary object's patch and corner, the class) of image `index` of `part`."""
-    _, placed = draw(assets, part, index)
-    primary = next(p for p in placed if p.primary)
-    return primary, primary.class_index
-
-
-def _composite(background: Image.Image, primary) -> Image.Image:
-    canvas = background.convert("RGBA")
-    paste(canvas, primary.patch, primary.x0, primary.y0, [])
-    return canvas.convert("RGB")
-
-
-def write_backgrounds(assets: Assets, indices: list[int], out: Path, challenge_backgrounds: int, seed: int,
+def write_backgrounds(assets: Assets, world_root: Path, indices: list[int], out: Path, seed: int,
                       progress: bool = True) -> dict:
-    """mixed_same/, mixed_rand/ and challenge/<k>/ composites of the val images `indices`; returns counts."""
+    """ImageNet-9's variants of the val images `indices`, each `<variant>/val/<wnid>/<file>`: original (the val
+    image), fg_mask (its primary object's visible pixels, a 0/1 .npy), only_bg_t (its bare background), and
+    mixed_same / mixed_rand (the original's masked pixels on the bare background of another val image of its class,
+    or of a random other class). Returns counts."""
+    import shutil
+
     part = Part("val", assets.params["n_val"], {key: assets.params[key] for key in SCENE})
-    num_classes = len(assets.classes)
     rng = np.random.default_rng([seed, 9])
     labels = {i: label_of(assets, "val", i) for i in indices}
-    by_class: dict[int, list[int]] = {}
-    for i in indices:
-        by_class.setdefault(labels[i], []).append(i)
-    backgrounds: dict[int, Image.Image] = {}
+    relpaths = {i: Path(image_path(assets, "val", i)) for i in indices}
 
-    def bare(i):
-        if i not in backgrounds:
-            backgrounds[i] = bare_background(assets, part, i)
-        return backgrounds[i]
+    def variant(name: str, i: int) -> Path:
+        return out / name / "val" / relpaths[i].parent.name / relpaths[i].name
 
+    masks = {}
     for i in tqdm(indices, desc="backgrounds analogue", disable=not progress, dynamic_ncols=True):
-        primary, label = _primary_layer(assets, part, i)
-        same = [j for j in by_class[label] if j != i]
-        others = [j for j in indices if labels[j] != label]
-        name = f"{wnid(label)}/{i:06d}.JPEG"
-        _save(_composite(bare(same[int(rng.integers(len(same)))] if same else i), primary),
-              out / "mixed_same" / name)
-        _save(_composite(bare(others[int(rng.integers(len(others)))]), primary), out / "mixed_rand" / name)
-        for k, j in enumerate(rng.choice(others, size=min(challenge_backgrounds, len(others)), replace=False)):
-            _save(_composite(bare(int(j)), primary), out / "challenge" / str(k) / name)
-    return {"images": len(indices), "classes": num_classes, "challenge_backgrounds": challenge_backgrounds}
+        for name in ("original", "only_bg_t", "fg_mask"):
+            variant(name, i).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(world_root / relpaths[i], variant("original", i))
+        _, placed = draw(assets, part, i)
+        masks[i] = next(p for p in placed if p.primary).mask
+        np.save(variant("fg_mask", i).with_suffix(".npy"), masks[i].astype(np.uint8))
+        _save(bare_background(assets, part, i), variant("only_bg_t", i))
+    for i in indices:
+        same = [j for j in indices if labels[j] == labels[i] and j != i] or [i]
+        others = [j for j in indices if labels[j] != labels[i]]
+        with Image.open(variant("original", i)) as image:
+            foreground = np.asarray(image.convert("RGB"))
+        for name, pool in (("mixed_same", same), ("mixed_rand", others)):
+            with Image.open(variant("only_bg_t", pool[int(rng.integers(len(pool)))])) as image:
+                background = np.asarray(image.convert("RGB"))
+            _save(Image.fromarray(np.where(masks[i][..., None], foreground, background)), variant(name, i))
+    return {"images": len(indices), "classes": len(set(labels.values()))}
 
 
 CANDIDATES_PART = "robustness/adversarial-candidates"
