@@ -50,6 +50,18 @@ def data_spec(cfg: Mapping) -> dict:
     return data
 
 
+def transfer_data_spec(cfg: Mapping) -> dict:
+    """The data of a fine-tune on the transfer task `data.task` (Table 8): the world's downstream task, or a
+    torchvision dataset under `transfer.root`, with the held-out share its grid is chosen on."""
+    transfer, task = cfg["transfer"], cfg["data"]["task"]
+    if task not in transfer["tasks"]:
+        raise ValueError(f"data.task {task!r} is not one of transfer.tasks ({', '.join(transfer['tasks'])})")
+    world = cfg["data"]["source"] == "world"
+    return {"source": "world" if world else "torchvision", "world": world_spec(cfg).as_json() if world else None,
+            "root": None if world else str(transfer["root"]), "task": task, "heldout": float(transfer["heldout"]),
+            "heldout_seed": int(transfer["heldout_seed"])}
+
+
 def data_root(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
     return steps.data_root(data_spec(cfg), resources(cfg, runs_root))
 
@@ -228,7 +240,8 @@ def _init_ref(init: Mapping | None, runs_root: str | os.PathLike | None) -> dict
     if init is None:
         return None
     if not isinstance(init, Mapping) or "run" not in init:
-        raise ValueError(f"train.init must be null or {{\"run\": <hash or spec>, \"reset_head\": N}}, got {init!r}")
+        raise ValueError(f"train.init must be null or {{\"run\": <hash or spec>, \"reset_head\": N or \"data\"}}, "
+                         f"got {init!r}")
     run = init["run"]
     if isinstance(run, Spec):
         run = run.as_json()
@@ -239,7 +252,9 @@ def _init_ref(init: Mapping | None, runs_root: str | os.PathLike | None) -> dict
     elif not is_spec_json(run):
         raise ValueError(f"train.init.run must be a train run's hash or spec, got {run!r}")
     reset_head = init.get("reset_head")
-    return {"run": Spec.from_json(run).as_json(), "reset_head": None if reset_head is None else int(reset_head)}
+    if reset_head not in (None, "data"):
+        reset_head = int(reset_head)
+    return {"run": Spec.from_json(run).as_json(), "reset_head": reset_head}
 
 
 def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Spec:
@@ -257,7 +272,8 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
                              "pool's images carry no labels of the suite's classes, only their label maps")
         extra_data = {"split": extra["split"], "images": int(extra["images"]),
                       "labelmaps": labelmaps_ref(cfg, extra["split"])}
-    return Spec("train", {"data": data_spec(cfg), "seed": cfg["seed"], "train": train,
+    data = transfer_data_spec(cfg) if cfg["data"].get("task") else data_spec(cfg)
+    return Spec("train", {"data": data, "seed": cfg["seed"], "train": train,
                           "objective": objective_spec(supervision),
                           "labelmaps": labelmaps_ref(cfg) if objective.needs_labelmaps else None,
                           "extra_data": extra_data})

@@ -47,6 +47,10 @@ def split_images(data: dict, split: str) -> int | None:
 def size(spec: Spec) -> str:
     """images x epochs for a training run, images for a label-map pass or an evaluation."""
     body = spec.body
+    if spec.kind == "train" and body["data"].get("task"):  # a fine-tune: its unit is updates
+        iterations = body["train"].get("iterations")
+        length = f"{iterations} updates" if iterations is not None else f"{body['train']['epochs']} ep"
+        return f"{body['data']['task']} fine-tune, {length} of {body['train']['batch_size']}"
     if spec.kind in ("train", "annotator"):
         splits = body.get("splits", ["train"])
         counts = [split_images(body["data"], split) for split in splits]

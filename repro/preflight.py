@@ -94,11 +94,27 @@ def _pretrained_refs(value) -> Iterable[dict]:
 
 # --- the data ----------------------------------------------------------------------------------------------------
 
+def check_transfer(data: Mapping) -> list[Finding]:
+    """A transfer task's dataset (Table 8): read as a fine-tune would read it."""
+    from repro.data.transfer import open_transfer
+
+    if data["source"] == "world":
+        return [Finding(OK, f"transfer task {data['task']}: the world's downstream/{data['task']}")]
+    try:
+        opened = open_transfer(data, Path(data["root"]))
+    except (FileNotFoundError, ValueError) as error:
+        return [Finding(PROBLEM, str(error))]
+    return [Finding(OK, f"transfer task {data['task']}: {opened.num_classes} classes, {len(opened.train)} training "
+                        f"images under {data['root']}")]
+
+
 def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str, ...]] | None]:
     """The layout of an ImageNet installation: classes, train, val (either layout), ReaL, ImageNetV2; and, where
     it could be read, (its wnids, its training images' paths)."""
     from repro.data.folders import VAL_SOLUTION, image_folder, read_classes, val_folder
 
+    if data.get("task"):
+        return check_transfer(data), None
     if data["source"] == "world":
         return [Finding(OK, "data: the generated world (built by the suite)")], None
     root = Path(data["root"])

@@ -22,9 +22,10 @@ VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labe
 # Options added to a config section after the embedded profiles' runs were cached, with the value that reproduces
 # those runs. A spec leaves such an option out while it holds that value, so the cached runs keep their hashes, and
 # a step reads an absent option as that value (`added_option`).
-ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False},
+ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False,
+                           "iterations": None},
                  "supervision": {"cutmix_pairing": "reversed"},
-                 "data": {"val_labels": None, "skip_unreadable": False}}
+                 "data": {"val_labels": None, "skip_unreadable": False, "task": None}}
 
 
 def without_former_defaults(section: str, values: Mapping) -> dict:

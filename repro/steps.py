@@ -45,6 +45,11 @@ def data_root(data: Mapping, resources: Resources) -> Path:
     if data["source"] == "world":
         return cached(Spec.from_json(data["world"]), resources).dir
     root = Path(data["root"])
+    if data.get("task"):
+        if not root.is_dir():
+            raise FileNotFoundError(f"transfer.root {root} is not a folder: unpack the transfer datasets there "
+                                    f"(docs/transfer.md) or set transfer.root")
+        return root
     if not (root / "train").is_dir():
         raise FileNotFoundError(f"data.root {root} has no train/ folder (ImageNet layout expected)")
     return root
@@ -53,6 +58,10 @@ def data_root(data: Mapping, resources: Resources) -> Path:
 def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
     from repro.data.imagenet import open_imagenet
 
+    if data.get("task"):
+        from repro.data.transfer import open_transfer
+
+        return open_transfer(data, data_root(data, resources))
     paths = {key: digest_path(value) for key, value in data.items()}
     return open_imagenet(data_root(data, resources), paths, train_splits=tuple(train_splits))
 

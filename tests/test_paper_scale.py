@@ -296,3 +296,22 @@ def test_table3_on_two_nodes_through_torchruns_rendezvous(paper, tmp_path):
     metrics = _student_metrics(tmp_path / "runs")
     assert len(metrics) == 4 and all(m["world_size"] == 2 for m in metrics)
     assert (tmp_path / "results" / "paper" / "table3.csv").exists()
+
+
+@pytest.mark.slow
+def test_table8_at_the_paper_profile_fine_tunes_table3s_students_on_torchvision_layouts(paper, tmp_path):
+    from tests.transfer_fixtures import BUILDERS
+
+    transfer = tmp_path / "transfer"
+    for task in ("dtd", "oxford_pets"):
+        BUILDERS[task](transfer)
+    args = [arg.replace("/data/transfer", str(transfer)) for arg in _documented("python -m repro table8")]
+    _run(args, paper, tmp_path, ['transfer.tasks=["dtd", "oxford_pets"]',
+                                 "transfer.lr=[0.01]", "transfer.weight_decay=[0.0001]",
+                                 'transfer.train={"iterations": 2, "batch_size": 4, "warmup_epochs": 0}'])
+    grid = (tmp_path / "results" / "paper" / "table8_grid.csv").read_text().splitlines()
+    assert len(grid) == 1 + 2 * 2 and all(line.endswith("True") for line in grid[1:])  # one point: chosen
+    table = (tmp_path / "results" / "paper" / "table8.csv").read_text()
+    assert "dtd_top1" in table and "oxford_pets_top1" in table
+    students = [m for m in _student_metrics(tmp_path / "runs") if "test_top1" not in m]
+    assert len(students) == 2  # the vanilla and ReLabel ResNets, trained once, each fine-tuned twice

@@ -145,7 +145,7 @@ class InitialWeights:
     count of the new head (None keeps the head)."""
     state_dict: Mapping
     num_classes: int
-    reset_head: int | None
+    reset_head: int | str | None  # "data": the data's class count
 
 
 def initial_model(model_spec: Mapping, num_classes: int, init: InitialWeights | None) -> nn.Module:
@@ -154,7 +154,7 @@ def initial_model(model_spec: Mapping, num_classes: int, init: InitialWeights | 
     model = create_model(model_spec, init.num_classes)
     model.load_state_dict(init.state_dict)
     if init.reset_head is not None:
-        model.reset_classifier(int(init.reset_head))
+        model.reset_classifier(num_classes if init.reset_head == "data" else int(init.reset_head))
     head = model.get_classifier().out_features
     if head != num_classes:
         raise ValueError(f"train.init: the initial model has a {head}-class head and the data {num_classes} "
@@ -218,6 +218,9 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     updates_per_epoch = len(loader) // accum
     if updates_per_epoch == 0:
         raise ValueError(f"{len(images)} training images make no full batch of {train_cfg['batch_size']}")
+    iterations = added_option(train_cfg, "train", "iterations")
+    if iterations is not None:  # a number of updates (fine-tuning's unit), rounded up to whole epochs
+        train_cfg = {**train_cfg, "epochs": -(-int(iterations) // updates_per_epoch)}
     epochs = int(train_cfg["epochs"])
 
     torch.manual_seed(seed)

@@ -10,7 +10,8 @@ each is exactly repeatable on its own machine). A fresh run must equal one machi
 `python -m tests.regression.record` rewrites the record with this machine's numbers only (a deliberate change of
 numbers: its commit says why); `--add-machine` keeps the other machines' records and adds (or replaces) this one's
 (a new CPU kind, numbers unchanged on the machines recorded before; or a new experiment, which is then recorded
-for this CPU kind only: a machine's record is compared on the experiments it holds)."""
+for this CPU kind only: a machine's record is compared on the experiments it holds); `--add-machine --only EXP`
+runs just EXP and replaces only its record on this machine."""
 from __future__ import annotations
 
 import argparse
@@ -31,15 +32,16 @@ def _value(value: float):
     return None if isinstance(value, float) and math.isnan(value) else round(float(value), 6)
 
 
-def smoke_metrics(runs_root: Path, results_root: Path) -> dict[str, dict[str, float]]:
-    """{experiment: {"model | setting | metric": value}} for every implemented experiment at smoke, seed 0."""
+def smoke_metrics(runs_root: Path, results_root: Path, only: list[str] | None = None) -> dict[str, dict[str, float]]:
+    """{experiment: {"model | setting | metric": value}} for every implemented experiment (or those of `only`)
+    at smoke, seed 0."""
     from repro.config import profile_config
     from repro.experiment import Context, discover, run_experiment
     from repro import results
 
     record = {}
     for name, experiment in discover().items():
-        if not experiment.implemented:
+        if not experiment.implemented or (only and name not in only):
             continue
         ctx = Context(profile="smoke", config=profile_config("smoke"), seeds=[0], runs_root=runs_root,
                       results_root=results_root)
@@ -75,11 +77,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.regression.record", description=__doc__.split("\n\n")[-1])
     parser.add_argument("--add-machine", action="store_true",
                         help="keep the records of other machines (their numbers are unchanged) and add this one's")
+    parser.add_argument("--only", nargs="+", metavar="EXPERIMENT",
+                        help="with --add-machine: run these experiments only and replace just their records on this "
+                             "machine (a new experiment; the others are kept as recorded)")
     args = parser.parse_args(argv)
+    if args.only and not args.add_machine:
+        parser.error("--only needs --add-machine")
     with tempfile.TemporaryDirectory() as tmp:
-        record = smoke_metrics(Path(tmp) / "runs", Path(tmp) / "results")
+        record = smoke_metrics(Path(tmp) / "runs", Path(tmp) / "results", args.only)
     records = read_records() if args.add_machine and RECORD.exists() else {}
-    records[machine()] = record
+    records[machine()] = {**records.get(machine(), {}), **record} if args.only else record
     RECORD.write_text(json.dumps({"machines": records}, indent=1, sort_keys=True) + "\n")
     print(f"wrote {RECORD}: {sum(map(len, record.values()))} metrics of {len(record)} experiments on "
           f"{machine()} ({len(records)} machines recorded)", file=sys.stderr)
