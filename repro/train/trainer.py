@@ -365,7 +365,9 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         if env.is_main:
             save_checkpoint(run.checkpoint_path, checkpoint_state())
             write_history(run, state["history"])
-            log(f"evaluated: val top-1 {last['val_top1']}")
+            final = state["final_metrics"]
+            log("evaluated: " + (", ".join(f"{e.name} top-1 {final[f'{e.name}_top1']:.2f}" for e in data.eval_sets)
+                                 or "no evaluation set"))
     if env.is_main:
         save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
     if env.distributed:
