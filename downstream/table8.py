@@ -54,9 +54,9 @@ def collect(ctx: Context) -> Collected:
     grid = pd.DataFrame(rows)
     # the selection rule: the best mean held-out top-1 over seeds, per task and backbone (ties: the first point)
     means = grid.groupby(["task", "backbone", "lr", "weight_decay"], sort=False)["heldout_top1"].mean()
-    chosen = means.groupby(level=["task", "backbone"], sort=False).idxmax()
-    grid["selected"] = [(t, b, lr, wd) in set(chosen) for t, b, lr, wd in
-                        grid[["task", "backbone", "lr", "weight_decay"]].itertuples(index=False)]
+    chosen = set(means.groupby(level=["task", "backbone"], sort=False).idxmax())
+    grid["selected"] = [tuple(point) in chosen for point in
+                        grid[["task", "backbone", "lr", "weight_decay"]].itertuples(index=False, name=None)]
     measured = [{"model": "resnet50", "setting": r.backbone, "seed": r.seed, "metric": f"{r.task}_top1",
                  "value": r.test_top1} for r in grid[grid.selected].itertuples(index=False)]
     return Collected(results.measurements(measured), tables={"grid": grid})

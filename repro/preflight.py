@@ -55,7 +55,7 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
 def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
     """The released sets that evaluators read from a folder (Table 7's at paper scale): present, or a problem
     found before any training, not after it."""
-    from repro.evaluate.robustness import SET_VARIANTS
+    from repro.evaluate.robustness import SET_VARIANTS, missing_variants
 
     findings = []
     for spec in evaluations:
@@ -63,7 +63,7 @@ def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
         source = evaluator.get("source")
         if isinstance(source, str):
             kind = evaluator["type"]
-            missing = [Path(source, sub) for sub in SET_VARIANTS.get(kind, ()) if not Path(source, sub).is_dir()]
+            missing = missing_variants(kind, Path(source))
             if not Path(source).is_dir():
                 findings.append(Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
                                                  f"robustness.{kind}_root"))

@@ -23,6 +23,7 @@ class MultiLabelImages:
     relpaths: tuple[str, ...]     # file_name of each image, relative to images_dir
     image_ids: np.ndarray         # int64 [N], the annotation file's ids
     targets: np.ndarray           # uint8 [N, C] multi-hot
+    category_index: dict          # category id -> its index k
     categories: tuple[str, ...]   # names, in category index order
     coco: object                  # the pycocotools COCO index, for masks
 
@@ -54,14 +55,13 @@ def read_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike) -> 
             targets[row, index[annotation["category_id"]]] = 1
     relpaths = tuple(coco.imgs[int(i)]["file_name"] for i in image_ids)
     names = tuple(coco.cats[c]["name"] for c in category_ids)
-    return MultiLabelImages(images_dir, relpaths, image_ids, targets, names, coco)
+    return MultiLabelImages(images_dir, relpaths, image_ids, targets, index, names, coco)
 
 
 def instance_masks(images: MultiLabelImages, index: int) -> list[tuple[int, np.ndarray]]:
     """(category index, H x W bool mask) of every annotation of image `index`, decoded by pycocotools."""
     coco = images.coco
-    category_index = {category: k for k, category in enumerate(sorted(coco.getCatIds()))}
-    return [(category_index[a["category_id"]], coco.annToMask(a).astype(bool))
+    return [(images.category_index[a["category_id"]], coco.annToMask(a).astype(bool))
             for a in coco.imgToAnns[int(images.image_ids[index])]]
 
 

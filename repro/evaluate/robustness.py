@@ -31,6 +31,11 @@ BACKGROUNDS_VARIANTS = ("original", "mixed_same", "mixed_rand", "only_bg_t", "fg
 SET_VARIANTS = {"backgrounds": tuple(f"{variant}/val" for variant in BACKGROUNDS_VARIANTS)}  # what a root must hold
 
 
+def missing_variants(kind: str, root: Path) -> list[Path]:
+    """The folders a released set of evaluator `kind` must hold under `root` and does not (`SET_VARIANTS`)."""
+    return [Path(root, sub) for sub in SET_VARIANTS.get(kind, ()) if not Path(root, sub).is_dir()]
+
+
 def set_folder(source, default: Path, resources, what: str) -> Path:
     """The folder of a robustness set (see the module's docstring)."""
     if is_spec_json(source):
@@ -172,12 +177,12 @@ class Backgrounds(Evaluator):
 
     def evaluate(self, model, data, view, resources):
         root = set_folder(self.options["source"], data.root / "backgrounds", resources, "backgrounds")
-        classes = set_classes(root / "original" / "val", data.wnids)  # every variant: the original's classes
-        metrics = {}
-        missing = [root / sub for sub in SET_VARIANTS["backgrounds"] if not (root / sub).is_dir()]
+        missing = missing_variants(self.type, root)
         if missing:
             raise FileNotFoundError(f"backgrounds: no folder {missing[0]}: the set needs ImageNet-9's variants "
                                     f"{', '.join(BACKGROUNDS_VARIANTS)}, each as <variant>/val/<class>/")
+        classes = set_classes(root / "original" / "val", data.wnids)  # every variant: the original's classes
+        metrics = {}
         for variant in ("original", "mixed_same", "mixed_rand"):
             folder = root / variant / "val"
             metrics[f"{variant}_top1"], metrics[f"{variant}_images"], _ = class_folder_top1(
