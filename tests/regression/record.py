@@ -5,7 +5,9 @@ out). `tests/test_regression.py` compares a fresh run with the record.
 One record per kind of CPU: a smoke run trains one epoch near chance, where the rounding of the CPU's kernels
 (AVX2, AVX-512, oneDNN's choices) flips the arg-max of a few of the 200 val images, so two CPU kinds give
 different numbers from the same code (measured: 45 of 131 metrics differ between two 2-core Xeons at one commit;
-each is exactly repeatable on its own machine). A fresh run must equal one machine's record exactly.
+each is exactly repeatable on its own machine). A fresh run must equal one machine's record exactly. Record with
+torch's default thread count, as CI runs: the thread count changes the numbers too (measured: OMP_NUM_THREADS=1
+moved all 6 of Table 10's smoke mAPs by 0.4-3.0 points on a 2-core AMD EPYC).
 
 `python -m tests.regression.record` rewrites the record with this machine's numbers only (a deliberate change of
 numbers: its commit says why); `--add-machine` keeps the other machines' records and adds (or replaces) this one's
