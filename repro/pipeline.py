@@ -62,6 +62,14 @@ def transfer_data_spec(cfg: Mapping) -> dict:
             "heldout_seed": int(transfer["heldout_seed"])}
 
 
+def multilabel_data_spec(cfg: Mapping) -> dict:
+    """The COCO-format multi-label data of Table 10: the world's detection split, or COCO 2017 under
+    `multilabel.root`."""
+    world = cfg["data"]["source"] == "world"
+    return {"source": "world" if world else "coco", "world": world_spec(cfg).as_json() if world else None,
+            "root": None if world else str(cfg["multilabel"]["root"]), "multilabel": True}
+
+
 def data_root(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
     return steps.data_root(data_spec(cfg), resources(cfg, runs_root))
 
@@ -216,6 +224,43 @@ def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
     return {"transposed": ref} if cfg["labelmap"].get("transpose") else ref
 
 
+def multilabel_annotator_ref(cfg: Mapping) -> dict:
+    """Table 10's machine annotator: a user's multi-label checkpoint (paper scale), or the ImageNet-stage annotator
+    fine-tuned here by BCE on the multi-label training images (`multilabel.annotator.train`), by its spec."""
+    annotator = cfg["multilabel"]["annotator"]
+    if annotator["train"] is None:
+        if not annotator["checkpoint"]:
+            raise ValueError("multilabel.annotator.checkpoint is not set: give a multi-label classifier's weights "
+                             f"for multilabel.annotator.model ({annotator['model']['name']}; the paper: ASL's "
+                             "TResNet-XL, COCO mAP 88.4), or set multilabel.annotator.train to train one here")
+        return {"source": "timm", "model": annotator["model"], "pretrained": False,
+                "checkpoint": file_digest(annotator["checkpoint"])}
+    if cfg["annotator"]["source"] != "train":
+        raise ValueError("multilabel.annotator.train fine-tunes the suite's trained annotator, but annotator.source "
+                         f"is {cfg['annotator']['source']!r}: give multilabel.annotator.checkpoint instead")
+    imagenet = with_changes(cfg, {"data.multilabel": False})  # the ImageNet-stage annotator, as every table has it
+    recipe = deep_update(annotator_recipe(imagenet), {**cfg["multilabel"]["train"], **annotator["train"]})
+    # the world's detection categories are the world's classes in the same order: the head is kept
+    recipe["init"] = {"run": annotator_spec(imagenet).as_json(), "reset_head": None}
+    return student_spec(with_changes(cfg, {"train": recipe, "data.multilabel": True, "supervision.mode": "multi_hot",
+                                           "supervision.cutmix": False, "extra_data.enabled": False,
+                                           "seed": cfg["annotator"]["seed"]})).as_json()
+
+
+def multilabel_labelmaps_ref(cfg: Mapping) -> dict:
+    """The label maps of a Table 10 student: the oracle maps made from the training images' masks, or the machine
+    annotator's pass over them, every class kept at every position (a sigmoid target needs each class's logit)."""
+    data, multilabel = multilabel_data_spec(cfg), cfg["multilabel"]
+    if cfg["supervision"]["mode"] == "multilabel_oracle":
+        return Spec("labelmaps", {"oracle": "masks", "data": data, "split": "train",
+                                  "grid": int(multilabel["grid"])}).as_json()
+    annotator = multilabel["annotator"]
+    return Spec("labelmaps", {"annotator": multilabel_annotator_ref(cfg), "data": data, "split": "train",
+                              "unlabelled": False, "input_size": int(annotator["input_size"]),
+                              "output_stride": int(annotator["output_stride"]), "topk": "all",
+                              "dtype": "fp16"}).as_json()
+
+
 def labelmaps_specs(cfg: Mapping, split: str = "train") -> list[Spec]:
     """The label-map run a student of `cfg` reads for `split` (none when it reads the released maps as they are)."""
     ref = stored_labelmaps_ref(cfg, split)
@@ -272,10 +317,15 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
                              "pool's images carry no labels of the suite's classes, only their label maps")
         extra_data = {"split": extra["split"], "images": int(extra["images"]),
                       "labelmaps": labelmaps_ref(cfg, extra["split"])}
-    data = transfer_data_spec(cfg) if cfg["data"].get("task") else data_spec(cfg)
+    multilabel = cfg["data"].get("multilabel")
+    data = (transfer_data_spec(cfg) if cfg["data"].get("task") else
+            multilabel_data_spec(cfg) if multilabel else data_spec(cfg))
+    labelmaps = None
+    if objective.needs_labelmaps:
+        labelmaps = multilabel_labelmaps_ref(cfg) if multilabel else labelmaps_ref(cfg)
     return Spec("train", {"data": data, "seed": cfg["seed"], "train": train,
                           "objective": objective_spec(supervision),
-                          "labelmaps": labelmaps_ref(cfg) if objective.needs_labelmaps else None,
+                          "labelmaps": labelmaps,
                           "extra_data": extra_data})
 
 

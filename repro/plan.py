@@ -51,6 +51,8 @@ def size(spec: Spec) -> str:
         iterations = body["train"].get("iterations")
         length = f"{iterations} updates" if iterations is not None else f"{body['train']['epochs']} ep"
         return f"{body['data']['task']} fine-tune, {length} of {body['train']['batch_size']}"
+    if spec.kind == "train" and body["data"].get("multilabel"):
+        return f"multi-label, {split_images(body['data'], 'detection_train') or '?'} x {body['train']['epochs']} ep"
     if spec.kind in ("train", "annotator"):
         splits = body.get("splits", ["train"])
         counts = [split_images(body["data"], split) for split in splits]
@@ -61,6 +63,8 @@ def size(spec: Spec) -> str:
     if spec.kind == "labelmaps":
         if "source" in body:
             return "derived from stored maps"
+        if body["data"].get("multilabel"):
+            return f"{'oracle, ' if 'oracle' in body else ''}{split_images(body['data'], 'detection_train') or '?'} images"
         return f"{split_images(body['data'], body['split']) or '?'} images"
     if spec.kind == "eval":
         evaluator = body["evaluator"]["type"]

@@ -108,6 +108,20 @@ def check_transfer(data: Mapping) -> list[Finding]:
                         f"images under {data['root']}")]
 
 
+def check_multilabel(data: Mapping) -> list[Finding]:
+    """Table 10's COCO-format data: both splits read as a multi-label fine-tune reads them."""
+    from repro.data.coco import open_multilabel
+
+    if data["source"] == "world":
+        return [Finding(OK, "multi-label data: the world's detection split")]
+    try:
+        opened = open_multilabel(data, Path(data["root"]))
+    except (FileNotFoundError, ValueError) as error:
+        return [Finding(PROBLEM, f"{error} (multilabel.root)")]
+    return [Finding(OK, f"multi-label data: {opened.num_classes} categories, {len(opened.train)} training and "
+                        f"{len(opened.eval_sets[0].images)} val images under {data['root']}")]
+
+
 def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str, ...]] | None]:
     """The layout of an ImageNet installation: classes, train, val (either layout), ReaL, ImageNetV2; and, where
     it could be read, (its wnids, its training images' paths)."""
@@ -115,6 +129,8 @@ def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str
 
     if data.get("task"):
         return check_transfer(data), None
+    if data.get("multilabel"):
+        return check_multilabel(data), None
     if data["source"] == "world":
         return [Finding(OK, "data: the generated world (built by the suite)")], None
     root = Path(data["root"])

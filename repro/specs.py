@@ -25,7 +25,7 @@ VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labe
 ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False,
                            "iterations": None},
                  "supervision": {"cutmix_pairing": "reversed"},
-                 "data": {"val_labels": None, "skip_unreadable": False, "task": None}}
+                 "data": {"val_labels": None, "skip_unreadable": False, "task": None, "multilabel": False}}
 
 
 def without_former_defaults(section: str, values: Mapping) -> dict:

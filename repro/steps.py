@@ -16,6 +16,7 @@ from typing import Mapping
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from repro.models import MODEL_FILE
@@ -45,6 +46,11 @@ def data_root(data: Mapping, resources: Resources) -> Path:
     if data["source"] == "world":
         return cached(Spec.from_json(data["world"]), resources).dir
     root = Path(data["root"])
+    if data.get("multilabel"):
+        if not root.is_dir():
+            raise FileNotFoundError(f"multilabel.root {root} is not a folder: unpack COCO 2017 there (annotations/, "
+                                    f"train2017/, val2017/) or set multilabel.root")
+        return root
     if data.get("task"):
         if not root.is_dir():
             raise FileNotFoundError(f"transfer.root {root} is not a folder: unpack the transfer datasets there "
@@ -58,6 +64,10 @@ def data_root(data: Mapping, resources: Resources) -> Path:
 def open_data(data: Mapping, resources: Resources, train_splits=("train",)):
     from repro.data.imagenet import open_imagenet
 
+    if data.get("multilabel"):
+        from repro.data.coco import open_multilabel
+
+        return open_multilabel(data, data_root(data, resources))
     if data.get("task"):
         from repro.data.transfer import open_transfer
 
@@ -148,7 +158,33 @@ def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
         store = derive_store(labelmaps_store(body["source"], resources), run.dir / "store", topk=body["topk"],
                              dtype=body["dtype"], classes=body.get("classes"), overwrite=True)
         return store_metrics(store)
+    if "oracle" in body:
+        return _oracle_labelmaps(body, run, resources)
     return _generate_labelmaps(body, run, resources)
+
+
+def _oracle_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
+    """Table 10's oracle label maps: each training image's segmentation masks as the share of every grid cell each
+    class covers (`repro.labelmaps.oracle.mask_label_map`), padded to the most classes any image holds."""
+    from tqdm import tqdm
+
+    from repro.data.coco import instance_masks, multilabel_split
+    from repro.labelmaps.oracle import mask_label_map
+    from repro.labelmaps.packed import PackedWriter, commit_dir
+
+    split = multilabel_split(body["data"], data_root(body["data"], resources), body["split"])
+    grid = int(body["grid"])
+    maps = [mask_label_map(instance_masks(split, i), grid) for i in tqdm(range(len(split)), desc="oracle maps",
+                                                                           unit="img", leave=False)]
+    topk = max(len(values) for values, _ in maps)
+    partial = run.dir / "store.partial"
+    writer = PackedWriter(partial, len(maps), topk, (grid, grid), "fp32")
+    for row, (values, ids) in enumerate(maps):
+        padding = topk - len(values)  # a padded entry is class 0 with value 0: it adds nothing when pooled
+        writer.write(row, F.pad(values, (0, 0, 0, 0, 0, padding))[None], F.pad(ids, (0, 0, 0, 0, 0, padding))[None])
+    writer.finish(list(split.relpaths), {"num_classes": len(split.wnids), "annotator": {"oracle": "masks"}})
+    commit_dir(partial, run.dir / "store", overwrite=True)
+    return store_metrics(run.dir / "store")
 
 
 def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
@@ -162,21 +198,28 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
 
     split = body["split"]
     root = data_root(body["data"], resources)
-    wnids = read_classes(root)[0]
+    if body["data"].get("multilabel"):  # Table 10's machine maps: the multi-label images, every class kept
+        from repro.data.coco import multilabel_split
+
+        images = multilabel_split(body["data"], root, split)
+        wnids, root = list(images.wnids), images.images_dir
+    else:
+        wnids = read_classes(root)[0]
+        # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
+        images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
     num_classes = len(wnids)
-    # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
-    images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
     model = classifier_from_ref(body["annotator"], wnids, resources, output_stride=body["output_stride"])
     started = time.time()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
     store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
                                input_size=int(body["input_size"]),
-                               topk=min(int(body["topk"]), num_classes),  # a class subset may have fewer than k
+                               # a class subset may have fewer than k; "all": every class at every position
+                               topk=num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
                                dtype=body["dtype"],
                                batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
     metrics = {**store_metrics(store), "generation_seconds": round(time.time() - started, 2)}
-    if not body["unlabelled"]:
+    if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(store, images, num_classes)
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
         metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)

@@ -1,5 +1,6 @@
 """COCO-format multi-label data (Table 10), read with pycocotools: COCO 2017's `instances_{train,val}2017.json` at
-paper scale, the world's `detection/annotations/instances_{train,val}.json` at embedded scale, one reader.
+paper scale, the world's `detection/annotations/instances_{train,val}.json` at embedded scale, one reader;
+`open_multilabel` gives both splits in the trainer's terms (multi-hot rows as the images' labels).
 
 Each image's target is the multi-hot vector of the categories of its annotations (crowd ones included, as the
 ASL-style COCO multi-label protocol counts them); images without annotations stay in, with an all-zero target.
@@ -13,8 +14,13 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
+
+# source -> split -> (annotation file, image folder), relative to the data root
+LAYOUTS = {"coco": {split: (f"annotations/instances_{split}2017.json", f"{split}2017") for split in ("train", "val")},
+           "world": {split: (f"detection/annotations/instances_{split}.json", "detection") for split in ("train", "val")}}
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,7 @@ class MultiLabelImages:
     targets: np.ndarray           # uint8 [N, C] multi-hot
     category_index: dict          # category id -> its index k
     categories: tuple[str, ...]   # names, in category index order
+    wnids: tuple[str, ...]        # the categories' wnids where the file gives them (the world's), else their names
     coco: object                  # the pycocotools COCO index, for masks
 
     def __len__(self) -> int:
@@ -55,7 +62,29 @@ def read_coco(annotations: str | os.PathLike, images_dir: str | os.PathLike) -> 
             targets[row, index[annotation["category_id"]]] = 1
     relpaths = tuple(coco.imgs[int(i)]["file_name"] for i in image_ids)
     names = tuple(coco.cats[c]["name"] for c in category_ids)
-    return MultiLabelImages(images_dir, relpaths, image_ids, targets, index, names, coco)
+    wnids = tuple(coco.cats[c].get("wnid", coco.cats[c]["name"]) for c in category_ids)
+    return MultiLabelImages(images_dir, relpaths, image_ids, targets, index, names, wnids, coco)
+
+
+def multilabel_split(data: Mapping, root: str | os.PathLike, split: str) -> MultiLabelImages:
+    """One split of a multi-label data spec (`repro.pipeline.multilabel_data_spec`) under its root."""
+    annotations, images = LAYOUTS[data["source"]][split]
+    return read_coco(Path(root) / annotations, Path(root) / images)
+
+
+def open_multilabel(data: Mapping, root: str | os.PathLike):
+    """Training images (multi-hot labels) and the val split as the evaluation set "coco" (scored by mAP), as
+    `repro.data.imagenet.ImageNetData`; the two splits must share their categories."""
+    from repro.data.folders import ImageList
+    from repro.data.imagenet import EvalSet, ImageNetData
+
+    train, val = (multilabel_split(data, root, split) for split in ("train", "val"))
+    if train.wnids != val.wnids:
+        raise ValueError(f"the multi-label train and val annotations under {root} have different categories "
+                         f"({len(train.wnids)} and {len(val.wnids)}): use the two files of one release")
+    return ImageNetData(root=Path(root), wnids=list(train.wnids), class_names=list(train.categories),
+                        train=ImageList(train.images_dir, train.relpaths, train.targets),
+                        eval_sets=[EvalSet("coco", ImageList(val.images_dir, val.relpaths, val.targets))])
 
 
 def instance_masks(images: MultiLabelImages, index: int) -> list[tuple[int, np.ndarray]]:

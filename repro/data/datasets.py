@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Iterator
 
+import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler, default_collate
@@ -30,9 +31,14 @@ class UnreadableImage(ValueError):
     """A training image cannot be decoded; the message names the file."""
 
 
+def sample_label(label) -> int | torch.Tensor:
+    """A class index, or a multi-label image's multi-hot vector as float32 (its labels are rows of an [N, C] array)."""
+    return int(label) if np.ndim(label) == 0 else torch.from_numpy(np.asarray(label, dtype=np.float32))
+
+
 class TrainCrops(Dataset):
     """One random crop per (epoch, index) key. A sample is a dict:
-    image float [3, s, s] (normalised), label (the original class), index (position in `images`),
+    image float [3, s, s] (normalised), label (the original class, or a multi-hot vector), index (position in `images`),
     box float [4] (the crop's x1, y1, x2, y2 in [0, 1] of the original image) and, with label maps,
     labelmap_values float32 [k, H, W] and labelmap_ids int64 [k, H, W], read here (in the workers) and pooled by
     the trainer on the whole batch.
@@ -56,7 +62,7 @@ class TrainCrops(Dataset):
             image, box = self.crop(read_image(path), crop_rng(self.seed, epoch, index))
         except IMAGE_ERRORS as error:
             return {"index": index, "unreadable": f"cannot read training image {path}: {error}"}
-        sample = {"image": image, "label": int(self.images.labels[index]), "index": index, "box": box}
+        sample = {"image": image, "label": sample_label(self.images.labels[index]), "index": index, "box": box}
         if self.labelmaps is not None:
             try:
                 values, ids = self.labelmaps.read(self.rows[index:index + 1])
@@ -116,5 +122,5 @@ class EvalImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        return self.view(read_image(self.images.path(index))), int(self.images.labels[index]), index
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor, int]:
+        return self.view(read_image(self.images.path(index))), sample_label(self.images.labels[index]), index

@@ -80,10 +80,30 @@ def multilabel_accuracy(predictions: np.ndarray, label_sets: Sequence[Sequence[i
     return (100.0 * sum(hits) / len(hits) if hits else float("nan")), len(hits)
 
 
+def multilabel_set_metrics(name: str, logits: torch.Tensor, multi_hot: np.ndarray) -> dict:
+    """A multi-label set (Table 10) scored by mAP over classes on the sigmoid scores: `<name>_map`, the per-class APs
+    `<name>_per_class_ap` (None for a class without positives), `<name>_classes_without_positives`, `<name>_images`."""
+    from repro.data.coco import mean_average_precision
+
+    scored = mean_average_precision(torch.sigmoid(logits).numpy(), multi_hot)
+    return {f"{name}_map": scored["map"], f"{name}_per_class_ap": scored["per_class_ap"],
+            f"{name}_classes_without_positives": scored["classes_without_positives"], f"{name}_images": len(multi_hot)}
+
+
+def headline(metrics: Mapping, name: str) -> str:
+    """An evaluation set's main number for a log line: mAP of a multi-label set, else top-1."""
+    if f"{name}_map" in metrics:
+        return f"{name} mAP {metrics[f'{name}_map']:.2f}"
+    return f"{name} top-1 {metrics[f'{name}_top1']:.2f}"
+
+
 def set_metrics(eval_set: EvalSet, logits: torch.Tensor) -> dict:
-    """`<name>_top1`, `<name>_top5`, `<name>_images`, each multi-label benchmark's `<key>_top1` and `<key>_images`,
-    and for ImageNet val the per-class top-1 list `imagenet_per_class_top1`."""
+    """A multi-hot set's metrics (`multilabel_set_metrics`), or `<name>_top1`, `<name>_top5`, `<name>_images`, each
+    multi-label benchmark's `<key>_top1` and `<key>_images`, and for ImageNet val the per-class top-1 list
+    `imagenet_per_class_top1`."""
     labels = eval_set.images.labels
+    if labels.ndim == 2:
+        return multilabel_set_metrics(eval_set.name, logits, labels)
     k = min(5, logits.shape[1])
     topk = logits.topk(k, dim=1).indices.numpy()
     top1 = topk[:, 0]

@@ -12,6 +12,10 @@ relabel          LabelPooling of the crop's box on the image's label map (`repro
                  optionally mixed with the one-hot label (`mix_original`)
 kd               the teacher's softmax on the crop at the teacher's input size; the student sees the crop resized
                  to its own size; no temperature and no ground-truth term (Appendix D.2)
+multi_hot        Table 10's multi-label baseline: the image's multi-hot vector for every crop, binary cross-entropy
+multilabel_machine   a machine annotator's dense logit map pooled over the crop, sigmoid: the BCE target
+multilabel_oracle    the oracle map made from the masks pooled over the crop, read as `oracle_target`
+                 (`repro.labelmaps.oracle`)
 cutmix           on any mode: a box of a batch partner pasted in, targets mixed by the pasted area (CutMix, beta 1);
                  partners by a random permutation or the reversed batch (`cutmix_pairing`); with kd the teacher
                  labels the mixed image itself
@@ -29,6 +33,7 @@ from timm.loss import SoftTargetCrossEntropy
 from torch import nn
 
 from repro.data.folders import ImageList
+from repro.labelmaps.oracle import machine_targets, oracle_targets
 from repro.pooling import mix_with_original, pool_labels
 from repro.specs import added_option, without_former_defaults
 
@@ -236,3 +241,46 @@ class KnowledgeDistillation(Objective):
         if cuda:
             torch.cuda.synchronize(images.device)
         return targets, time.perf_counter() - started
+
+
+class BinaryCrossEntropy(nn.Module):
+    """BCE on logits against soft targets in [0, 1], averaged over classes and images."""
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets)
+
+
+@register_objective
+class MultiHot(Objective):
+    """Multi-label data (Table 10): each sample's label is its multi-hot vector."""
+    mode = "multi_hot"
+
+    def criterion(self) -> nn.Module:
+        return BinaryCrossEntropy()
+
+    def targets(self, batch, labels):
+        return labels.float()
+
+
+@register_objective
+class MachineMaps(MultiHot):
+    mode = "multilabel_machine"
+    needs_labelmaps = True
+    crops_carry_labelmaps = True
+
+    def targets(self, batch, labels):
+        return machine_targets(batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
+                               batch["box"].to(self.device), self.num_classes)
+
+
+@register_objective
+class OracleMaps(MultiHot):
+    mode = "multilabel_oracle"
+    fields = ("oracle_target", "oracle_threshold")
+    needs_labelmaps = True
+    crops_carry_labelmaps = True
+
+    def targets(self, batch, labels):
+        return oracle_targets(batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
+                              batch["box"].to(self.device), self.num_classes, self.spec["oracle_target"],
+                              float(self.spec["oracle_threshold"]))

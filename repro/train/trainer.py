@@ -34,7 +34,7 @@ from repro.crops import crop_rng
 from repro.data.datasets import EpochSampler, TrainCrops, batch_problems, collate_crops
 from repro.data.imagenet import ImageNetData
 from repro.data.transforms import TrainCrop
-from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, predict_logits
+from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, headline, predict_logits
 from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.models import MODEL_FILE, create_model, save_model
 from repro.runs import Resources, Run
@@ -366,8 +366,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             save_checkpoint(run.checkpoint_path, checkpoint_state())
             write_history(run, state["history"])
             final = state["final_metrics"]
-            log("evaluated: " + (", ".join(f"{e.name} top-1 {final[f'{e.name}_top1']:.2f}" for e in data.eval_sets)
-                                 or "no evaluation set"))
+            log("evaluated: " + (", ".join(headline(final, e.name) for e in data.eval_sets) or "no evaluation set"))
     if env.is_main:
         save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
     if env.distributed:
