@@ -111,11 +111,12 @@ def _run_all(args, experiments) -> int:
     if args.plan:
         print("\n\n".join(experiment_plan(experiment, ctx) for experiment in experiments.values()))
         return 0
-    skipped = []
-    for name, experiment in experiments.items():
-        if not experiment.implemented:
-            skipped.append(name)
-            continue
+    skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
+    runnable = [experiment for experiment in experiments.values() if experiment.implemented]
+    for experiment in runnable:  # a config error (a key to set) stops here, not after hours of earlier tables
+        if experiment.plan is not None:
+            experiment.plan(ctx)
+    for experiment in runnable:
         run_experiment(experiment, ctx)
     if skipped:
         print(f"not implemented yet, skipped: {', '.join(skipped)}", file=sys.stderr)

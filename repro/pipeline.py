@@ -238,6 +238,9 @@ def multilabel_annotator_ref(cfg: Mapping) -> dict:
     if cfg["annotator"]["source"] != "train":
         raise ValueError("multilabel.annotator.train fine-tunes the suite's trained annotator, but annotator.source "
                          f"is {cfg['annotator']['source']!r}: give multilabel.annotator.checkpoint instead")
+    if annotator["model"] != cfg["annotator"]["model"]:
+        raise ValueError(f"multilabel.annotator.model {annotator['model']} is not annotator.model "
+                         f"{cfg['annotator']['model']}: a trained machine annotator starts from the suite's annotator")
     imagenet = with_changes(cfg, {"data.multilabel": False})  # the ImageNet-stage annotator, as every table has it
     recipe = deep_update(annotator_recipe(imagenet), {**cfg["multilabel"]["train"], **annotator["train"]})
     # the world's detection categories are the world's classes in the same order: the head is kept

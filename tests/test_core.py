@@ -69,7 +69,9 @@ NOT_IN_A_RELABEL_STUDENT = ("resources.", "paths.", "models.", "recipes.", "prof
                             "labelmap.topk", "labelmap.dtype", "world.", "annotator.train.", "data.val_labels", "data.real_json",
                             "data.shankar_json", "data.boxes_csv", "train.init", "supervision.mode",
                             "robustness.",  # Table 7's sets and options: in its evaluations' specs
-                            "data.task", "transfer.")  # Table 8's: in its fine-tunes' specs (tests/test_transfer.py)
+                            "data.task", "transfer.",  # Table 8's: in its fine-tunes' specs (tests/test_transfer.py)
+                            # Table 10's: in its fine-tunes' specs (tests/test_multilabel.py)
+                            "data.multilabel", "multilabel.", "supervision.oracle_")
 
 
 def test_a_change_of_any_config_key_that_can_change_a_student_changes_its_hash():

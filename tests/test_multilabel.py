@@ -12,7 +12,7 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from sklearn.metrics import average_precision_score
 
-from repro.config import profile_config, with_changes
+from repro.config import get_path, profile_config, with_changes
 from repro.data.coco import open_multilabel, read_coco
 from repro.data.folders import ImageList
 from repro.data.imagenet import EvalSet
@@ -22,7 +22,7 @@ from repro.labelmaps import open_labelmaps
 from repro.labelmaps.oracle import oracle_targets
 from repro.pipeline import multilabel_labelmaps_ref, resources, student_spec
 from repro.runs import cached
-from repro.specs import Spec
+from repro.specs import Spec, leaf_paths
 from repro.train.objectives import objective_class
 
 C = 4
@@ -158,6 +158,8 @@ def test_oracle_maps_of_the_worlds_masks_give_the_multi_hot_vector_on_the_whole_
 
 
 def test_every_multilabel_option_reaches_the_fine_tunes_spec_and_none_of_table3s():
+    from tests.test_core import _perturbed
+
     cfg = profile_config("proxy")
     ctx = Context("proxy", cfg, [0], "unused", "unused")
     table10, table3 = discover()["table10"], discover()["table3"]
@@ -167,9 +169,21 @@ def test_every_multilabel_option_reaches_the_fine_tunes_spec_and_none_of_table3s
     original = student_spec(with_changes(cfg, {"supervision.mode": "original", "seed": 0}))
     assert all(s["train"]["init"]["run"] == original.as_json() for s in table10.plan(ctx)
                if s["train"]["model"] == cfg["models"]["resnet50"])
-    for change in ({"multilabel.grid": 7}, {"multilabel.train.lr": 1e-3}, {"multilabel.models.resnet50": 64},
-                   {"multilabel.annotator.input_size": 96}, {"supervision.oracle_target": "presence"},
-                   {"multilabel.annotator.train.epochs": 2}):
+    # paper scale's keys (a COCO root, a user's annotator) are not read at this scale: the annotator is trained
+    unread = ("root", "annotator.checkpoint", "annotator.model")
+    changes = [{f"multilabel.{dotted}": _perturbed(get_path(cfg["multilabel"], dotted))}
+               for dotted in (".".join(map(str, path)) for path in leaf_paths(cfg["multilabel"]))
+               if not dotted.startswith(unread)]
+    changes += [{"supervision.oracle_target": "presence"}, {"supervision.oracle_threshold": 0.7}]
+    assert len(changes) >= 14
+    for change in changes:
         changed = Context("proxy", with_changes(cfg, change), [0], "unused", "unused")
         assert {s.hash for s in table10.plan(changed)} != before, change
         assert {s.hash for s in table3.plan(changed)} == students, change
+
+
+def test_a_trained_machine_annotator_must_be_the_suites_annotator():
+    cfg = with_changes(profile_config("smoke"), {"data.multilabel": True, "supervision.mode": "multilabel_machine",
+                                                  "multilabel.annotator.model": {"name": "resnet18", "kwargs": {}}})
+    with pytest.raises(ValueError, match="multilabel.annotator.model .* is not annotator.model"):
+        multilabel_labelmaps_ref(cfg)
