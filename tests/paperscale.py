@@ -1,7 +1,8 @@
 """A fake ImageNet in the real layouts, for the paper-scale path (docs/paper-scale.md): real wnids (a subset of
 timm's `imagenet_synsets.txt`), train/<wnid>/<wnid>_<k>.JPEG, a flat val/ as the tarball unpacks with its labels
 in LOC_val_solution.csv, ImageNetV2's three folders numbered by ImageNet-1k class index, released-format label
-maps ([2, k, H, W] files carrying ImageNet-1k ids), and a plain timm state dict with a 1000-class head.
+maps ([2, k, H, W] files carrying ImageNet-1k ids), and a plain timm state dict with a 1000-class head; and a fake
+COCO 2017 (`build_coco_2017`) for Table 10.
 
 The val images are real val numbers whose ReaL label set (timm's copy) is one of the subset's classes, so ReaL
 scores through the shipped file line up with the fixture's labels.
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from pycocotools import mask as mask_utils
 
 from repro.data.imagenet import IMAGENET_V2
 from repro.data.labelsets import imagenet1k_wnids, timm_real_json
@@ -86,3 +88,36 @@ SCALED_DOWN = ["train.model=" + json.dumps({"name": "resnet18", "kwargs": {"chan
                "train.epochs=1", "train.batch_size=8", "train.crop_size=32", "train.eval_size=32",
                "train.eval_crop_pct=1.0", "train.warmup_epochs=0", "train.amp=false", "resources.workers=0",
                "resources.batch_size_eval=16"]
+
+
+COCO_CATEGORIES = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]  # ids with a gap, as COCO's
+
+
+def build_coco_2017(root: str | Path, images_per_split: int = 2) -> Path:
+    """COCO 2017's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/. Odd images hold a
+    dog (a square RLE mask), every third a person (a polygon), the rest nothing."""
+    root = Path(root)
+    square = np.zeros((16, 16), dtype=np.uint8)
+    square[2:8, 2:8] = 1
+    rle = mask_utils.encode(np.asfortranarray(square))
+    (root / "annotations").mkdir(parents=True)
+    for split in ("train", "val"):
+        (root / f"{split}2017").mkdir()
+        images = [{"id": i, "file_name": f"{i:012d}.jpg", "width": 16, "height": 16}
+                  for i in range(1, images_per_split + 1)]
+        annotations = []
+        for image in images:
+            Image.new("RGB", (16, 16), (image["id"] * 30 % 255, 80, 120)).save(
+                root / f"{split}2017" / image["file_name"])
+            if image["id"] % 2:
+                annotations.append({"image_id": image["id"], "category_id": 18, "iscrowd": 0, "bbox": [2, 2, 6, 6],
+                                    "area": 36, "segmentation": {"size": [16, 16],
+                                                                 "counts": rle["counts"].decode("ascii")}})
+            if image["id"] % 3 == 0:
+                annotations.append({"image_id": image["id"], "category_id": 1, "iscrowd": 0,
+                                    "bbox": [9, 9, 5, 5], "area": 25, "segmentation": [[9, 9, 14, 9, 14, 14, 9, 14]]})
+        for number, annotation in enumerate(annotations, 1):
+            annotation["id"] = number
+        (root / "annotations" / f"instances_{split}2017.json").write_text(
+            json.dumps({"images": images, "annotations": annotations, "categories": COCO_CATEGORIES}))
+    return root

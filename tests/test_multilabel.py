@@ -3,13 +3,9 @@ and the world's detection split as the trainer's data, the oracle label maps of 
 the fine-tunes' specs."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from pycocotools import mask as mask_utils
 from sklearn.metrics import average_precision_score
 
 from repro.config import get_path, profile_config, with_changes
@@ -24,6 +20,7 @@ from repro.pipeline import multilabel_labelmaps_ref, resources, student_spec
 from repro.runs import cached
 from repro.specs import Spec, leaf_paths
 from repro.train.objectives import objective_class
+from tests.paperscale import build_coco_2017
 
 C = 4
 
@@ -84,31 +81,11 @@ def test_a_multi_hot_set_is_scored_by_map_on_the_trainers_evaluation():
     assert headline(metrics, "coco") == f"coco mAP {metrics['coco_map']:.2f}"
 
 
-def _coco_2017(root, images_per_split=2):
-    """COCO 2017's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/."""
-    square = np.zeros((16, 16), dtype=np.uint8)
-    square[2:8, 2:8] = 1
-    rle = mask_utils.encode(np.asfortranarray(square))
-    (root / "annotations").mkdir(parents=True)
-    for split in ("train", "val"):
-        (root / f"{split}2017").mkdir()
-        images = [{"id": i + 1, "file_name": f"{i + 1:012d}.jpg", "width": 16, "height": 16}
-                  for i in range(images_per_split)]
-        for image in images:
-            Image.new("RGB", (16, 16), (image["id"] * 40, 80, 120)).save(root / f"{split}2017" / image["file_name"])
-        annotations = [{"id": 1, "image_id": 1, "category_id": 18, "iscrowd": 0, "bbox": [2, 2, 6, 6], "area": 36,
-                        "segmentation": {"size": [16, 16], "counts": rle["counts"].decode("ascii")}}]
-        categories = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}]
-        (root / "annotations" / f"instances_{split}2017.json").write_text(
-            json.dumps({"images": images, "annotations": annotations, "categories": categories}))
-    return root
-
-
 def test_coco_2017_opens_as_the_trainers_data(tmp_path):
-    root = _coco_2017(tmp_path / "coco")
+    root = build_coco_2017(tmp_path / "coco", images_per_split=3)
     data = open_multilabel({"source": "coco", "root": str(root), "multilabel": True}, root)
     assert data.wnids == ["person", "dog"] and data.num_classes == 2 and data.val is None
-    assert data.train.labels.tolist() == [[0, 1], [0, 0]] and data.train.path(0).is_file()
+    assert data.train.labels.tolist() == [[0, 1], [0, 0], [1, 1]] and data.train.path(0).is_file()
     assert [s.name for s in data.eval_sets] == ["coco"] and data.eval_sets[0].images.path(1).is_file()
     with pytest.raises(FileNotFoundError, match="COCO annotation file .*instances_train2017.json not found"):
         open_multilabel({"source": "coco", "root": str(tmp_path), "multilabel": True}, tmp_path)

@@ -23,7 +23,7 @@ from repro.config import profile_config, with_changes
 from repro.data.imagenet import open_imagenet
 from repro.labelmaps import open_labelmaps
 from repro.labelmaps.annotator import build_annotator
-from repro.models import check_hub_weights
+from repro.models import check_hub_weights, create_model
 from repro.pipeline import labelmaps_ref, resources
 from repro.runs import Resources, cached
 from repro.specs import Spec, is_spec_json
@@ -315,3 +315,27 @@ def test_table8_at_the_paper_profile_fine_tunes_table3s_students_on_torchvision_
     assert "dtd_top1" in table and "oxford_pets_top1" in table
     students = [m for m in _student_metrics(tmp_path / "runs") if "test_top1" not in m]
     assert len(students) == 2  # the vanilla and ReLabel ResNets, trained once, each fine-tuned twice
+
+
+@pytest.mark.slow
+def test_table10_at_the_paper_profile_fine_tunes_the_vanilla_students_on_coco_2017(paper, tmp_path):
+    from tests.paperscale import COCO_CATEGORIES, build_coco_2017
+
+    coco = build_coco_2017(tmp_path / "coco", images_per_split=8)
+    machine = tmp_path / "tresnet.pth"  # a plain state dict of a multi-label classifier over COCO's categories
+    torch.save(create_model(ANNOTATOR, num_classes=len(COCO_CATEGORIES)).state_dict(), machine)
+    args = [arg.replace("/data/coco", str(coco)).replace("/models/tresnet_xl_coco.pth", str(machine))
+            for arg in _documented("python -m repro table10")]
+    tiny = json.dumps(ANNOTATOR)
+    _run(args, paper, tmp_path, [f"models.resnet50={tiny}", f"models.resnet101={tiny}",
+                                 'multilabel.models={"resnet50": 32, "resnet101": 40}', "multilabel.grid=4",
+                                 'multilabel.train={"epochs": 1, "batch_size": 4, "warmup_epochs": 0, '
+                                 '"eval_crop_pct": 1.0}', f"multilabel.annotator.model={tiny}",
+                                 "multilabel.annotator.input_size=32", "multilabel.annotator.output_stride=8"])
+    table = (tmp_path / "results" / "paper" / "table10.csv").read_text()
+    assert table.count("coco_map") and all(s in table for s in ("vanilla", "relabel_machine", "relabel_oracle"))
+    per_class = (tmp_path / "results" / "paper" / "table10_per_class.csv").read_text().splitlines()
+    assert len(per_class) == 1 + 2 * 3 * len(COCO_CATEGORIES)
+    finetunes = [m for m in _student_metrics(tmp_path / "runs") if "coco_map" in m]
+    assert len(finetunes) == 6 and all(m["coco_images"] == 8 for m in finetunes)
+    assert len(_student_metrics(tmp_path / "runs")) == 6 + 1  # the two vanilla starts are one tiny model's run
