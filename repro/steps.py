@@ -174,12 +174,11 @@ def _oracle_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
 
     split = multilabel_split(body["data"], data_root(body["data"], resources), body["split"])
     grid = int(body["grid"])
-    maps = [mask_label_map(instance_masks(split, i), grid) for i in tqdm(range(len(split)), desc="oracle maps",
-                                                                           unit="img", leave=False)]
-    topk = max(len(values) for values, _ in maps)
+    topk = max(int(split.targets.sum(axis=1).max()), 1)  # the most categories one image holds
     partial = run.dir / "store.partial"
-    writer = PackedWriter(partial, len(maps), topk, (grid, grid), "fp32")
-    for row, (values, ids) in enumerate(maps):
+    writer = PackedWriter(partial, len(split), topk, (grid, grid), "fp32")
+    for row in tqdm(range(len(split)), desc="oracle maps", unit="img", leave=False):  # streamed: COCO has 118k
+        values, ids = mask_label_map(instance_masks(split, row), grid)
         padding = topk - len(values)  # a padded entry is class 0 with value 0: it adds nothing when pooled
         writer.write(row, F.pad(values, (0, 0, 0, 0, 0, padding))[None], F.pad(ids, (0, 0, 0, 0, 0, padding))[None])
     writer.finish(list(split.relpaths), {"num_classes": len(split.wnids), "annotator": {"oracle": "masks"}})
