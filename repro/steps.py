@@ -207,7 +207,10 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
         # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
         images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
     num_classes = len(wnids)
-    model = classifier_from_ref(body["annotator"], wnids, resources, output_stride=body["output_stride"])
+    stride = int(body["output_stride"])
+    # 32 is every timm classifier's own stride, and some (TResNet, Table 10's paper annotator) take no such option
+    model = classifier_from_ref(body["annotator"], wnids, resources, **({"output_stride": stride} if stride != 32
+                                                                         else {}))
     started = time.time()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})

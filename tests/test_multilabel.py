@@ -164,3 +164,23 @@ def test_a_trained_machine_annotator_must_be_the_suites_annotator():
                                                   "multilabel.annotator.model": {"name": "resnet18", "kwargs": {}}})
     with pytest.raises(ValueError, match="multilabel.annotator.model .* is not annotator.model"):
         multilabel_labelmaps_ref(cfg)
+
+
+def test_machine_maps_of_a_tresnet_checkpoint_keep_every_class_at_every_position(tmp_path):
+    # the paper's machine annotator is a TResNet (ASL); timm's TResNet takes no output_stride option
+    import timm
+
+    coco = build_coco_2017(tmp_path / "coco", images_per_split=3)
+    checkpoint = tmp_path / "tresnet.pth"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("tresnet_m", num_classes=2).state_dict(), checkpoint)
+    cfg = with_changes(profile_config("paper"), {
+        "data.multilabel": True, "supervision.mode": "multilabel_machine", "multilabel.root": str(coco),
+        "multilabel.annotator.model": {"name": "tresnet_m", "kwargs": {}},
+        "multilabel.annotator.checkpoint": str(checkpoint), "multilabel.annotator.input_size": 64,
+        "resources.workers": 0})
+    store = open_labelmaps(cached(Spec.from_json(multilabel_labelmaps_ref(cfg)), resources(cfg, tmp_path)).dir
+                           / "store")
+    values, ids = store.read([0, 1, 2])
+    assert values.shape == (3, 2, 2, 2)  # 64 px at stride 32, both categories
+    assert (ids.sort(dim=1).values == torch.arange(2)[None, :, None, None]).all()
