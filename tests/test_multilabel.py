@@ -184,3 +184,14 @@ def test_machine_maps_of_a_tresnet_checkpoint_keep_every_class_at_every_position
     values, ids = store.read([0, 1, 2])
     assert values.shape == (3, 2, 2, 2)  # 64 px at stride 32, both categories
     assert (ids.sort(dim=1).values == torch.arange(2)[None, :, None, None]).all()
+
+
+def test_a_multi_label_set_is_viewed_whole_so_no_object_at_an_edge_is_cut_out():
+    from repro.data.transforms import EvalView
+
+    wide = torch.zeros(3, 20, 60, dtype=torch.uint8)
+    wide[:, :, :10] = 255  # an object at the left edge: a centre crop of the 20 px high image loses it
+    whole = EvalView(20, 1.0, normalized=False, whole=True)(wide)
+    cropped = EvalView(20, 1.0, normalized=False)(wide)
+    assert whole.shape == cropped.shape == (3, 20, 20)
+    assert cropped.max() == 0 and whole[:, :, :3].min() > 0.9

@@ -85,16 +85,21 @@ class TrainCrop:
 
 
 class EvalView:
-    """timm's evaluation transform: resize the shorter side to floor(size / crop_pct), centre-crop size x size;
+    """timm's evaluation transform: resize the shorter side to floor(size / crop_pct), centre-crop size x size (or,
+    `whole`, resize the whole image to size x size);
     normalised, or (normalized=False) as pixels in [0, 1] for an attack in pixel space (`mean_std` normalises)."""
     mean_std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
-    def __init__(self, size: int, crop_pct: float = 0.875, normalized: bool = True):
+    def __init__(self, size: int, crop_pct: float = 0.875, normalized: bool = True, whole: bool = False):
         self.size = int(size)
         self.resize_to = int(math.floor(self.size / crop_pct))
         self.normalized = normalized
+        self.whole = whole  # the whole image resized to size x size, aspect not kept (multi-label sets)
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:
-        image = F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
-                              [self.size, self.size])
+        if self.whole:
+            image = F.resize(image, [self.size, self.size], interpolation=INTERPOLATION, antialias=True)
+        else:
+            image = F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
+                                  [self.size, self.size])
         return normalize(image) if self.normalized else F.to_dtype(image, torch.float32, scale=True)
