@@ -271,8 +271,8 @@ _MULTILABEL_PAPER = {
     "root": "data/coco",      # annotations/instances_{train,val}2017.json, train2017/, val2017/ (COCO 2017)
     "models": {"resnet50": 224, "resnet101": 448},  # each architecture's crop and evaluation size (Appendix D.3)
     # Appendix D.3: AdamP, lr 2e-4, weight decay 1e-2, cosine, batch 128; the epochs are not given: 40 is a choice
-    "train": {"opt": "adamp", "lr": 2e-4, "weight_decay": 1e-2, "batch_size": 128, "epochs": 40, "warmup_epochs": 0,
-              "eval_crop_pct": 1.0},
+    # (a multi-label val image is scored whole, resized to the crop size: no eval_crop_pct applies)
+    "train": {"opt": "adamp", "lr": 2e-4, "weight_decay": 1e-2, "batch_size": 128, "epochs": 40, "warmup_epochs": 0},
     "grid": 15,               # the oracle map's cells per side (the released ImageNet maps' 15x15)
     # the machine annotator: a multi-label classifier whose final FC is applied at every position. Paper scale: a
     # user's checkpoint of `model` (the paper: ASL's TResNet-XL at 640 px, mAP 88.4); embedded scale: trained

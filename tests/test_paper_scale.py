@@ -329,8 +329,7 @@ def test_table10_at_the_paper_profile_fine_tunes_the_vanilla_students_on_coco_20
     tiny = json.dumps(ANNOTATOR)
     _run(args, paper, tmp_path, [f"models.resnet50={tiny}", f"models.resnet101={tiny}",
                                  'multilabel.models={"resnet50": 32, "resnet101": 40}', "multilabel.grid=4",
-                                 'multilabel.train={"epochs": 1, "batch_size": 4, "warmup_epochs": 0, '
-                                 '"eval_crop_pct": 1.0}', f"multilabel.annotator.model={tiny}",
+                                 'multilabel.train={"epochs": 1, "batch_size": 4, "warmup_epochs": 0}', f"multilabel.annotator.model={tiny}",
                                  "multilabel.annotator.input_size=32", "multilabel.annotator.output_stride=8"])
     table = (tmp_path / "results" / "paper" / "table10.csv").read_text()
     assert table.count("coco_map") and all(s in table for s in ("vanilla", "relabel_machine", "relabel_oracle"))
