@@ -379,15 +379,17 @@ MULTILABEL_PROXY_EPOCHS = 10
 
 # Table 9 at the embedded scale: the world's detection split at its own 112 px, a short schedule, lr by the linear
 # rule from the paper's 0.02 at batch 16, and the shipped detectors with narrower FPN and heads (64 channels, a
-# 256-wide box head) and fewer proposals and sampled RoIs, which cost 4x less per image on a CPU
+# 256-wide box head), fewer proposals and sampled RoIs and at most 20 detections per image, which cost several
+# times less per image on a CPU
 # (docs/detection.md has the measured times).
 _SLIM_DETECTOR = {
     "model.neck.out_channels": 64, "model.rpn_head.in_channels": 64, "model.rpn_head.feat_channels": 64,
     "model.roi_head.bbox_roi_extractor.out_channels": 64, "model.roi_head.bbox_head.in_channels": 64,
     "model.roi_head.bbox_head.fc_out_channels": 256, "model.roi_head.mask_roi_extractor.out_channels": 64,
     "model.roi_head.mask_head.in_channels": 64, "model.roi_head.mask_head.conv_out_channels": 64,
-    "model.train_cfg.rpn_proposal.nms_pre": 500, "model.train_cfg.rpn_proposal.max_per_img": 300,
-    "model.train_cfg.rcnn.sampler.num": 128, "model.test_cfg.rpn.nms_pre": 500, "model.test_cfg.rpn.max_per_img": 300,
+    "model.train_cfg.rpn_proposal.nms_pre": 500, "model.train_cfg.rpn_proposal.max_per_img": 200,
+    "model.train_cfg.rcnn.sampler.num": 64, "model.test_cfg.rpn.nms_pre": 500, "model.test_cfg.rpn.max_per_img": 100,
+    "model.test_cfg.rcnn.max_per_img": 20,  # the world's images hold 2-5 objects
 }
 EMBEDDED_DETECTION = {
     "smoke": {"image_scale": [112, 112], "epochs": 1, "milestones": [1], "batch_size": 4, "lr": 0.005,

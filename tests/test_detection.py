@@ -50,8 +50,8 @@ def test_every_detection_option_reaches_the_detector_spec_and_no_student():
     cfg = profile_config("proxy")
     backbone = student_spec(cfg).as_json()
     base = detector_spec(cfg, "mask_rcnn_r50_fpn", backbone).hash
-    changes = {"image_scale": [224, 160], "epochs": 5, "milestones": [2], "batch_size": 4, "lr": 0.02,
-               "warmup_iters": 7}
+    changes = {"image_scale": [224, 160], "epochs": 5, "milestones": [], "batch_size": 4, "lr": 0.02,
+               "warmup_iters": 7, "cfg_options": {"model.roi_head.bbox_head.fc_out_channels": 128}}
     # COCO's root is read at paper scale only (below); `detectors` says which runs, not what one run is
     assert set(changes) == set(cfg["detection"]) - {"root", "detectors"}
     for key, value in changes.items():
@@ -59,6 +59,12 @@ def test_every_detection_option_reaches_the_detector_spec_and_no_student():
         assert detector_spec(changed, "mask_rcnn_r50_fpn", backbone).hash != base, key
         assert student_spec(changed).hash == student_spec(cfg).hash, key
     assert detector_spec(cfg, "faster_rcnn_r50_fpn", backbone).hash != base
+    # a mask head's options reach Mask R-CNN only
+    faster = detector_spec(cfg, "faster_rcnn_r50_fpn", backbone)
+    assert not any(".mask_" in key for key in faster["cfg_options"]) and faster["cfg_options"]
+    masked = with_changes(cfg, {"detection.cfg_options": {**cfg["detection"]["cfg_options"],
+                                                          "model.roi_head.mask_head.num_convs": 2}})
+    assert detector_spec(masked, "faster_rcnn_r50_fpn", backbone) == faster
     paper = profile_config("paper")
     spec = detector_spec(paper, "faster_rcnn_r50_fpn", student_spec(paper).as_json())
     assert spec["data"] == {"source": "coco", "world": None, "root": "data/coco", "detection": True}
@@ -75,6 +81,9 @@ def test_a_bad_detection_option_is_one_line_naming_the_key():
         detector_spec(with_changes(cfg, {"detection.milestones": [5]}), "faster_rcnn_r50_fpn", backbone)
     with pytest.raises(ValueError, match="detection.image_scale"):
         detector_spec(with_changes(cfg, {"detection.image_scale": [800]}), "faster_rcnn_r50_fpn", backbone)
+    with pytest.raises(ValueError, match="'model.neck.in_channels': the suite sets it from the spec"):
+        detector_spec(with_changes(cfg, {"detection.cfg_options": {"model.neck.in_channels": [1, 2, 3, 4]}}),
+                      "faster_rcnn_r50_fpn", backbone)
     rexnet = student_spec(with_changes(cfg, {"train.model": cfg["models"]["rexnet_100"]})).as_json()
     with pytest.raises(ValueError, match="detection backbone 'rexnet_100'"):
         detector_spec(cfg, "faster_rcnn_r50_fpn", rexnet)
