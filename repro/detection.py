@@ -341,6 +341,10 @@ def train_detector(spec, run, resources) -> dict:
     backbone_run = cached(Spec.from_json(body["backbone"]), resources)  # trained first if needed
     root = data_root(body["data"], resources).resolve()  # MMDetection joins a relative path to its own roots
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:  # the suite's process group (gloo on CPU) is the one MMDetection's launcher then finds
+        from repro.train.distributed import init_distributed
+
+        init_distributed()
     backbone_file = run.dir / "backbone.pth"
     work_dir = run.dir.resolve() / "work"
     cfg = detector_config(body, work_dir, root, backbone_file, resources.workers, world_size)
