@@ -92,7 +92,7 @@ def detector_spec(cfg: Mapping, detector: str, backbone: Mapping) -> "Spec":
     detection = cfg["detection"]
     if detector not in DETECTORS:
         raise ValueError(f"unknown detector {detector!r}: one of {', '.join(DETECTORS)}")
-    mmdet_backbone(backbone["spec"]["train"]["model"])  # an architecture MMDetection's ResNet cannot hold is an error now, not later
+    mmdet_backbone(backbone["spec"]["train"]["model"])  # a backbone MMDetection cannot hold fails now, not later
     schedule = {key: detection[key] for key in ("epochs", "milestones", "batch_size", "lr", "warmup_iters")}
     masks = "segm" in DETECTORS[detector][2]
     options = {key: value for key, value in dict(detection["cfg_options"]).items() if masks or ".mask_" not in key}

@@ -72,9 +72,9 @@ def size(spec: Spec) -> str:
             return f"{evaluator}: {split_images(body['data'], 'val') or '?'} val images"
         return evaluator
     if spec.kind == "detector":
-        schedule = body["schedule"]
+        schedule, (long, short) = body["schedule"], body["image_scale"]
         return (f"{body['detector']}, {split_images(body['data'], 'detection_train') or '?'} images x "
-                f"{schedule['epochs']} ep of {schedule['batch_size']} at {body['image_scale'][0]}x{body['image_scale'][1]}")
+                f"{schedule['epochs']} ep of {schedule['batch_size']} at {long}x{short}")
     if spec.kind == "evalset":
         return f"{body['set']} analogue of the world"
     return ""
