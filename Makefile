@@ -11,7 +11,11 @@ SET ?=
 REPRO := $(if $(filter-out 1,$(NPROC)),$(BIN)/torchrun --standalone --nproc_per_node $(NPROC) -m repro,$(BIN)/python -m repro)
 SETS := $(if $(SET), $(addprefix --set ,$(SET)))
 
-.PHONY: env table3 plan paper compare world test test-slow clean-results
+# Table 9's detection extra (mmcv built from source once into $(WHEELS), mmengine, mmdet): docs/detection.md
+DETECTION := $(VENV)/.detection
+WHEELS ?= .whl
+
+.PHONY: env detection table3 table9 plan paper compare world test test-slow clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +25,17 @@ $(STAMP): pyproject.toml
 
 env: $(STAMP)
 
+$(DETECTION): $(STAMP) tools/install-detection tools/cxx20
+	WHEELS=$(WHEELS) tools/install-detection $(BIN)/python -e '.[test,robustness,detection]'
+	touch $(DETECTION)
+
+detection: $(DETECTION)
+
 table3: env
 	$(REPRO) table3 --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
+
+table9: detection
+	$(REPRO) table9 --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
 
 plan: env
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
@@ -30,7 +43,7 @@ plan: env
 world: env
 	$(BIN)/python -m repro world --profile $(PROFILE)
 
-paper: env
+paper: env detection
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
 	$(REPRO) all --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
 	$(BIN)/python -m repro compare --profile $(PROFILE)
@@ -41,7 +54,7 @@ compare: env
 test: env
 	$(BIN)/python -m pytest -q
 
-test-slow: env
+test-slow: env detection
 	$(BIN)/python -m pytest -q -m slow
 
 clean-results:

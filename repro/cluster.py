@@ -22,7 +22,7 @@ from repro.plan import with_inputs
 from repro.runs import Resources, Run, cached
 from repro.specs import Spec
 
-TRAINING_KINDS = ("train", "annotator")  # one task per GPU, on every node; other kinds run as one task
+TRAINING_KINDS = ("train", "annotator", "detector")  # one task per GPU, on every node; other kinds run as one task
 LOG_FOLDER = "submitit"  # under the run cache: <runs>/submitit/<job id>/
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # local jobs run to their end (the local executor's own default is 2 minutes)
 POLL_SECONDS = {"local": 1.0, "slurm": 30.0}

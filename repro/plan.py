@@ -71,6 +71,10 @@ def size(spec: Spec) -> str:
         if evaluator in ("topk", "real", "fgsm"):
             return f"{evaluator}: {split_images(body['data'], 'val') or '?'} val images"
         return evaluator
+    if spec.kind == "detector":
+        schedule, (long, short) = body["schedule"], body["image_scale"]
+        return (f"{body['detector']}, {split_images(body['data'], 'detection_train') or '?'} images x "
+                f"{schedule['epochs']} ep of {schedule['batch_size']} at {long}x{short}")
     if spec.kind == "evalset":
         return f"{body['set']} analogue of the world"
     return ""

@@ -49,7 +49,19 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     findings += check_evaluation_folders(spec for spec in ordered if spec.kind == "eval")
+    if any(spec.kind == "detector" for spec in ordered):
+        findings += check_detection_packages()
     return list(dict.fromkeys(findings))
+
+
+def check_detection_packages() -> list[Finding]:
+    """Table 9's detectors need the detection extra (mmcv with its compiled ops, mmengine, mmdet) at its pins."""
+    from repro.detection import PACKAGES, missing_packages
+
+    problem = missing_packages()
+    if problem is not None:
+        return [Finding(PROBLEM, problem)]
+    return [Finding(OK, "detection extra: " + ", ".join(f"{name} {version}" for name, version in PACKAGES.items()))]
 
 
 def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
@@ -109,16 +121,17 @@ def check_transfer(data: Mapping) -> list[Finding]:
 
 
 def check_multilabel(data: Mapping) -> list[Finding]:
-    """Table 10's COCO-format data: both splits read as a multi-label fine-tune reads them."""
+    """Table 10's and Table 9's COCO-format data: both splits read as a multi-label fine-tune reads them."""
     from repro.data.coco import open_multilabel
 
+    what, key = ("detection", "detection.root") if data.get("detection") else ("multi-label", "multilabel.root")
     if data["source"] == "world":
-        return [Finding(OK, "multi-label data: the world's detection split")]
+        return [Finding(OK, f"{what} data: the world's detection split")]
     try:
         opened = open_multilabel(data, Path(data["root"]))
     except (FileNotFoundError, ValueError) as error:
-        return [Finding(PROBLEM, f"{error} (multilabel.root)")]
-    return [Finding(OK, f"multi-label data: {opened.num_classes} categories, {len(opened.train)} training and "
+        return [Finding(PROBLEM, f"{error} ({key})")]
+    return [Finding(OK, f"{what} data: {opened.num_classes} categories, {len(opened.train)} training and "
                         f"{len(opened.eval_sets[0].images)} val images under {data['root']}")]
 
 
@@ -129,7 +142,7 @@ def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str
 
     if data.get("task"):
         return check_transfer(data), None
-    if data.get("multilabel"):
+    if data.get("multilabel") or data.get("detection"):
         return check_multilabel(data), None
     if data["source"] == "world":
         return [Finding(OK, "data: the generated world (built by the suite)")], None

@@ -116,7 +116,7 @@ def stored_spec(kind: str, run_hash: str, runs_root: str | os.PathLike) -> Spec:
 
 # kinds computed by every rank of a torchrun job together (DDP training, sharded evaluation); the others (the
 # world, label maps) by rank 0 alone while the other ranks wait for its metrics.json
-DISTRIBUTED_KINDS = ("annotator", "train", "eval")
+DISTRIBUTED_KINDS = ("annotator", "train", "eval", "detector")
 WAIT_SECONDS = 5.0
 
 

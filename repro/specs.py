@@ -17,7 +17,7 @@ from typing import Any, Iterator, Mapping
 
 # Bumped when a kind's compute changes what it produces for the same body: the old runs stay, unreachable.
 VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labelmaps/v2", "train": "train/v2",
-            "eval": "eval/v1", "evalset": "evalset/v1"}
+            "eval": "eval/v1", "evalset": "evalset/v1", "detector": "detector/v1"}
 
 # Options added to a config section after the embedded profiles' runs were cached, with the value that reproduces
 # those runs. A spec leaves such an option out while it holds that value, so the cached runs keep their hashes, and

@@ -6,6 +6,7 @@ labelmaps  the annotator's pass over a split (BASE_TOPK, fp32), or a variant der
 train      a student, or a fine-tune from another run (`train.init`)
 eval       one evaluator applied to a trained (or pretrained) model
 evalset    a robustness set built from the world (Table 7: ImageNet-C, backgrounds, ImageNet-A analogues)
+detector   a Faster or Mask R-CNN trained and scored in MMDetection from a student's backbone (Table 9)
 """
 from __future__ import annotations
 
@@ -50,6 +51,11 @@ def data_root(data: Mapping, resources: Resources) -> Path:
         if not root.is_dir():
             raise FileNotFoundError(f"multilabel.root {root} is not a folder: unpack COCO 2017 there (annotations/, "
                                     f"train2017/, val2017/) or set multilabel.root")
+        return root
+    if data.get("detection"):
+        if not root.is_dir():
+            raise FileNotFoundError(f"detection.root {root} is not a folder: unpack COCO 2017 there (annotations/, "
+                                    f"train2017/, val2017/) or set detection.root")
         return root
     if data.get("task"):
         if not root.is_dir():
@@ -366,3 +372,12 @@ def _adversarial_filter(body: Mapping, assets, wnids, run: Run, resources: Resou
     return {"drawn": len(images), "kept": int(wrong.sum()), "kept_share": float(wrong.mean()),
             "kept_per_class_min": int(kept.min()), "kept_per_class_max": int(kept.max()),
             "filter_top1_on_candidates": 100.0 * float(1 - wrong.mean())}
+
+
+# --- detection ---------------------------------------------------------------------------------------------------
+
+@computes("detector")
+def compute_detector(spec: Spec, run: Run, resources: Resources) -> dict:
+    from repro.detection import train_detector  # mmdet and mmengine are imported there, only for these runs
+
+    return train_detector(spec, run, resources)
