@@ -156,6 +156,12 @@ class Objective:
     def targets(self, batch: Mapping, labels: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def crop_maps(self, batch: Mapping) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The batch's label maps (values, ids) and crop boxes on the device, for an objective whose crops carry
+        them."""
+        return (batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
+                batch["box"].to(self.device))
+
     def __call__(self, batch: Mapping, rng: np.random.Generator | None = None
                  ) -> tuple[torch.Tensor, torch.Tensor, float]:
         """rng: the CutMix generator of this step, or None for no CutMix."""
@@ -203,8 +209,7 @@ class ReLabel(Objective):
     crops_carry_labelmaps = True
 
     def targets(self, batch, labels):
-        targets = pool_labels(batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
-                              batch["box"].to(self.device), self.num_classes, self.spec["variant"])
+        targets = pool_labels(*self.crop_maps(batch), self.num_classes, self.spec["variant"])
         weight = float(self.spec["mix_original"])
         return mix_with_original(targets, labels, weight) if weight > 0 else targets
 
@@ -269,8 +274,7 @@ class MachineMaps(MultiHot):
     crops_carry_labelmaps = True
 
     def targets(self, batch, labels):
-        return machine_targets(batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
-                               batch["box"].to(self.device), self.num_classes)
+        return machine_targets(*self.crop_maps(batch), self.num_classes)
 
 
 @register_objective
@@ -281,6 +285,5 @@ class OracleMaps(MultiHot):
     crops_carry_labelmaps = True
 
     def targets(self, batch, labels):
-        return oracle_targets(batch["labelmap_values"].to(self.device), batch["labelmap_ids"].to(self.device),
-                              batch["box"].to(self.device), self.num_classes, self.spec["oracle_target"],
+        return oracle_targets(*self.crop_maps(batch), self.num_classes, self.spec["oracle_target"],
                               float(self.spec["oracle_threshold"]))
