@@ -77,11 +77,9 @@ class DetectionExtraMissing(RuntimeError):
 
 def detection_data_spec(cfg: Mapping) -> dict:
     """The COCO-format detection data: the world's detection split, or COCO 2017 under `detection.root`."""
-    from repro.pipeline import world_spec
+    from repro.pipeline import coco_data_spec
 
-    world = cfg["data"]["source"] == "world"
-    return {"source": "world" if world else "coco", "world": world_spec(cfg).as_json() if world else None,
-            "root": None if world else str(cfg["detection"]["root"]), "detection": True}
+    return coco_data_spec(cfg, "detection")
 
 
 def detector_spec(cfg: Mapping, detector: str, backbone: Mapping) -> "Spec":

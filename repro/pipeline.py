@@ -62,12 +62,17 @@ def transfer_data_spec(cfg: Mapping) -> dict:
             "heldout_seed": int(transfer["heldout_seed"])}
 
 
-def multilabel_data_spec(cfg: Mapping) -> dict:
-    """The COCO-format multi-label data of Table 10: the world's detection split, or COCO 2017 under
-    `multilabel.root`."""
+def coco_data_spec(cfg: Mapping, section: str) -> dict:
+    """COCO-format data read for `section` ("multilabel": Table 10, "detection": Table 9): the world's detection
+    split, or COCO 2017 under `<section>.root`; the section's name is the spec's flag."""
     world = cfg["data"]["source"] == "world"
     return {"source": "world" if world else "coco", "world": world_spec(cfg).as_json() if world else None,
-            "root": None if world else str(cfg["multilabel"]["root"]), "multilabel": True}
+            "root": None if world else str(cfg[section]["root"]), section: True}
+
+
+def multilabel_data_spec(cfg: Mapping) -> dict:
+    """The COCO-format multi-label data of Table 10."""
+    return coco_data_spec(cfg, "multilabel")
 
 
 def data_root(cfg: Mapping, runs_root: str | os.PathLike) -> Path:

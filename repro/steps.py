@@ -42,26 +42,22 @@ def ensure_world(params: Mapping, runs_root) -> Path:
     return cached(Spec("world", params), Resources(Path(runs_root))).dir
 
 
+# data-spec flag -> (the config key of its root, what is unpacked there), for the data other than ImageNet's
+_OTHER_ROOTS = {"multilabel": ("multilabel.root", "COCO 2017 (annotations/, train2017/, val2017/)"),
+                "detection": ("detection.root", "COCO 2017 (annotations/, train2017/, val2017/)"),
+                "task": ("transfer.root", "the transfer datasets (docs/transfer.md)")}
+
+
 def data_root(data: Mapping, resources: Resources) -> Path:
     """The folder of a data spec: the world's run folder (built on first use), or the ImageNet root."""
     if data["source"] == "world":
         return cached(Spec.from_json(data["world"]), resources).dir
     root = Path(data["root"])
-    if data.get("multilabel"):
-        if not root.is_dir():
-            raise FileNotFoundError(f"multilabel.root {root} is not a folder: unpack COCO 2017 there (annotations/, "
-                                    f"train2017/, val2017/) or set multilabel.root")
-        return root
-    if data.get("detection"):
-        if not root.is_dir():
-            raise FileNotFoundError(f"detection.root {root} is not a folder: unpack COCO 2017 there (annotations/, "
-                                    f"train2017/, val2017/) or set detection.root")
-        return root
-    if data.get("task"):
-        if not root.is_dir():
-            raise FileNotFoundError(f"transfer.root {root} is not a folder: unpack the transfer datasets there "
-                                    f"(docs/transfer.md) or set transfer.root")
-        return root
+    for flag, (key, what) in _OTHER_ROOTS.items():
+        if data.get(flag):
+            if not root.is_dir():
+                raise FileNotFoundError(f"{key} {root} is not a folder: unpack {what} there or set {key}")
+            return root
     if not (root / "train").is_dir():
         raise FileNotFoundError(f"data.root {root} has no train/ folder (ImageNet layout expected)")
     return root
