@@ -15,7 +15,7 @@ SETS := $(if $(SET), $(addprefix --set ,$(SET)))
 DETECTION := $(VENV)/.detection
 WHEELS ?= .whl
 
-.PHONY: env detection table3 table9 plan paper compare world test test-slow clean-results
+.PHONY: env detection table3 table9 plan paper report compare world test test-slow clean-results
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,10 +43,15 @@ plan: env
 world: env
 	$(BIN)/python -m repro world --profile $(PROFILE)
 
+# every experiment through the shared run cache (an interrupted run goes on where it stopped), then the report
 paper: env detection
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
 	$(REPRO) all --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
+	$(BIN)/python -m repro report --profile $(PROFILE)
 	$(BIN)/python -m repro compare --profile $(PROFILE)
+
+report: env
+	$(BIN)/python -m repro report --profile $(PROFILE)
 
 compare: env
 	$(BIN)/python -m repro compare --profile $(PROFILE)

@@ -69,6 +69,12 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown to this file")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("report", help="write results/<profile>/report.html and report.md: every experiment's "
+                                      "table beside the paper's, its verdicts and figures, the machine")
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
+    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="run cache holding the world (default runs/)")
+    p.set_defaults(func=_report)
     from repro.labelmaps import cli as labelmaps_cli
     from repro.world import cli as world_cli
 
@@ -96,12 +102,24 @@ def _run_one(args, experiments) -> int:
     if args.plan:
         print(experiment_plan(experiments[args.experiment], ctx))
         return 0
+    track_runs([experiments[args.experiment]], ctx)
     try:
         run_experiment(experiments[args.experiment], ctx)
     except NotImplementedExperiment as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     return 0
+
+
+def track_runs(experiments, ctx) -> dict[str, str]:
+    """Progress lines over the runs these experiments need that the cache lacks (each once); those runs."""
+    from repro import progress
+    from repro.plan import pending_runs
+
+    specs = [spec for experiment in experiments if experiment.plan is not None for spec in experiment.plan(ctx)]
+    pending = pending_runs(specs, ctx.runs_root)
+    progress.track(pending)
+    return pending
 
 
 def _run_all(args, experiments) -> int:
@@ -113,9 +131,10 @@ def _run_all(args, experiments) -> int:
         return 0
     skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
     runnable = [experiment for experiment in experiments.values() if experiment.implemented]
-    for experiment in runnable:  # a config error (a key to set) stops here, not after hours of earlier tables
-        if experiment.plan is not None:
-            experiment.plan(ctx)
+    # a config error (a key to set) stops here, not after hours of earlier tables
+    pending = track_runs(runnable, ctx)
+    print(f"{len(pending)} runs to compute for {len(runnable)} experiments (python -m repro all --plan lists them)",
+          file=sys.stderr, flush=True)
     for experiment in runnable:
         run_experiment(experiment, ctx)
     if skipped:
@@ -137,6 +156,14 @@ def _check(args, experiments) -> int:
 
 def _compare(args, experiments) -> int:
     return compare(experiments, args.profile, args.results, args.markdown)
+
+
+def _report(args, experiments) -> int:
+    from repro.report import write_report
+
+    html, md = write_report(experiments, args.profile, args.results, args.runs)
+    print(f"wrote {html} and {md}")
+    return 0
 
 
 # what a wrong input raises, with a message that names it: one line on stderr and exit status 2, unless REPRO_DEBUG

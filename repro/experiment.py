@@ -162,12 +162,15 @@ def verdicts_for(experiment: Experiment, measured: pd.DataFrame, profile: str) -
     return verdicts
 
 
-def format_verdicts(verdicts: list[Verdict]) -> str:
+def format_verdicts(verdicts: list[Verdict], profile: str) -> str:
     lines = []
     for v in verdicts:
         mark = {"holds": "HOLDS", "fails": "FAILS", "not shown": "NOT SHOWN", NO_DATA: "NO DATA"}[v.verdict]
-        suffix = "" if v.checked else "  (not checked at this profile)"
-        lines.append(f"  [{mark:>9}] {v.claim}\n              {v.detail}{suffix}")
+        if not v.checked and v.verdict != NO_DATA:  # a smoke run: what it measured, never a failure
+            mark, suffix = "NOT CHECKED", f"  (not checked at {profile}; measured: {v.verdict})"
+        else:
+            suffix = "" if v.checked else f"  (not checked at {profile})"
+        lines.append(f"  [{mark:>11}] {v.claim}\n                {v.detail}{suffix}")
     return "\n".join(lines)
 
 
@@ -176,7 +179,7 @@ def format_verdicts(verdicts: list[Verdict]) -> str:
 KEPT_INVOCATIONS = 5
 
 
-def _invocations(meta: dict | None) -> list[dict]:
+def invocations(meta: dict | None) -> list[dict]:
     """The invocations recorded in a meta file, oldest first (one for files written before they were kept)."""
     if not meta:
         return []
@@ -217,6 +220,18 @@ def experiment_plan(experiment: Experiment, ctx: Context) -> str:
     return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(runs)} runs, {done} cached", *lines])
 
 
+def runs_time(experiment: Experiment, ctx: Context) -> dict:
+    """How many cached runs the experiment reads and the wall seconds that computing them took (each run's last
+    session; a run shared with other experiments counts in each of them)."""
+    from repro.plan import with_inputs
+    from repro.runs import Run
+
+    finished = [run for spec in with_inputs(experiment.plan(ctx) if experiment.plan is not None else [])
+                if (run := Run(spec, ctx.runs_root)).done]
+    return {"runs": len(finished),
+            "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1)}
+
+
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if not experiment.implemented:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
@@ -248,8 +263,9 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
                       "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
                                            str(len(ctx.seeds))] +
                                           [f"--set {k}={v}" for k, v in ctx.overrides.items()])}
-        results.write_meta(stage, experiment.name, {**invocation, "report": report, "invocations": (
-            _invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
+        results.write_meta(stage, experiment.name, {**invocation, **runs_time(experiment, ctx), "report": report,
+                                                    "invocations": (
+            invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
     paths = {name: ctx.out_dir / path.name for name, path in {**staged, "png": png}.items()}
     print(f"\n{experiment.paper_ref} — {experiment.title} [{ctx.profile}, seeds {ctx.seeds}]")
     print(results.format_summary(summary, experiment.key_columns))
@@ -257,7 +273,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         print(report)
     if verdicts:
         print("Claims:")
-        print(format_verdicts(verdicts))
+        print(format_verdicts(verdicts, ctx.profile))
     print(f"wrote {paths['table']}, {paths['seeds']}, {paths['png']} ({elapsed:.0f}s)")
     return {"paths": paths, "verdicts": verdicts, "seconds": elapsed}
 
@@ -304,19 +320,20 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         print(results.format_summary(summary, experiment.key_columns))
         verdicts = verdicts_for(experiment, measured, profile)
         if verdicts:
-            print(format_verdicts(verdicts))
+            print(format_verdicts(verdicts, profile))
         failed += [f"{experiment.name}: {v.claim}" for v in verdicts if v.checked and v.verdict == "fails"]
         md += [f"## {experiment.name} ({experiment.paper_ref}) — {experiment.title}", ""]
         if meta:
             md += [f"Seeds {meta['seeds']}. Invocations, oldest first (each reuses the runs already in the cache, "
                    "so only the one that computed a run spent its time):", ""]
             md += [f"- `{i['command']}` finished {i['finished']} after {i['seconds'] / 60:.1f} min"
-                   for i in _invocations(meta)] + [""]
+                   for i in invocations(meta)] + [""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary, experiment.key_columns), ""]
-        md += [f"- **{v.verdict}**: {v.claim} — {v.detail}" + ("" if v.checked else " (not checked at this profile)")
-               for v in verdicts] + [""]
+        md += [f"- **{v.verdict if v.checked or v.verdict == NO_DATA else 'not checked at ' + profile}**: "
+               f"{v.claim} — {v.detail}" + ("" if v.checked else f" (not checked at {profile})") for v in verdicts]
+        md += [""]
     print(f"\n{shown} experiment(s) with results at profile {profile}; {len(failed)} checked claim(s) failing")
     for line in failed:
         print(f"  FAILS {line}")

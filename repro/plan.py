@@ -27,6 +27,11 @@ def with_inputs(specs: Iterable[Spec]) -> list[Spec]:
     return list(ordered.values())
 
 
+def pending_runs(specs: Iterable[Spec], runs_root: str | os.PathLike) -> dict[str, str]:
+    """hash -> kind of the runs among `specs` and their inputs that the cache lacks."""
+    return {spec.hash: spec.kind for spec in with_inputs(specs) if not Run(spec, runs_root).done}
+
+
 @lru_cache(maxsize=None)
 def _count_images(folder: str) -> int | None:
     if not os.path.isdir(folder):

@@ -20,6 +20,7 @@ from typing import Callable, Mapping
 
 import torch.distributed
 
+from repro import progress
 from repro.atomic import remove_stale_temporaries, write_json_atomic
 from repro.specs import Spec, canonical_json
 
@@ -155,6 +156,7 @@ def cached(spec: Spec, resources: Resources) -> Run:
             metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
             run.finish(metrics)
             run.log(f"finished in {time.time() - started:.1f}s")
+            progress.note_finished(run.hash, run.kind, time.time() - started)
     if torch.distributed.is_initialized() and spec.kind in DISTRIBUTED_KINDS:
         torch.distributed.barrier()
     return run

@@ -4,7 +4,7 @@ experiments it holds: an experiment added later is recorded on the kind of CPU i
 experiment must be in some record)."""
 import pytest
 
-from tests.regression.record import machine, read_records, smoke_metrics
+from tests.regression.record import machine, read_records
 
 
 def _differences(recorded: dict, fresh: dict) -> dict:
@@ -15,9 +15,9 @@ def _differences(recorded: dict, fresh: dict) -> dict:
 
 
 @pytest.mark.slow
-def test_smoke_metrics_equal_the_regression_record(tmp_path):
+def test_smoke_metrics_equal_the_regression_record(smoke_results):
     records = read_records()
-    fresh = smoke_metrics(tmp_path / "runs", tmp_path / "results")
+    fresh = smoke_results.metrics
     unrecorded = set(fresh) - {name for record in records.values() for name in record}
     assert not unrecorded, f"{sorted(unrecorded)} in no machine's record: `python -m tests.regression.record " \
                            "--add-machine` records them for this CPU kind"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import re
 import sys
 import tempfile
@@ -59,15 +58,10 @@ def smoke_metrics(runs_root: Path, results_root: Path, only: list[str] | None = 
 
 
 def machine() -> str:
-    """The kind of CPU a record was made on: architecture, torch's kernel level and the CPU's model name."""
-    import torch
+    """The kind of CPU a record was made on (repro.environment.cpu_kind)."""
+    from repro.environment import cpu_kind
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else \
-        platform.processor()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    amx = "+AMX" if " amx_tile" in flags else ""
-    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}{amx} {model}"
+    return cpu_kind()
 
 
 def read_records() -> dict[str, dict]:

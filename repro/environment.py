@@ -1,0 +1,42 @@
+"""What computed a set of results: the kind of CPU, the accelerator and the versions of the packages that can change
+a number. The report prints it; the smoke regression record is kept per CPU kind (`cpu_kind`)."""
+from __future__ import annotations
+
+import os
+import platform
+from importlib import metadata
+from pathlib import Path
+
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scikit-learn", "scikit-image", "Pillow",
+            "imagecorruptions", "matplotlib", "mmdet", "mmengine", "mmcv", "pycocotools", "Jinja2")
+
+
+def cpu_kind() -> str:
+    """Architecture, torch's kernel level and the CPU's model name: the kernels' rounding differs between kinds."""
+    import torch
+
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")),
+                 platform.processor())
+    amx = "+AMX" if " amx_tile" in info else ""
+    return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}{amx} {model}"
+
+
+def package_versions(names=PACKAGES) -> dict[str, str]:
+    """Installed version of each package (absent ones say so)."""
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def machine_description() -> dict[str, str]:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {"cpu": cpu_kind(), "cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()),
+            "accelerator": ", ".join(gpus) if gpus else "none (CPU only)",
+            "python": platform.python_version(), "system": platform.platform()}
