@@ -103,3 +103,28 @@ def test_compare_at_smoke_says_not_checked_rather_than_fails(smoke_results, expe
     assert compare(experiments, "smoke", smoke_results.results) == 0
     printed = capsys.readouterr().out
     assert "NOT CHECKED" in printed and "not checked at smoke" in printed and "[      FAILS]" not in printed
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "results" / "proxy"
+
+
+@pytest.mark.slow
+def test_the_committed_proxy_results_have_the_current_experiments_settings_and_metrics(smoke_results, experiments):
+    """results/proxy/ in the repository must be what the current code's experiments write: the same key columns,
+    settings and metrics as a fresh smoke run of each (the profiles change sizes, never what is measured)."""
+    committed = sorted(COMMITTED.glob("*_seeds.csv"))
+    if not committed:
+        pytest.skip(f"no results committed under {COMMITTED}")
+    stale = []
+    for path in committed:
+        name = path.name[:-len("_seeds.csv")]
+        keys = list(experiments[name].key_columns)
+        proxy = results.read_measurements(COMMITTED, name, keys)
+        smoke = results.read_measurements(smoke_results.results / "smoke", name, keys)
+        for what, have, want in (("columns", list(proxy.columns), list(smoke.columns)),
+                                 ("metrics", set(proxy.metric), set(smoke.metric)),
+                                 ("settings", set(map(tuple, proxy[keys].values)), set(map(tuple, smoke[keys].values)))):
+            if have != want:
+                stale.append(f"{path.name}: {what} differ from a fresh run's (only committed: "
+                             f"{sorted(set(have) - set(want))[:5]}, only fresh: {sorted(set(want) - set(have))[:5]})")
+    assert not stale, "rerun `make paper` and commit results/proxy:\n" + "\n".join(stale)
