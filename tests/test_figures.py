@@ -19,8 +19,9 @@ from repro.data.folders import image_folder
 from repro.data.localisation import read_loc_solution
 from repro.costs import GIB, imagenet_storage, official_bytes_per_image
 from repro.experiment import Context, discover, run_experiment
-from repro.labelmaps.analysis import (boxes_containing, crop_confidences, epoch_crop_boxes, peaks_in_different_objects,
-                                      top2_peaks)
+from repro.figures.figureA2 import peaks_on_different_objects
+from repro.labelmaps.analysis import (boxes_containing, classes_at, crop_confidences, epoch_crop_boxes,
+                                      peaks_in_different_objects, peaks_on_own_objects, top2_peaks)
 from repro.labelmaps.packed import write_packed
 from repro.labelmaps.quantize import bytes_per_image
 from repro.labelmaps.reader import open_labelmaps
@@ -121,6 +122,43 @@ def test_peaks_in_different_objects():
     assert peaks_in_different_objects((2, 2), (7, 7), boxes)      # the second peak is also in the other box
     assert not peaks_in_different_objects((6, 6), (7, 7), boxes)  # both in the overlap: not told apart
     assert not peaks_in_different_objects((2, 2), (30, 30), boxes)  # the second on no object
+
+
+def test_peaks_on_own_objects_read_the_visible_masks_and_skip_classes_absent_from_the_image():
+    # a large object of class 0 whose box holds a small object of class 5 drawn over it; the small one's top row is
+    # hidden (its box still spans it)
+    masks = np.zeros((2, 20, 20), dtype=bool)
+    masks[1, 11:14, 10:14] = True
+    masks[0, 0:16, 0:16] = ~masks[1, 0:16, 0:16]
+    classes = np.array([0, 5])
+    boxes = np.array([[0, 0, 16, 16], [10, 10, 14, 14]], dtype=float)
+    assert classes_at((12, 12), classes, masks) == {5} and classes_at((2, 2), classes, masks) == {0}
+    assert classes_at((18, 18), classes, masks) == frozenset()
+    assert peaks_on_own_objects((0, (2, 2)), (5, (12.5, 12.5)), classes, masks)
+    # pixel (x 12, y 10) lies in both boxes but shows the large object: the box test calls the two peaks different
+    # objects, the masks put both on class 0's object
+    assert peaks_in_different_objects((2, 2), (12, 10.5), boxes)
+    assert not peaks_on_own_objects((0, (2, 2)), (5, (12, 10.5)), classes, masks)
+    assert not peaks_on_own_objects((0, (12, 12)), (5, (12, 12)), classes, masks)  # one object, not each its own
+    assert peaks_on_own_objects((0, (2, 2)), (7, (12, 12)), classes, masks) is None  # class 7 is not in the image
+
+
+def test_figureA2_claim_is_measured_where_the_top2_classes_are_objects_of_the_image():
+    def measured(**values):
+        return results.measurements([{"model": "none", "setting": "multi_object_val", "seed": 0, "metric": m,
+                                      "value": v} for m, v in values.items()])
+
+    verdict, detail = peaks_on_different_objects(measured(
+        images=800, fraction_peaks_in_different_objects=0.15, fraction_top2_classes_present=0.05,
+        images_top2_classes_present=40, fraction_peaks_on_own_objects=0.75))
+    assert verdict == HOLDS and "75.0% of the 40" in detail and "5.0% of 800" in detail
+    verdict, _ = peaks_on_different_objects(measured(
+        images=800, fraction_peaks_in_different_objects=0.9, fraction_top2_classes_present=0.05,
+        images_top2_classes_present=40, fraction_peaks_on_own_objects=0.3))
+    assert verdict == FAILS  # the box measure over every image no longer decides
+    verdict, _ = peaks_on_different_objects(measured(images=800, fraction_top2_classes_present=0.0,
+                                                     images_top2_classes_present=0))
+    assert verdict == "no data"
 
 
 def test_top2_peaks_locate_each_class_where_its_logits_are():
@@ -246,6 +284,10 @@ def test_figureA2_smoke_measures_peaks_on_multi_object_images(runs, results_root
     assert_written(outcome, "figureA2_peaks.csv", "figureA2_suite_annotator.png", "figureA2_lite0.png")
     peaks = pd.read_csv(results_root / "smoke" / "figureA2_peaks.csv")
     assert len(peaks) > 0 and peaks.classes_present.str.contains(",").all()
+    # the own-object verdict exists exactly where both top classes are objects of the image
+    assert (peaks.peaks_on_own_objects.notna() == peaks.top2_classes_present).all()
+    measured = pd.read_csv(outcome["paths"]["seeds"]).set_index("metric")["value"]
+    assert measured["fraction_top2_classes_present"] == pytest.approx(peaks.top2_classes_present.mean())
 
 
 def test_figureA3_smoke_gallery(runs, results_root):
