@@ -36,9 +36,9 @@ from repro.experiment import Collected, Context, Experiment
 from repro.figures.figure6 import kd_student_changes
 from repro.pipeline import (annotator_run, data_root, generated_labelmaps, labelmaps_dir, labelmaps_specs,
                             student_spec, students_per_seed, train_student)
+from repro.plotting import plt, wrapped_title
 from repro.runs import Run
 from repro.sweeps import kd_teachers
-from repro.plotting import plt, wrapped_title
 
 REPORTED = "section3.3"  # the experiment name of the paper's Section 3.3 numbers in reported.csv
 GENERATION_SHARE_LIMIT = 0.25
