@@ -12,8 +12,14 @@
 - Storage: ImageNet-size maps (1,281,167 images, 15x15, 1000 classes) at each k and dtype, in GiB, from
   `repro.labelmaps.quantize.bytes_per_image` (the packed store) and the released format ([2, k, H, W] fp32); the
   paper: 10 GB for top-5 (the released format), 1.0 TB for full maps.
-Writes costs_storage.csv (the storage table) beside the PNG. The paper's numbers are listed in reported.csv
-under "section3.3".
+- Regime: the paper's cost ratios beside the profile's (`repro.costs.regime_table`): the student's epochs, the
+  annotator's labelling pass and each Figure 6 KD teacher's forward per student training step (FLOPs from the
+  models' shapes, `repro.costs.flops_regime`), the generation's share of one training (FLOPs and wall time), a
+  KD epoch against a ReLabel epoch (wall time: the paper's GPU-days; here Figure 6's KD students where they are
+  cached, else blank) and after how many epochs a KD student's teacher passes outweigh the generation. The paper
+  trains 300 epochs, past every teacher's break-even; docs/regime.md reads the table.
+Writes costs_storage.csv (the storage table) and costs_regime.csv beside the PNG. The paper's numbers are listed
+in reported.csv under "section3.3" and "figure6".
 """
 from __future__ import annotations
 
@@ -23,13 +29,16 @@ import pandas as pd
 
 from repro import results
 from repro.claims import Claim
-from repro.config import with_changes
-from repro.costs import imagenet_storage, pooling_benchmark
+from repro.config import profile_config, with_changes
+from repro.costs import IMAGENET_CLASSES, flops_regime, imagenet_storage, pooling_benchmark, regime_table
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
+from repro.figures.figure6 import kd_student_changes
 from repro.pipeline import (annotator_run, data_root, generated_labelmaps, labelmaps_dir, labelmaps_specs,
-                            students_per_seed, train_student)
+                            student_spec, students_per_seed, train_student)
 from repro.plotting import plt, wrapped_title
+from repro.runs import Run
+from repro.sweeps import kd_teachers
 
 REPORTED = "section3.3"  # the experiment name of the paper's Section 3.3 numbers in reported.csv
 GENERATION_SHARE_LIMIT = 0.25
@@ -80,7 +89,82 @@ def collect(ctx: Context) -> Collected:
             add("none", f"label_maps_top{row.topk}_fp32", "storage_gb", row.gib)
         else:
             add("none", f"packed_top{row.topk}_{row.dtype}", "storage_gb", row.gib)
-    return Collected(results.measurements(rows), {"storage": storage})
+    return Collected(results.measurements(rows), {"storage": storage, "regime": regime(ctx, num_classes)})
+
+
+def _paper_wall() -> dict:
+    """The paper's wall-time ratios: Section 3.3's GPU-hours and Figure 6's GPU-days (KD with B5 and B7; ReLabel's
+    13.6 is its whole run)."""
+    figure6 = results.reported_for("figure6")
+    days = figure6[figure6.metric == "gpu_days"].set_index("setting")["value"]
+    relabel_epoch_hours = days["relabel"] * 24 / profile_config("paper")["train"]["epochs"]
+    return {"generation_share": PAPER_GENERATION_HOURS / PAPER_TRAINING_HOURS,
+            "generation_relabel_epochs": PAPER_GENERATION_HOURS / relabel_epoch_hours,
+            "kd_over_relabel": {setting[len("kd_"):]: value / days["relabel"] for setting, value in days.items()
+                                if setting.startswith("kd_")}}
+
+
+def _measured_wall(ctx: Context) -> dict:
+    """The profile's wall-time ratios from the cached runs, means over the seeds: generation against the
+    original-label student and a ReLabel epoch, and each Figure 6 KD student against the ReLabel student of its
+    seed where that KD student is cached (costs does not train them)."""
+    cfg = ctx.config
+    generation = generated_labelmaps(cfg, ctx.runs_root).metrics["generation_seconds"]
+    shares, relabel_epochs, kd = [], [], {}
+    for seed in ctx.seeds:
+        original = train_student(with_changes(cfg, {"supervision.mode": "original", "seed": seed}), ctx.runs_root)
+        relabel = train_student(with_changes(cfg, {"supervision.mode": "relabel", "seed": seed}), ctx.runs_root)
+        shares.append(generation / original["train_seconds"])
+        relabel_epochs.append(generation / (relabel["train_seconds"] / relabel["epochs"]))
+        for name, changes in kd_teachers(cfg).items():
+            student = with_changes(cfg, {**kd_student_changes(cfg, with_changes(cfg, changes)), "seed": seed})
+            run = Run(student_spec(student, ctx.runs_root), ctx.runs_root)
+            if run.done:
+                kd.setdefault(name, []).append(run.metrics["train_seconds"] / relabel["train_seconds"])
+    return {"generation_share": sum(shares) / len(shares),
+            "generation_relabel_epochs": sum(relabel_epochs) / len(relabel_epochs),
+            "kd_over_relabel": {name: sum(ratios) / len(ratios) for name, ratios in kd.items()}}
+
+
+def regime(ctx: Context, num_classes: int | None = None) -> pd.DataFrame:
+    """The paper's cost ratios beside this profile's (`repro.costs.regime_table`)."""
+    cfg = ctx.config
+    if num_classes is None:
+        num_classes = open_imagenet(data_root(cfg, ctx.runs_root), cfg["data"]).num_classes
+    return regime_table(flops_regime(profile_config("paper"), IMAGENET_CLASSES), flops_regime(cfg, num_classes),
+                        _paper_wall(), _measured_wall(ctx))
+
+
+def report(ctx: Context) -> str:
+    """The cost regime in one line: the paper's ratios against this profile's (all rows in costs_regime.csv)."""
+    table = regime(ctx)
+    rows = table.set_index(["quantity", "basis"])
+
+    def pair(quantity, basis, fmt):
+        return " | ".join(fmt(v) for v in rows.loc[(quantity, basis), ["paper", "reproduced"]])
+
+    def span(suffix, basis):
+        """The range over the KD teachers, paper | here."""
+        part = table[table.quantity.str.startswith("kd_teacher_") & table.quantity.str.endswith(suffix) &
+                     (table.basis == basis)]
+        return " | ".join(f"{number(part[c].min())}-{number(part[c].max())}" if part[c].notna().any() else "n/a"
+                          for c in ("paper", "reproduced"))
+
+    def number(value):
+        return "n/a" if pd.isna(value) else f"{value:.2f}" if value < 10 else f"{value:.0f}"
+
+    def percent(value):
+        return "n/a" if pd.isna(value) else f"{value:.1%}"
+
+    return ("cost regime, paper | here (costs_regime.csv): "
+            f"{pair('student_epochs', 'schedule', lambda v: f'{v:.0f}')} epochs; label-map generation "
+            f"{pair('generation_share_of_training', 'wall time', percent)} of one training (wall), "
+            f"{pair('generation_share_of_training', 'FLOPs', percent)} (FLOPs); the annotator's labelling forward "
+            f"{pair('annotator_forward_per_student_step', 'FLOPs', number)} student steps, the KD "
+            f"teachers' forward {span('_forward_per_student_step', 'FLOPs')}; a KD epoch "
+            f"{span('_kd_epoch_over_relabel_epoch', 'wall time')} ReLabel epochs (wall); the teachers' passes "
+            f"outweigh the generation after {span('_break_even_epochs', 'FLOPs')} epochs (FLOPs), "
+            f"{span('_break_even_epochs', 'wall time')} (wall)")
 
 
 def plan(ctx: Context) -> list:
@@ -160,6 +244,7 @@ EXPERIMENT = Experiment(
     collect=collect,
     plot=plot,
     plan=plan,
+    report=report,
     metrics=["share_of_training", "extra_training_time_fraction", "storage_gb"],
     claims=[
         Claim(f"label-map generation is a small share of one training run (paper: {PAPER_GENERATION_HOURS:g} of "

@@ -97,6 +97,29 @@ def world_objects(root: str | os.PathLike, split: str = "val", min_visible: floa
             for name, (classes, boxes) in objects.items()}
 
 
+def world_object_masks(root: str | os.PathLike, split: str = "val", min_visible: float = 0.0
+                       ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """file_name -> (class indices [n], visible masks [n, H, W] bool) of every object of a world image that is at
+    least `min_visible` visible, in `world_objects`' order. A mask holds the pixels where the object shows (what
+    occluders and the image border leave of it), so two objects' masks never share a pixel."""
+    from pycocotools import mask as mask_utils
+
+    coco = _coco(root, split)
+    out = {}
+    for image in coco.loadImgs(coco.getImgIds()):
+        classes, masks = [], []
+        for annotation in coco.loadAnns(coco.getAnnIds(imgIds=[image["id"]])):
+            if annotation["visible"] >= min_visible:
+                rle = dict(annotation["segmentation"])
+                if isinstance(rle["counts"], str):
+                    rle["counts"] = rle["counts"].encode("ascii")
+                classes.append(annotation["category_id"] - 1)
+                masks.append(mask_utils.decode(rle).astype(bool))
+        out[image["file_name"]] = (np.array(classes, dtype=np.int64),
+                                   np.array(masks, dtype=bool).reshape(-1, image["height"], image["width"]))
+    return out
+
+
 def val_boxes(root: str | os.PathLike, data: Mapping) -> ValBoxes:
     """The val boxes of the data at `root` (its config section `data`): the world's annotations, or ImageNet's
     data.boxes_csv."""

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
+from repro.figures.costs import regime as costs_regime
 from repro.figures.figure6 import kd_epochs_cost_more
 from repro import results
 from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf
@@ -17,10 +18,11 @@ from repro.claims import FAILS, HOLDS
 from repro.config import profile_config, with_changes
 from repro.data.folders import image_folder
 from repro.data.localisation import read_loc_solution
-from repro.costs import GIB, imagenet_storage, official_bytes_per_image
+from repro.costs import GIB, flops_regime, forward_flops, imagenet_storage, official_bytes_per_image, regime_table
 from repro.experiment import Context, discover, run_experiment
-from repro.labelmaps.analysis import (boxes_containing, crop_confidences, epoch_crop_boxes, peaks_in_different_objects,
-                                      top2_peaks)
+from repro.figures.figureA2 import peaks_on_different_objects
+from repro.labelmaps.analysis import (boxes_containing, classes_at, crop_confidences, epoch_crop_boxes,
+                                      peaks_in_different_objects, peaks_on_own_objects, top2_peaks)
 from repro.labelmaps.packed import write_packed
 from repro.labelmaps.quantize import bytes_per_image
 from repro.labelmaps.reader import open_labelmaps
@@ -123,6 +125,43 @@ def test_peaks_in_different_objects():
     assert not peaks_in_different_objects((2, 2), (30, 30), boxes)  # the second on no object
 
 
+def test_peaks_on_own_objects_read_the_visible_masks_and_skip_classes_absent_from_the_image():
+    # a large object of class 0 whose box holds a small object of class 5 drawn over it; the small one's top row is
+    # hidden (its box still spans it)
+    masks = np.zeros((2, 20, 20), dtype=bool)
+    masks[1, 11:14, 10:14] = True
+    masks[0, 0:16, 0:16] = ~masks[1, 0:16, 0:16]
+    classes = np.array([0, 5])
+    boxes = np.array([[0, 0, 16, 16], [10, 10, 14, 14]], dtype=float)
+    assert classes_at((12, 12), classes, masks) == {5} and classes_at((2, 2), classes, masks) == {0}
+    assert classes_at((18, 18), classes, masks) == frozenset()
+    assert peaks_on_own_objects((0, (2, 2)), (5, (12.5, 12.5)), classes, masks)
+    # pixel (x 12, y 10) lies in both boxes but shows the large object: the box test calls the two peaks different
+    # objects, the masks put both on class 0's object
+    assert peaks_in_different_objects((2, 2), (12, 10.5), boxes)
+    assert not peaks_on_own_objects((0, (2, 2)), (5, (12, 10.5)), classes, masks)
+    assert not peaks_on_own_objects((0, (12, 12)), (5, (12, 12)), classes, masks)  # one object, not each its own
+    assert peaks_on_own_objects((0, (2, 2)), (7, (12, 12)), classes, masks) is None  # class 7 is not in the image
+
+
+def test_figureA2_claim_is_measured_where_the_top2_classes_are_objects_of_the_image():
+    def measured(**values):
+        return results.measurements([{"model": "none", "setting": "multi_object_val", "seed": 0, "metric": m,
+                                      "value": v} for m, v in values.items()])
+
+    verdict, detail = peaks_on_different_objects(measured(
+        images=800, fraction_peaks_in_different_objects=0.15, fraction_top2_classes_present=0.05,
+        images_top2_classes_present=40, fraction_peaks_on_own_objects=0.75))
+    assert verdict == HOLDS and "75.0% of the 40" in detail and "5.0% of 800" in detail
+    verdict, _ = peaks_on_different_objects(measured(
+        images=800, fraction_peaks_in_different_objects=0.9, fraction_top2_classes_present=0.05,
+        images_top2_classes_present=40, fraction_peaks_on_own_objects=0.3))
+    assert verdict == FAILS  # the box measure over every image no longer decides
+    verdict, _ = peaks_on_different_objects(measured(images=800, fraction_top2_classes_present=0.0,
+                                                     images_top2_classes_present=0))
+    assert verdict == "no data"
+
+
 def test_top2_peaks_locate_each_class_where_its_logits_are():
     values = torch.zeros(2, 4, 4)
     ids = torch.zeros(2, 4, 4, dtype=torch.long)
@@ -168,6 +207,54 @@ def test_imagenet_storage_matches_the_papers_arithmetic():
 
 
 # --- pipeline additions -----------------------------------------------------------------------------------------
+
+def test_forward_flops_count_the_models_shapes():
+    resnet50 = {"name": "resnet50", "kwargs": {}}
+    assert forward_flops(resnet50, 224, 1000) == pytest.approx(8.18e9, rel=0.01)  # 4.09 G multiply-adds
+    assert forward_flops(resnet50, 448, 1000) == pytest.approx(4 * forward_flops(resnet50, 224, 1000), rel=0.01)
+    # label maps at stride 8 dilate the last two stages: their convolutions run on 4x and 16x the positions
+    assert forward_flops(resnet50, 224, 1000, output_stride=8) > 3 * forward_flops(resnet50, 224, 1000)
+
+
+def test_the_papers_cost_regime_from_its_models():
+    paper = flops_regime(profile_config("paper"), 1000)
+    assert paper["epochs"] == 300 and paper["labelling_size"] == 475 and paper["student_crop"] == 224
+    assert [t["size"] for t in paper["teachers"].values()] == [240, 300, 456, 600]
+    # EfficientNet-L2 at 475 px labels an image for about 14 ResNet-50 steps: 4.6% of 300 epochs
+    assert paper["annotator_forward"] / (300 * paper["student_step"]) == pytest.approx(0.046, abs=0.002)
+    # B7 at 600 px: about 3 student steps per crop, so a KD epoch about 4x (the paper: "more than four times")
+    assert paper["teachers"]["efficientnet_b7"]["forward"] / paper["student_step"] == pytest.approx(3.08, abs=0.05)
+
+
+def _regime(epochs, step, annotator, teachers):
+    return {"epochs": epochs, "student": "s", "student_crop": 10, "student_step": step, "annotator": "a",
+            "labelling_size": 20, "annotator_forward": annotator,
+            "teachers": {name: {"model": name, "size": 10, "forward": f} for name, f in teachers.items()}}
+
+
+def test_regime_table_pairs_the_teachers_largest_first_and_finds_their_break_even_epochs():
+    paper = _regime(300, 3.0, 42.0, {"b1": 0.3, "b3": 0.6, "b5": 3.0, "b7": 6.0})
+    here = _regime(4, 1.0, 4.0, {"small": 0.5, "large": 2.0})
+    table = regime_table(paper, here, {"generation_share": 0.03, "generation_relabel_epochs": 9.0,
+                                       "kd_over_relabel": {"b7": 4.0}},
+                         {"generation_share": 0.4, "generation_relabel_epochs": 2.0,
+                          "kd_over_relabel": {"small": 1.5, "large": 0.9}}).set_index(["quantity", "basis"])
+
+    def row(quantity, basis):
+        return table.loc[(quantity, basis), ["paper", "reproduced"]].tolist()
+
+    assert row("generation_share_of_training", "FLOPs") == pytest.approx([42 / (300 * 3), 4 / 4])
+    assert row("annotator_forward_per_student_step", "FLOPs") == pytest.approx([14.0, 4.0])
+    assert row("kd_teacher_largest_forward_per_student_step", "FLOPs") == pytest.approx([2.0, 2.0])  # b7 | large
+    assert row("kd_teacher_2nd_largest_forward_per_student_step", "FLOPs") == pytest.approx([1.0, 0.5])  # b5 | small
+    assert row("kd_teacher_largest_break_even_epochs", "FLOPs") == pytest.approx([7.0, 2.0])
+    # wall: 9 ReLabel epochs of generation over b7's 3 extra; a KD student faster than ReLabel never breaks even
+    paper_wall, here_wall = row("kd_teacher_largest_break_even_epochs", "wall time")
+    assert paper_wall == pytest.approx(3.0) and np.isnan(here_wall)
+    assert row("kd_teacher_2nd_largest_break_even_epochs", "wall time")[1] == pytest.approx(4.0)  # 2 / 0.5
+    assert np.isnan(row("kd_teacher_4th_largest_forward_per_student_step", "FLOPs")[1])  # here has two teachers
+    assert table.loc[("kd_teacher_4th_largest_forward_per_student_step", "FLOPs"), "paper_setting"] == "b1 @10"
+
 
 def test_label_maps_of_another_split_are_another_run_differing_in_the_split_only():
     cfg = profile_config("smoke")
@@ -246,6 +333,10 @@ def test_figureA2_smoke_measures_peaks_on_multi_object_images(runs, results_root
     assert_written(outcome, "figureA2_peaks.csv", "figureA2_suite_annotator.png", "figureA2_lite0.png")
     peaks = pd.read_csv(results_root / "smoke" / "figureA2_peaks.csv")
     assert len(peaks) > 0 and peaks.classes_present.str.contains(",").all()
+    # the own-object verdict exists exactly where both top classes are objects of the image
+    assert (peaks.peaks_on_own_objects.notna() == peaks.top2_classes_present).all()
+    measured = pd.read_csv(outcome["paths"]["seeds"]).set_index("metric")["value"]
+    assert measured["fraction_top2_classes_present"] == pytest.approx(peaks.top2_classes_present.mean())
 
 
 def test_figureA3_smoke_gallery(runs, results_root):
@@ -257,9 +348,14 @@ def test_figureA3_smoke_gallery(runs, results_root):
 
 def test_costs_smoke(runs, results_root):
     outcome = run_smoke("costs", runs, results_root)
-    assert_written(outcome, "costs_storage.csv")
+    assert_written(outcome, "costs_storage.csv", "costs_regime.csv")
     measured = pd.read_csv(outcome["paths"]["seeds"]).set_index(["setting", "metric"])["value"]
     assert measured[("label_map_generation", "share_of_training")] > 0
+    regime = pd.read_csv(results_root / "smoke" / "costs_regime.csv").set_index(["quantity", "basis"])
+    generation = regime.loc[("generation_share_of_training", "wall time")]
+    assert generation.paper == pytest.approx(10 / 328)
+    assert generation.reproduced == pytest.approx(measured[("label_map_generation", "share_of_training")])
+    assert regime.loc[("student_epochs", "schedule")].tolist()[:2] == [300, 1]
     assert 0 < measured[("labelpooling", "pool_seconds")] < measured[("labelpooling", "train_step_seconds")]
 
 
@@ -285,6 +381,13 @@ def test_figure6_smoke(runs, results_root):
     kd = points[points.index.str.startswith("kd_")]
     assert len(kd) == 3 and (kd.teacher_seconds > 0).all() and (kd.cost_seconds == kd.train_seconds).all()
     assert points.loc["relabel", "cost_seconds"] > points.loc["relabel", "train_seconds"]
+    # with Figure 6's KD students cached, costs' regime table reads their training time against ReLabel's
+    ctx = Context(profile="smoke", config=profile_config("smoke"), seeds=[0], runs_root=runs,
+                  results_root=results_root)
+    regime = costs_regime(ctx).set_index(["quantity", "basis"])["reproduced"]
+    for name, rank in (("resnet50w24", "largest"), ("resnet18w16", "3rd_largest")):
+        assert regime[(f"kd_teacher_{rank}_kd_epoch_over_relabel_epoch", "wall time")] == pytest.approx(
+            kd.train_seconds[f"kd_{name}"] / points.loc["relabel", "train_seconds"])
 
 
 def test_figure6_per_epoch_claim_reports_when_kd_overtakes_the_generation_cost():

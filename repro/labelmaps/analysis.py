@@ -107,6 +107,30 @@ def peaks_in_different_objects(first: tuple[float, float], second: tuple[float, 
     return bool(a) and bool(b) and a != b
 
 
+def classes_at(point: tuple[float, float], classes: np.ndarray, masks: np.ndarray) -> frozenset[int]:
+    """The classes of the objects whose visible masks ([n, H, W] bool, `classes` [n]) hold the pixel at `point`
+    (x, y in pixels, as `top2_peaks` gives a cell's centre); empty on the background."""
+    masks = np.asarray(masks, dtype=bool)
+    height, width = masks.shape[-2:]
+    x, y = min(max(int(point[0]), 0), width - 1), min(max(int(point[1]), 0), height - 1)
+    return frozenset(np.asarray(classes)[masks[:, y, x]].tolist())
+
+
+def peaks_on_own_objects(first: tuple[int, tuple[float, float]], second: tuple[int, tuple[float, float]],
+                         classes: np.ndarray, masks: np.ndarray) -> bool | None:
+    """Figure A2's claim on one image: the top-1 and top-2 heatmaps lie disjointly, each at its own object.
+
+    `first` and `second` are (class, peak) of the map's top-1 and top-2 classes. None where the question does not
+    arise: one of the two classes is no object of the image (the map ranks a class the image does not hold, whose
+    heatmap has no object of its own to peak on). Else whether each peak lies on the visible pixels of an object of
+    its own class; the two classes differ, so those are two different objects."""
+    present = set(np.asarray(classes).tolist())
+    (class1, peak1), (class2, peak2) = first, second
+    if class1 not in present or class2 not in present:
+        return None
+    return class1 in classes_at(peak1, classes, masks) and class2 in classes_at(peak2, classes, masks)
+
+
 def balanced_top1_subsample(maps: LabelMaps, per_class: int, chunk: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """Rows of `maps` balanced over their whole-image top-1 class, the way the paper subsamples ImageNet-21k
     (after Yalniz et al., 2019): of the images whose top-1 is class c, the `per_class` the map is most confident of
