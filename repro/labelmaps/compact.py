@@ -166,6 +166,7 @@ class RecordReader:
             raise LabelMapError(f"label map of {name_of(i)} {what}: regenerate the store")
         view = memoryview(self.records)
         expected = [decoded_length(entries, p) for p in palettes.tolist()]
+        slot = decoded_length(entries, BYTE_PALETTE)  # every narrow record padded to this: one reshape, no gather
         decoded = []
         for i, (start, length, size) in enumerate(zip(offsets.tolist(), lengths.tolist(), expected)):
             try:
@@ -177,20 +178,69 @@ class RecordReader:
                                     f"{size}): regenerate the store")
             decoded.append(record)
         view.release()
-        buffer = np.frombuffer(b"".join(decoded), dtype=np.uint8)
-        starts = np.cumsum([0] + expected[:-1]).astype(np.int64)
         scales = np.asarray(self.scales[rows], dtype=np.float32)
-        height, width = grid
-        values = np.empty((len(rows), topk, height, width), dtype=np.float32)
-        ids = np.empty((len(rows), topk, height, width), dtype=np.int64)
+        values = np.empty((len(rows), topk, *grid), dtype=np.float32)
+        ids = np.empty((len(rows), topk, *grid), dtype=np.int64)
         wide = palettes > BYTE_PALETTE
-        for group in (np.flatnonzero(~wide), np.flatnonzero(wide)):
-            if len(group):
-                values[group], ids[group] = self._decode_group(buffer, starts[group], palettes[group],
-                                                               scales[group], entries, topk, grid,
-                                                               bool(wide[group[0]]),
-                                                               lambda i: name_of(int(group[i])))
+        narrow = np.flatnonzero(~wide)
+        if len(narrow):
+            block = np.frombuffer(b"".join(decoded[i].ljust(slot, b"\0") for i in narrow.tolist()),
+                                  dtype=np.uint8).reshape(len(narrow), slot)
+            values[narrow], ids[narrow] = _decode_block(block, palettes[narrow], scales[narrow], topk, grid, 1,
+                                                        lambda i: name_of(int(narrow[i])))
+        for i in np.flatnonzero(wide).tolist():  # more than 256 classes in one image: rare, one at a time
+            block = np.frombuffer(decoded[i], dtype=np.uint8)[None]
+            values[i], ids[i] = _decode_block(block, palettes[i:i + 1], scales[i:i + 1], topk, grid, 2,
+                                              lambda _: name_of(i))
         return values, ids
+
+
+def _decode_block(block: np.ndarray, palettes: np.ndarray, scales: np.ndarray, topk: int, grid: Sequence[int],
+                  index_bytes: int, name_of: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+    """Values and ids [B, k, H, W] of decoded records [B, bytes] whose palette indices are index_bytes wide."""
+    count, entries = len(block), topk * grid[0] * grid[1]
+    cells = block[:, :entries].reshape(count, -1, topk)
+    codes = np.empty_like(cells)
+    codes[..., 0] = cells[..., 0]
+    for rank in range(1, topk):  # the steps down the ranks added back (uint8: modulo 256)
+        np.subtract(codes[..., rank - 1], cells[..., rank], out=codes[..., rank])
+    values = codes.astype(np.float32) * scales[:, 0, None, None] + scales[:, 1, None, None]
+    indices = block[:, entries:entries * (1 + index_bytes)]
+    if index_bytes == 2:
+        indices = indices.view("<u2")
+    palette_start = entries * (1 + index_bytes)
+    palette = block[:, palette_start:].view("<u2")[:, :palettes.max()] if len(block) else block
+    bad = indices.max(axis=1) >= palettes
+    if bad.any():
+        raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} is damaged (a palette index past "
+                            f"its palette): regenerate the store")
+    ids = np.take_along_axis(palette, indices.astype(np.intp), axis=1)
+    shape = (count, *grid, topk)
+    return (values.reshape(shape).transpose(0, 3, 1, 2), ids.reshape(shape).transpose(0, 3, 1, 2))
+
+
+def _decode_block(block: np.ndarray, palettes: np.ndarray, scales: np.ndarray, topk: int, grid: Sequence[int],
+                  index_bytes: int, name_of: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+    """Values and ids [B, k, H, W] of decoded records [B, bytes] whose palette indices are index_bytes wide."""
+    count, entries = len(block), topk * grid[0] * grid[1]
+    cells = block[:, :entries].reshape(count, -1, topk)
+    codes = np.empty_like(cells)
+    codes[..., 0] = cells[..., 0]
+    for rank in range(1, topk):  # the steps down the ranks added back (uint8: modulo 256)
+        np.subtract(codes[..., rank - 1], cells[..., rank], out=codes[..., rank])
+    values = codes.astype(np.float32) * scales[:, 0, None, None] + scales[:, 1, None, None]
+    indices = block[:, entries:entries * (1 + index_bytes)]
+    if index_bytes == 2:
+        indices = indices.view("<u2")
+    palette_start = entries * (1 + index_bytes)
+    palette = block[:, palette_start:].view("<u2")[:, :palettes.max()] if len(block) else block
+    bad = indices.max(axis=1) >= palettes
+    if bad.any():
+        raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} is damaged (a palette index past "
+                            f"its palette): regenerate the store")
+    ids = np.take_along_axis(palette, indices.astype(np.intp), axis=1)
+    shape = (count, *grid, topk)
+    return (values.reshape(shape).transpose(0, 3, 1, 2), ids.reshape(shape).transpose(0, 3, 1, 2))
 
     @staticmethod
     def _decode_group(buffer, starts, palettes, scales, entries, topk, grid, wide, name_of):
