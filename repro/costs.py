@@ -14,7 +14,7 @@ from timm.loss import SoftTargetCrossEntropy
 
 from repro.crops import crop_rng, sample_rrc_boxes
 from repro.evaluate.classification import autocast_for
-from repro.labelmaps.quantize import DTYPES, bytes_per_image
+from repro.labelmaps.quantize import DTYPES, FIXED_DTYPES, bytes_per_image
 from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model
 from repro.pooling import pool_labels
@@ -25,6 +25,10 @@ IMAGENET_CLASSES = 1000
 OFFICIAL_BYTES_PER_ENTRY = 2 * 4  # the released [2, k, H, W] float32 tensor: a logit and a class id per entry
 GIB = 2 ** 30
 MAX_BENCHMARK_BATCH = 256  # the paper's batch per GPU (1024 over four); the step time scales with it
+# A compact store's size depends on its maps: bytes per image (records, row table and scales) of EfficientNet-Lite0's
+# top-5 15x15 maps of 4 real photos (repro.labelmaps.examples.example_label_maps, 75-121 classes per image),
+# the nearest to the released EfficientNet-L2 maps this project can measure offline
+COMPACT_TOPK, COMPACT_LITE0_BYTES_PER_IMAGE = 5, 1560
 
 
 def official_bytes_per_image(topk: int, grid: Sequence[int]) -> int:
@@ -40,14 +44,19 @@ def imagenet_storage(topks: Sequence[int] = (1, 3, 5, 10), images: int = IMAGENE
                      grid: Sequence[int] = RELEASED_GRID, num_classes: int = IMAGENET_CLASSES) -> pd.DataFrame:
     """Label-map storage for `images` training images: the packed store at every dtype and k, the released
     per-image format (fp32 logits and ids) at every k, and full maps. One row per (layout, topk, dtype) with
-    bytes_per_image and gib (2^30 bytes)."""
+    bytes_per_image, gib (2^30 bytes) and basis: "formula", or for the compact store at top-5 (15x15 grids only)
+    "measured on Lite0 maps" (its size depends on the maps)."""
     rows = [{"layout": "packed", "topk": k, "dtype": dtype, "bytes_per_image": bytes_per_image(k, grid, dtype)}
-            for dtype in DTYPES for k in topks]
+            for dtype in FIXED_DTYPES for k in topks]
+    if COMPACT_TOPK in topks and tuple(grid) == RELEASED_GRID:
+        rows.append({"layout": "packed", "topk": COMPACT_TOPK, "dtype": "compact",
+                     "bytes_per_image": COMPACT_LITE0_BYTES_PER_IMAGE, "basis": "measured on Lite0 maps"})
     rows += [{"layout": "official", "topk": k, "dtype": "fp32", "bytes_per_image": official_bytes_per_image(k, grid)}
              for k in topks]
     rows.append({"layout": "full", "topk": num_classes, "dtype": "fp32",
                  "bytes_per_image": dense_bytes_per_image(grid, num_classes)})
     table = pd.DataFrame(rows)
+    table["basis"] = table.get("basis", pd.Series(dtype=object)).fillna("formula")
     table["gib"] = table.bytes_per_image * images / GIB
     return table
 
