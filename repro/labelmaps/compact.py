@@ -21,15 +21,25 @@ Bounds: class ids are lossless; |value - decoded| <= scale / 2 = (max - min) / (
 image's values (range / 126 at 6 bits; a constant map is exact).
 
 Why 6 bits (measured on `repro.labelmaps.examples.example_label_maps()`, EfficientNet-Lite0 on 4 photos, top-5,
-15x15, 75-121 classes per image; pooled targets of 2,000 random crops against fp32's, total variation mean / max;
-bytes per image incl. rows.npy and scales.npy): 5 bits 1,316-1,648 B, TV 0.0028 / 0.033; 6 bits 1,429-1,755 B,
-TV 0.0017 / 0.012; 7 bits 1,564-1,848 B, TV 0.0007 / 0.006; 8 bits 1,686-1,936 B, TV 0.0005 / 0.004 (int8:
-3,383 B, TV 0.0004). 6 bits keeps the mean TV at a third of the 0.005 budget and the largest image 12% under
-2,000 B; 5 bits would save 7% more bytes for 1.6x the mean and 2.8x the largest TV, leaving little room for maps
-whose logits span a wider range than Lite0's. The steps between ranks save 7-13% over plain codes.
+15x15, 75-121 classes per image; bytes per image with its rows.npy and scales.npy entries; pooled targets of 2,000
+random crops against fp32's, total variation mean / max):
 
-Reading decompresses each row's record (one zlib call, ~7 us for a 15x15 top-5 record on this project's 2-core
-machine; the bulk of a read) and decodes the batch at once with numpy.
+    value bits   bytes per image (mean)   TV mean / max
+    5            1,324-1,649 (1,450)      0.0028 / 0.033
+    6            1,438-1,752 (1,560)      0.0017 / 0.012
+    7            1,557-1,841 (1,668)      0.0007 / 0.006
+    8            1,674-1,933 (1,773)      0.0005 / 0.004   (int8: 3,383 B, the same TV)
+
+6 bits keeps the mean TV at a third of the 0.005 budget and the largest image 12% under 2,000 B; 5 bits would
+save 7% more bytes for 1.6x the mean and 2.8x the largest TV, leaving little room for maps whose logits span a
+wider range than Lite0's. Storing the steps down the ranks instead of plain codes saves 7-13%.
+
+Reading decompresses each row's record (one zlib call per image, 6-30 us for a 15x15 top-5 record on this
+project's 2-core machine beside a training job: the bulk of a read) and decodes the batch at once with numpy; a
+read costs ~30 us per image, ~7x faster than one torch.load per released file and ~10-20x slower than the
+fixed-width dtypes (docs/benchmarks.md). A fixed-width layout (decoded by numpy alone, no zlib) would not fit
+2,000 B with room to spare: 6-bit values and 7-bit palette indices take 1,828 B before the palette (150-240 B),
+and an image of more than 128 classes needs 8-bit indices.
 """
 from __future__ import annotations
 
