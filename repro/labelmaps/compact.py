@@ -169,10 +169,11 @@ class RecordReader:
         table = np.asarray(self.rows[rows])
         offsets, lengths, palettes = (table[:, j].astype(np.int64) for j in range(3))
         entries = topk * grid[0] * grid[1]
-        bad = (lengths <= 0) | (offsets + lengths > self.size) | (palettes < 1)
+        bad = (lengths <= 0) | (offsets + lengths > self.size) | (palettes < 1) | (palettes > entries)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            what = "was never written" if lengths[i] <= 0 else "lies outside records.bin (truncated?)"
+            what = ("was never written" if lengths[i] <= 0 else "lies outside records.bin (truncated?)"
+                    if offsets[i] + lengths[i] > self.size else f"has a bad palette size {palettes[i]} in {ROWS}")
             raise LabelMapError(f"label map of {name_of(i)} {what}: regenerate the store")
         view = memoryview(self.records)
         expected = [decoded_length(entries, p) for p in palettes.tolist()]
@@ -219,7 +220,7 @@ def _decode_block(block: np.ndarray, palettes: np.ndarray, scales: np.ndarray, t
     if index_bytes == 2:
         indices = indices.view("<u2")
     palette_start = entries * (1 + index_bytes)
-    palette = block[:, palette_start:].view("<u2")[:, :palettes.max()] if len(block) else block
+    palette = block[:, palette_start:].view("<u2")[:, :palettes.max()]
     bad = indices.max(axis=1) >= palettes
     if bad.any():
         raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} is damaged (a palette index past "
@@ -227,52 +228,3 @@ def _decode_block(block: np.ndarray, palettes: np.ndarray, scales: np.ndarray, t
     ids = np.take_along_axis(palette, indices.astype(np.intp), axis=1)
     shape = (count, *grid, topk)
     return (values.reshape(shape).transpose(0, 3, 1, 2), ids.reshape(shape).transpose(0, 3, 1, 2))
-
-
-def _decode_block(block: np.ndarray, palettes: np.ndarray, scales: np.ndarray, topk: int, grid: Sequence[int],
-                  index_bytes: int, name_of: Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
-    """Values and ids [B, k, H, W] of decoded records [B, bytes] whose palette indices are index_bytes wide."""
-    count, entries = len(block), topk * grid[0] * grid[1]
-    cells = block[:, :entries].reshape(count, -1, topk)
-    codes = np.empty_like(cells)
-    codes[..., 0] = cells[..., 0]
-    for rank in range(1, topk):  # the steps down the ranks added back (uint8: modulo 256)
-        np.subtract(codes[..., rank - 1], cells[..., rank], out=codes[..., rank])
-    values = codes.astype(np.float32) * scales[:, 0, None, None] + scales[:, 1, None, None]
-    indices = block[:, entries:entries * (1 + index_bytes)]
-    if index_bytes == 2:
-        indices = indices.view("<u2")
-    palette_start = entries * (1 + index_bytes)
-    palette = block[:, palette_start:].view("<u2")[:, :palettes.max()] if len(block) else block
-    bad = indices.max(axis=1) >= palettes
-    if bad.any():
-        raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} is damaged (a palette index past "
-                            f"its palette): regenerate the store")
-    ids = np.take_along_axis(palette, indices.astype(np.intp), axis=1)
-    shape = (count, *grid, topk)
-    return (values.reshape(shape).transpose(0, 3, 1, 2), ids.reshape(shape).transpose(0, 3, 1, 2))
-
-    @staticmethod
-    def _decode_group(buffer, starts, palettes, scales, entries, topk, grid, wide, name_of):
-        """Decode rows whose palette indices have one width, all at once."""
-        count, (height, width) = len(starts), grid
-        cells = buffer[starts[:, None] + np.arange(entries)].reshape(count, height, width, topk)
-        steps = cells.copy()
-        steps[..., 1:] = -cells[..., 1:]  # uint8: modulo 256
-        codes = np.cumsum(steps, axis=-1, dtype=np.uint8).transpose(0, 3, 1, 2)
-        values = codes.astype(np.float32) * scales[:, 0, None, None, None] + scales[:, 1, None, None, None]
-        index_at = starts[:, None] + entries
-        if wide:
-            at = index_at + 2 * np.arange(entries)
-            indices = buffer[at].astype(np.int64) | (buffer[at + 1].astype(np.int64) << 8)
-            palette_at = starts + 3 * entries
-        else:
-            indices = buffer[index_at + np.arange(entries)].astype(np.int64)
-            palette_at = starts + 2 * entries
-        bad = (indices >= palettes[:, None]).any(axis=1)
-        if bad.any():
-            raise LabelMapError(f"label map of {name_of(int(np.flatnonzero(bad)[0]))} is damaged (a palette index "
-                                f"past its palette): regenerate the store")
-        at = palette_at[:, None] + 2 * indices
-        ids = buffer[at].astype(np.int64) | (buffer[at + 1].astype(np.int64) << 8)
-        return values, ids.reshape(count, height, width, topk).transpose(0, 3, 1, 2)
