@@ -2,6 +2,7 @@
 import filecmp
 import importlib.util
 import json
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -97,6 +98,8 @@ def test_rows_read_in_any_order_with_repeats_mixing_narrow_and_wide_palettes(tmp
     some_values, some_ids = store.read(torch.tensor(rows))
     assert torch.equal(some_values, every_values[rows]) and torch.equal(some_ids, every_ids[rows])
     assert np.array_equal(some_ids.numpy(), ids[rows])
+    clone = pickle.loads(pickle.dumps(store))  # as DataLoader workers get it: the files reopened on first read
+    assert clone._records is None and torch.equal(clone.read(rows)[1], some_ids)
 
 
 def test_the_writer_takes_rows_in_any_order_and_a_resumed_writer_appends_what_an_uninterrupted_one_does(tmp_path):
