@@ -10,8 +10,9 @@
   pooling_benchmark`): reading the batch's maps plus pooling them, against one training step; the paper: 0.5%
   more training time. The ReLabel student's measured train_seconds against the original one's is reported too.
 - Storage: ImageNet-size maps (1,281,167 images, 15x15, 1000 classes) at each k and dtype, in GiB, from
-  `repro.labelmaps.quantize.bytes_per_image` (the packed store) and the released format ([2, k, H, W] fp32); the
-  paper: 10 GB for top-5 (the released format), 1.0 TB for full maps.
+  `repro.labelmaps.quantize.bytes_per_image` (the packed store) and the released format ([2, k, H, W] fp32), and
+  the compact store at top-5 as measured on Lite0 maps (its size depends on the maps); the paper: 10 GB for top-5
+  (the released format), 1.0 TB for full maps.
 - Regime: the paper's cost ratios beside the profile's (`repro.costs.regime_table`): the student's epochs, the
   annotator's labelling pass and each Figure 6 KD teacher's forward per student training step (FLOPs from the
   models' shapes, `repro.costs.flops_regime`), the generation's share of one training (FLOPs and wall time), a

@@ -174,7 +174,7 @@ _LABELMAP_PAPER = {
     "input_size": 475,   # whole image resized, no crop (Appendix B)
     "output_stride": 32,  # 475 / 32 -> 15x15 for EfficientNet-L2
     "topk": 5,
-    "dtype": "fp32",     # fp32 | fp16 | int8
+    "dtype": "fp32",     # fp32 | fp16 | int8 | compact (repro.labelmaps.compact)
     "official_dir": None,  # a directory of released <wnid>/<stem>.pt maps; None = generate with the annotator
     # false: the student reads the maps as stored, [k, H, W]; true: as [k, W, H] (every map transposed at read
     # time), which is how the official training pooled them if the files are [k, H, W] (docs/labelmaps.md)

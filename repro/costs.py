@@ -9,8 +9,10 @@ profile's are compared on one footing.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from functools import lru_cache, partial
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -20,7 +22,7 @@ from timm.loss import SoftTargetCrossEntropy
 
 from repro.crops import crop_rng, sample_rrc_boxes
 from repro.evaluate.classification import autocast_for
-from repro.labelmaps.quantize import DTYPES, bytes_per_image
+from repro.labelmaps.quantize import DTYPES, FIXED_DTYPES, bytes_per_image
 from repro.labelmaps.reader import open_labelmaps
 from repro.models import create_model
 from repro.pooling import pool_labels
@@ -34,6 +36,7 @@ MAX_BENCHMARK_BATCH = 256  # the paper's batch per GPU (1024 over four); the ste
 # a training step of the student: its forward pass and a backward pass of about twice the forward's FLOPs
 TRAIN_STEP_FORWARDS = 3
 DEFAULT_OUTPUT_STRIDE = 32  # what timm's classifiers have; label maps at another stride dilate the last stages
+COMPACT_TOPK = 5
 
 
 def official_bytes_per_image(topk: int, grid: Sequence[int]) -> int:
@@ -45,18 +48,40 @@ def dense_bytes_per_image(grid: Sequence[int], num_classes: int, dtype: str = "f
     return grid[0] * grid[1] * num_classes * np.dtype(DTYPES[dtype]).itemsize
 
 
+@lru_cache(maxsize=1)
+def compact_bytes_on_lite0() -> int:
+    """A compact store's size depends on its maps: bytes per image (records, row table and scales) of
+    EfficientNet-Lite0's top-5 15x15 maps of 4 real photos (repro.labelmaps.examples.example_label_maps, 75-121
+    classes per image), the nearest to the released EfficientNet-L2 maps this project can measure offline; measured
+    by writing them to a compact store (a second or two)."""
+    from repro.labelmaps.examples import example_label_maps
+    from repro.labelmaps.compact import image_bytes
+    from repro.labelmaps.packed import write_packed
+
+    _, values, ids = example_label_maps(topk=COMPACT_TOPK)
+    with tempfile.TemporaryDirectory() as folder:
+        store = write_packed(Path(folder) / "lite0", [f"train/photo/{i}.JPEG" for i in range(len(values))], values,
+                             ids, dtype="compact")
+        return int(round(image_bytes(open_labelmaps(store).records().rows).mean()))
+
+
 def imagenet_storage(topks: Sequence[int] = (1, 3, 5, 10), images: int = IMAGENET_TRAIN_IMAGES,
                      grid: Sequence[int] = RELEASED_GRID, num_classes: int = IMAGENET_CLASSES) -> pd.DataFrame:
     """Label-map storage for `images` training images: the packed store at every dtype and k, the released
     per-image format (fp32 logits and ids) at every k, and full maps. One row per (layout, topk, dtype) with
-    bytes_per_image and gib (2^30 bytes)."""
+    bytes_per_image, gib (2^30 bytes) and basis: "formula", or for the compact store at top-5 (15x15 grids only)
+    "measured on Lite0 maps" (its size depends on the maps)."""
     rows = [{"layout": "packed", "topk": k, "dtype": dtype, "bytes_per_image": bytes_per_image(k, grid, dtype)}
-            for dtype in DTYPES for k in topks]
+            for dtype in FIXED_DTYPES for k in topks]
+    if COMPACT_TOPK in topks and tuple(grid) == RELEASED_GRID:
+        rows.append({"layout": "packed", "topk": COMPACT_TOPK, "dtype": "compact",
+                     "bytes_per_image": compact_bytes_on_lite0(), "basis": "measured on Lite0 maps"})
     rows += [{"layout": "official", "topk": k, "dtype": "fp32", "bytes_per_image": official_bytes_per_image(k, grid)}
              for k in topks]
     rows.append({"layout": "full", "topk": num_classes, "dtype": "fp32",
                  "bytes_per_image": dense_bytes_per_image(grid, num_classes)})
     table = pd.DataFrame(rows)
+    table["basis"] = table.get("basis", pd.Series(dtype=object)).fillna("formula")
     table["gib"] = table.bytes_per_image * images / GIB
     return table
 

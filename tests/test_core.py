@@ -184,7 +184,7 @@ def test_plan_lists_every_run_and_computes_nothing(tmp_path, capsys):
     # Table 6: each storage variant is a distinct label-map run
     assert main(["table6", "--profile", "smoke", "--plan", "--runs", str(tmp_path)]) == 0
     table6 = [line for line in capsys.readouterr().out.splitlines() if line.startswith("labelmaps")]
-    assert len(set(table6)) == len(table6) == 6  # the annotator's pass and five derived variants
+    assert len(set(table6)) == len(table6) == 7  # the annotator's pass and six derived variants
 
 
 def _plan_runs(argv, capsys) -> list[str]:
@@ -201,11 +201,11 @@ def test_released_maps_give_distinct_runs_for_table6_and_figure4(imagenet, label
               f"data.root={imagenet.root}", "--set", f"labelmap.official_dir={official}"]
     table6 = _plan_runs(["table6", *common], capsys)
     students = [line for line in table6 if line.startswith("train")]
-    assert len(students) == len(set(students)) == 7  # the baseline and six storage variants
-    # top-1 derives from the released maps and top-3 is them as they are; top-5 (three dtypes, derived) and top-10
+    assert len(students) == len(set(students)) == 8  # the baseline and seven storage variants
+    # top-1 derives from the released maps and top-3 is them as they are; top-5 (four dtypes, derived) and top-10
     # (as it is) come from one annotator pass
-    assert sum(line.startswith("labelmaps") for line in table6) == 1 + 3 + 1
-    assert sum(line.startswith("released") for line in table6) == 1  # the six variants: five runs and the maps
+    assert sum(line.startswith("labelmaps") for line in table6) == 1 + 4 + 1
+    assert sum(line.startswith("released") for line in table6) == 1  # the seven variants: six runs and the maps
     figure4 = _plan_runs(["figure4", *common], capsys)
     assert len({line for line in figure4 if line.startswith("train")}) == 6  # five annotators and the original
     # maps repaired in place are new content: a new run

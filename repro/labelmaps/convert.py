@@ -1,8 +1,14 @@
 """Stores made from other stores: official <-> packed, and packed stores with fewer classes per position or
 another dtype (Table 6's variants). Each is written to `<out>.partial/` and renamed into place when complete.
+
+A packed store is written chunk by chunk; after each chunk the partial store is flushed and `progress.json`
+records the rows done and what they were made from (the source's path, format, size, image paths and the
+output's settings). A rerun of the same conversion resumes there and writes what an uninterrupted one writes; a
+rerun with anything else refuses, naming what differs, unless overwrite (which starts over).
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -17,6 +23,7 @@ from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import CHUNK, LabelMaps, official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
 from repro.labelmaps.packed import MAX_CLASSES, PackedWriter, check_classes, commit_dir
+from repro.labelmaps.progress import PROGRESS, commit_progress, differences, output_lock, recorded_progress
 from repro.labelmaps.quantize import check_dtype
 from repro.labelmaps.reader import open_labelmaps
 
@@ -28,11 +35,12 @@ def _sorted_topk(values: torch.Tensor, ids: torch.Tensor, topk: int) -> tuple[to
 
 def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None = None, dtype: str | None = None,
                 paths: Sequence[str] | None = None, transpose: bool = False, class_map: np.ndarray | None = None,
-                overwrite: bool = False) -> Path:
+                overwrite: bool = False, chunk: int = CHUNK) -> Path:
     """A packed store from any label maps, optionally keeping fewer classes per position (topk) or another
     dtype, under other image paths, with each map's H and W swapped (transpose), or with its class ids renumbered
     (class_map: source id -> new id, -1 for a class the new numbering lacks; such an entry keeps value 0, which is
-    what pooling gives a class outside a position's top-k, so it adds nothing)."""
+    what pooling gives a class outside a position's top-k, so it adds nothing). Resumes an interrupted conversion
+    of the same source and settings (`chunk` rows per progress record)."""
     topk = source.topk if topk is None else int(topk)
     dtype = check_dtype(dtype or source.dtype)
     if not 1 <= topk <= source.topk:
@@ -45,33 +53,68 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
     out_dir = Path(out_dir)
     if out_dir.exists() and not overwrite:
         raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
     grid = source.grid[::-1] if transpose else source.grid
-    writer = PackedWriter(partial, source.num_images, topk, grid, dtype)
     num_classes = source.num_classes
     if class_map is not None:
         class_map = torch.as_tensor(class_map, dtype=torch.int64)
         num_classes = int(class_map.max()) + 1
-    for start in range(0, source.num_images, CHUNK):
-        rows = np.arange(start, min(start + CHUNK, source.num_images))
-        values, ids = source.read(rows)
-        check_classes(ids, source.num_classes, source.path)
-        values, ids = _sorted_topk(values, ids, topk)
-        if class_map is not None:
-            ids = class_map[ids]
-            values = values.masked_fill(ids < 0, 0.0)
-            ids = ids.clamp(min=0)
-        if transpose:
-            values, ids = values.transpose(2, 3), ids.transpose(2, 3)
-        writer.write(start, values, ids)
-    settings = {"num_classes": num_classes, "annotator": source.settings.get("annotator"),
-                "input_size": source.settings.get("input_size"),
-                "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
-                                 "dtype": source.dtype}}
-    writer.finish(paths, settings)
-    commit_dir(partial, out_dir, overwrite)
+    made_from = {"source": {"path": str(source.path), "format": source.format, "num_images": source.num_images,
+                            "topk": source.topk, "grid": list(source.grid), "dtype": source.dtype,
+                            "num_classes": source.num_classes, "paths_sha256": _digest(source.paths)},
+                 "paths_sha256": _digest(paths), "topk": topk, "dtype": dtype, "transpose": transpose,
+                 "class_map_sha256": None if class_map is None else _digest(class_map.tolist())}
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    with output_lock(out_dir):
+        done = _resume_point(partial, made_from, overwrite)
+        if done is None:
+            shutil.rmtree(partial, ignore_errors=True)
+            writer = PackedWriter(partial, source.num_images, topk, grid, dtype)
+            done = 0
+            commit_progress(partial, made_from, done)
+        else:
+            writer = PackedWriter(partial, source.num_images, topk, grid, dtype, resume=True, done=done)
+        for start in range(done, source.num_images, chunk):
+            rows = np.arange(start, min(start + chunk, source.num_images))
+            values, ids = source.read(rows)
+            check_classes(ids, source.num_classes, source.path)
+            values, ids = _sorted_topk(values, ids, topk)
+            if class_map is not None:
+                ids = class_map[ids]
+                values = values.masked_fill(ids < 0, 0.0)
+                ids = ids.clamp(min=0)
+            if transpose:
+                values, ids = values.transpose(2, 3), ids.transpose(2, 3)
+            writer.write(start, values, ids)
+            writer.flush()
+            commit_progress(partial, made_from, int(rows[-1]) + 1)
+        settings = {"num_classes": num_classes, "annotator": source.settings.get("annotator"),
+                    "input_size": source.settings.get("input_size"),
+                    "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
+                                     "dtype": source.dtype}}
+        writer.finish(paths, settings)
+        (partial / PROGRESS).unlink()
+        commit_dir(partial, out_dir, overwrite)
     return out_dir
+
+
+def _digest(items) -> str:
+    return hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()
+
+
+def _resume_point(partial: Path, made_from: dict, overwrite: bool) -> int | None:
+    """Rows done by an interrupted conversion of the same source with the same settings, or None to start over
+    (no partial store, or overwrite and a partial store of something else)."""
+    recorded = recorded_progress(partial)
+    if recorded is None:
+        return None
+    settings, done = recorded
+    if settings == made_from:
+        return done
+    if overwrite:
+        return None
+    differ = "; ".join(differences(settings, made_from))
+    raise LabelMapError(f"{partial} holds an interrupted conversion with other settings ({differ}): rerun the "
+                        f"same conversion to resume it, or pass --overwrite to start over")
 
 
 def derive_store(source: str | os.PathLike, out_dir: str | os.PathLike, topk: int | None = None,

@@ -56,3 +56,27 @@ if __name__ == "__main__":
     import sys
 
     print(render_examples(sys.argv[1] if len(sys.argv) > 1 else "docs/img/lite0_label_maps.png"))
+
+
+def varied_label_maps(values, ids, count: int, num_classes: int = 1000, noise: float = 0.1,
+                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """`count` maps [count, k, H, W] (values float32, ids int64) made from real ones (e.g. example_label_maps'):
+    map i is map i % len(values) with its classes renumbered by a random permutation of num_classes, turned and
+    mirrored by one of the square's 8 symmetries (H = W) and its values jittered (N(0, noise)) and sorted again.
+    Each keeps the spatial structure, class count and value spread of a real annotator's map, which is what a
+    store's size and speed depend on (benchmarks/bench_store_reads.py)."""
+    values, ids = np.asarray(values, dtype=np.float32), np.asarray(ids, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    out_values = np.empty((count, *values.shape[1:]), dtype=np.float32)
+    out_ids = np.empty((count, *ids.shape[1:]), dtype=np.int64)
+    for i in range(count):
+        v, c = values[i % len(values)], rng.permutation(num_classes)[ids[i % len(ids)]]
+        turns, mirror = int(rng.integers(4)), bool(rng.integers(2))
+        v, c = np.rot90(v, turns, axes=(1, 2)), np.rot90(c, turns, axes=(1, 2))
+        if mirror:
+            v, c = v[:, :, ::-1], c[:, :, ::-1]
+        v = v + rng.normal(0.0, noise, v.shape).astype(np.float32)
+        order = np.argsort(-v, axis=0, kind="stable")
+        out_values[i] = np.take_along_axis(v, order, axis=0)
+        out_ids[i] = np.take_along_axis(c, order, axis=0)
+    return out_values, out_ids

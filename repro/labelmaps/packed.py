@@ -2,6 +2,8 @@
 - `values.npy` [N, k, H, W]: float32 (fp32), float16 (fp16), or uint8 (int8, with `scales.npy` [N, 2] float32
   holding each image's (scale, offset); see repro.labelmaps.quantize);
 - `ids.npy` [N, k, H, W] uint16;
+- or, for dtype compact, `records.bin`, `rows.npy` and `scales.npy`: one zlib record per image (see
+  repro.labelmaps.compact);
 - `index.json`: the image paths in row order (relative to the data root, e.g. `train/<wnid>/<file>.JPEG`) and the
   settings (topk, grid, dtype, num_classes, the annotator's description).
 Entries at each position are sorted by value, largest first, so a store with fewer classes per position is a
@@ -20,6 +22,7 @@ import torch
 from numpy.lib.format import open_memmap
 
 from repro.atomic import write_text_atomic
+from repro.labelmaps import compact
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows, check_maps_read
 from repro.labelmaps.quantize import DTYPES, FP16_MAX, check_dtype, dequantize_uint8, quantize_uint8
@@ -31,14 +34,20 @@ MAX_CLASSES = int(np.iinfo(np.uint16).max) + 1
 
 
 class PackedWriter:
-    """Fills the arrays of a packed store in place (rows in any order); `finish` writes the index."""
+    """Fills the arrays of a packed store in place (rows in any order); `finish` writes the index. With `resume`,
+    continues a partial store; `done`, where known, is how many leading rows are complete (a compact store drops
+    what was appended after them)."""
 
     def __init__(self, directory: str | os.PathLike, num_images: int, topk: int, grid: Sequence[int],
-                 dtype: str, resume: bool = False):
+                 dtype: str, resume: bool = False, done: int | None = None):
         self.directory = Path(directory)
         self.dtype = check_dtype(dtype)
         shape = (num_images, topk, *grid)
-        if resume:
+        self.shape = shape
+        self.records = self.values = self.ids = self.scales = None
+        if dtype == "compact":
+            self.records = compact.RecordWriter(self.directory, num_images, resume, done)
+        elif resume:
             self.values = open_memmap(self.directory / VALUES, mode="r+")
             self.ids = open_memmap(self.directory / IDS, mode="r+")
             self.scales = open_memmap(self.directory / SCALES, mode="r+") if dtype == "int8" else None
@@ -60,6 +69,9 @@ class PackedWriter:
             raise LabelMapError(f"non-finite label-map values in rows {start}..{stop - 1}")
         if ids.size and (ids.min() < 0 or ids.max() >= MAX_CLASSES):
             raise LabelMapError(f"class id {int(ids.max())} in rows {start}..{stop - 1} does not fit uint16")
+        if self.records is not None:
+            self.records.write(start, values, ids)
+            return
         if self.dtype == "int8":
             codes, scales = quantize_uint8(values)
             self.values[start:stop] = codes
@@ -72,16 +84,19 @@ class PackedWriter:
         self.ids[start:stop] = ids
 
     def flush(self) -> None:
-        for array in (self.values, self.ids, self.scales):
+        for array in (self.values, self.ids, self.scales, self.records):
             if array is not None:
                 array.flush()
 
     def finish(self, paths: Sequence[str], settings: dict) -> None:
-        if len(paths) != len(self.values):
-            raise LabelMapError(f"{len(paths)} paths for {len(self.values)} rows")
+        if len(paths) != self.shape[0]:
+            raise LabelMapError(f"{len(paths)} paths for {self.shape[0]} rows")
         self.flush()
+        if self.records is not None:
+            self.records.close()
+            settings = {**settings, "value_bits": compact.VALUE_BITS}
         index = {"format": FORMAT, "version": VERSION, **settings, "num_images": len(paths),
-                 "topk": int(self.values.shape[1]), "grid": [int(s) for s in self.values.shape[2:]],
+                 "topk": int(self.shape[1]), "grid": [int(s) for s in self.shape[2:]],
                  "dtype": self.dtype, "paths": list(paths)}
         # compact, unlike write_json_atomic's indented form: the index lists every image
         write_text_atomic(self.directory / INDEX, json.dumps(index))
@@ -134,6 +149,7 @@ class PackedLabelMaps(LabelMaps):
         self.num_classes = int(num_classes or index.get("num_classes") or DEFAULT_CLASSES)
         self._count = int(index["num_images"])
         self._arrays = None
+        self._records = None
         self._pid = None
 
     def _load_index(self) -> dict:
@@ -159,6 +175,8 @@ class PackedLabelMaps(LabelMaps):
     def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """(values, ids, scales or None), memory-mapped read-only, opened once per process; their shapes and
         dtypes are checked against the index then (its declared shape, not any one image's)."""
+        if self.dtype == "compact":
+            raise LabelMapError(f"{self.path} is a compact store: it has no fixed-width arrays (read it with read)")
         if self._arrays is None or self._pid != os.getpid():
             names = (VALUES, IDS, SCALES) if self.dtype == "int8" else (VALUES, IDS)
             values, ids, *scales = (self._open(name) for name in names)
@@ -185,19 +203,45 @@ class PackedLabelMaps(LabelMaps):
         except (OSError, ValueError) as error:
             raise LabelMapError(f"cannot open {self.path / name}: {error}") from None
 
+    def records(self) -> compact.RecordReader:
+        """A compact store's files, opened once per process."""
+        if self._records is None or self._pid != os.getpid():
+            self._records, self._pid = compact.RecordReader(self.path, self.num_images), os.getpid()
+        return self._records
+
+    def name_of(self, row: int) -> str:
+        return f"{self.paths[row]} (row {row} of {self.path})"
+
+    def decode(self, rows) -> tuple[np.ndarray, np.ndarray]:
+        """A compact store's rows, decoded but not checked (LabelMapError for a damaged record)."""
+        rows = as_rows(rows)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_images):
+            raise IndexError(f"rows outside 0..{self.num_images - 1} of {self.path}")
+        return self.records().decode(rows, self.topk, self.grid, lambda i: self.name_of(int(rows[i])))
+
+    @property
+    def bytes_per_image(self) -> int:
+        """Fixed by the dtype, or for a compact store measured: its files' bytes per image."""
+        if self.dtype != "compact":
+            return super().bytes_per_image
+        return round(compact.store_bytes(self.path) / max(self.num_images, 1))
+
     def read(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
         rows = as_rows(rows)
+        if self.dtype == "compact":
+            out, out_ids = self.decode(rows)
+            check_maps_read(out, out_ids, self.num_classes, lambda i: self.name_of(int(rows[i])))
+            return torch.from_numpy(out), torch.from_numpy(out_ids)
         values, ids, scales = self.arrays()
         if self.dtype == "int8":
             out = dequantize_uint8(values[rows], np.asarray(scales[rows]))
         else:
             out = values[rows].astype(np.float32)
         out_ids = ids[rows].astype(np.int64)
-        check_maps_read(out, out_ids, self.num_classes, lambda i: f"{self.paths[rows[i]]} (row {rows[i]} of "
-                                                                   f"{self.path})")
+        check_maps_read(out, out_ids, self.num_classes, lambda i: self.name_of(int(rows[i])))
         return torch.from_numpy(out), torch.from_numpy(out_ids)
 
     def __getstate__(self):
         state = super().__getstate__()
-        state.update(_arrays=None, _pid=None, _paths=None)
+        state.update(_arrays=None, _records=None, _pid=None, _paths=None)
         return state

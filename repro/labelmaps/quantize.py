@@ -1,5 +1,6 @@
 """The value types a packed store can hold (fp32, fp16, or int8: uint8 codes quantised per image, value =
-q * scale + offset with (scale, offset) float32; error <= scale / 2), and what one image costs in each.
+q * scale + offset with (scale, offset) float32; error <= scale / 2; or compact: one zlib record per image, see
+repro.labelmaps.compact), and what one image costs in each (for compact, measured from a store).
 """
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import numpy as np
 
 from repro.labelmaps.errors import LabelMapError
 
-DTYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.uint8}
+DTYPES = {"fp32": np.float32, "fp16": np.float16, "int8": np.uint8, "compact": np.uint8}
+FIXED_DTYPES = ("fp32", "fp16", "int8")  # a fixed size per image; compact's depends on the maps
 FP16_MAX = float(np.finfo(np.float16).max)
 
 
@@ -20,6 +22,8 @@ def check_dtype(dtype: str) -> str:
 
 
 def bytes_per_image(topk: int, grid: Sequence[int], dtype: str) -> int:
+    if dtype not in FIXED_DTYPES:
+        raise LabelMapError(f"a {dtype} store's size depends on its maps: measure a store's bytes_per_image")
     cells = topk * grid[0] * grid[1]
     return cells * (np.dtype(DTYPES[dtype]).itemsize + 2) + (8 if dtype == "int8" else 0)
 

@@ -39,6 +39,9 @@ def _verify_packed(maps: PackedLabelMaps, problems: list[str]) -> None:
         problems.append(f"{maps.path / INDEX}: {len(maps.paths)} paths for {maps.num_images} images")
     if len(set(maps.paths)) != len(maps.paths):
         problems.append(f"{maps.path / INDEX}: repeated image paths")
+    if maps.dtype == "compact":
+        _verify_compact(maps, problems)
+        return
     try:
         values, ids, scales = maps.arrays()  # checks the arrays' shapes and dtypes against the index
     except LabelMapError as error:
@@ -50,6 +53,30 @@ def _verify_packed(maps: PackedLabelMaps, problems: list[str]) -> None:
         for offset, message in _check_rows(np.asarray(values[start:stop]), np.asarray(ids[start:stop]),
                                            chunk_scales, maps.num_classes):
             problems.append(f"{maps.paths[start + offset]} (row {start + offset}): {message}")
+
+
+def _verify_compact(maps: PackedLabelMaps, problems: list[str]) -> None:
+    """Every record decoded and checked; a damaged record is reported by its row, and the rest still checked."""
+    try:
+        scales = maps.records().scales  # checks the row table's and scales' shapes against the index
+    except LabelMapError as error:
+        problems.append(str(error))
+        return
+    for start in range(0, maps.num_images, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, maps.num_images))
+        try:
+            decoded = [(rows, *maps.decode(rows))]
+        except LabelMapError:  # read the chunk row by row to name every damaged record
+            decoded = []
+            for row in rows:
+                try:
+                    decoded.append((rows[row - start:row - start + 1], *maps.decode([row])))
+                except LabelMapError as error:
+                    problems.append(str(error))
+        for chunk_rows, values, ids in decoded:
+            for offset, message in _check_rows(values, ids, np.asarray(scales[chunk_rows]), maps.num_classes):
+                row = int(chunk_rows[offset])
+                problems.append(f"{maps.paths[row]} (row {row}): {message}")
 
 
 def _verify_official(maps: OfficialLabelMaps, problems: list[str]) -> None:

@@ -12,7 +12,7 @@ moved all 6 of Table 10's smoke mAPs by 0.4-3.0 points on a 2-core AMD EPYC).
 `python -m tests.regression.record` rewrites the record with this machine's numbers only (a deliberate change of
 numbers: its commit says why); `--add-machine` keeps the other machines' records and adds (or replaces) this one's
 (a new CPU kind, numbers unchanged on the machines recorded before; or a new experiment, which is then recorded
-for this CPU kind only: a machine's record is compared on the experiments it holds); `--add-machine --only EXP`
+for this CPU kind only: a machine's record is compared on the metrics it holds); `--add-machine --only EXP`
 runs just EXP and replaces only its record on this machine."""
 from __future__ import annotations
 
