@@ -32,6 +32,7 @@ def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     assert _make_commands() == [
         ".venv/bin/python -m repro all --profile proxy --seeds 1 --plan",
         ".venv/bin/python -m repro all --profile proxy --seeds 1",
+        ".venv/bin/python -m repro report --profile proxy",
         ".venv/bin/python -m repro compare --profile proxy",
         ".venv/bin/python -m repro table3 --profile proxy --seeds 1",
     ]
@@ -40,6 +41,7 @@ def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     assert _make_commands("PROFILE=paper", "NPROC=8", "SET=train.epochs=2 data.root=/x") == [
         f".venv/bin/python -m repro all --profile paper --seeds 1 {sets} --plan",
         f"{torchrun} all --profile paper --seeds 1 {sets}",
+        ".venv/bin/python -m repro report --profile paper",
         ".venv/bin/python -m repro compare --profile paper",
         f"{torchrun} table3 --profile paper --seeds 1 {sets}",
     ]
