@@ -354,7 +354,7 @@ def test_costs_smoke(runs, results_root):
     regime = pd.read_csv(results_root / "smoke" / "costs_regime.csv").set_index(["quantity", "basis"])
     generation = regime.loc[("generation_share_of_training", "wall time")]
     assert generation.paper == pytest.approx(10 / 328)
-    assert generation.reproduced == pytest.approx(measured[("label_map_generation", "share_of_training")])
+    assert generation.reproduced == pytest.approx(measured[("label_map_generation", "share_of_training")], rel=1e-5)  # the CSV keeps 6 digits
     assert regime.loc[("student_epochs", "schedule")].tolist()[:2] == [300, 1]
     assert 0 < measured[("labelpooling", "pool_seconds")] < measured[("labelpooling", "train_step_seconds")]
 
