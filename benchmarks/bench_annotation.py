@@ -11,7 +11,8 @@ records, index and rename):
 - from JPEGs: end to end from a generated ImageNet-layout folder (`train/<wnid>/<file>.JPEG`, --jpeg-size pixels),
   decoded and resized by its DataLoader with each --workers count.
 The sides run interleaved (one repetition of every side, in a rotating order, then the next), so a concurrent load
-hits them alike; the table gives the median images/s of each side and its ratio to the bare forward's median.
+hits them alike; the table gives the median images/s of each side, its ratio to the bare forward's median, and
+the range of its ratios within single repetitions.
 
     python benchmarks/bench_annotation.py [--model resnet50] [--size 224] [--batch 32] [--batches 4]
                                           [--repeats 5] [--workers 0 1] [--threads 1]
@@ -139,9 +140,11 @@ def run(args, work: Path, kwargs: dict) -> None:
     print(f"timm {args.model} (random weights), {args.size} px, batch {args.batch}, top-{args.topk} {args.dtype} "
           f"{grid[0]}x{grid[1]} maps, {count} images a repetition, {args.threads} thread(s), "
           f"torch {torch.__version__}; median of {args.repeats} interleaved repetitions")
-    print(f"{'side':<38} {'img/s':>8} {'x bare':>7}")
+    print(f"{'side':<38} {'img/s':>8} {'x bare':>7} {'range':>13}")
     for name, rate in rates.items():
-        print(f"{name:<38} {rate:>8.2f} {rate / bare:>7.3f}")
+        # the ratio within each repetition, to the bare forward of the same repetition
+        within = np.array(seconds[names[0]]) / np.array(seconds[name])
+        print(f"{name:<38} {rate:>8.2f} {rate / bare:>7.3f} {within.min():>6.3f}-{within.max():.3f}")
     sys.stdout.flush()
 
 

@@ -6,8 +6,8 @@ decoding, RandomResizedCrop, flip, colour jitter, normalisation, collation) with
 and batch, over a generated ImageNet-layout folder of --images JPEGs (--jpeg-size px, the proxy world's 112) and a
 packed store of top-k maps for them (the proxy's top-5 14x14 fp32 by default). Each repetition draws --batches
 batches of a new epoch; the sides run interleaved (every side once, in a rotating order, then the next
-repetition) so a concurrent load hits them alike, and the table gives the median images/s and the ratio with maps
-/ without at each worker count.
+repetition) so a concurrent load hits them alike, and the table gives the median images/s, the ratio with maps
+/ without at each worker count, and the range of that ratio within single repetitions.
 
     python benchmarks/bench_loader.py [--images 4096] [--batches 16] [--repeats 7] [--workers 0 1] [--dtype fp32]
     python benchmarks/bench_loader.py --small    # a smoke test: 128 images, 2 batches of 16
@@ -112,10 +112,12 @@ def run(args, work: Path) -> None:
     print(f"{args.profile} crops ({crop_size} px, batch {batch}), {args.batches} batches a repetition, "
           f"{args.threads} thread(s) in the main process, torch {torch.__version__}; median of {args.repeats} "
           f"interleaved repetitions")
-    print(f"{'workers':>7} {'original labels img/s':>21} {'ReLabel maps img/s':>19} {'ratio':>6}")
+    print(f"{'workers':>7} {'original labels img/s':>21} {'ReLabel maps img/s':>19} {'ratio':>6} {'range':>13}")
     for workers in args.workers:
         without, with_maps = (float(np.median(rates[workers, maps])) for maps in (False, True))
-        print(f"{workers:>7} {without:>21.0f} {with_maps:>19.0f} {with_maps / without:>6.3f}")
+        within = np.array(rates[workers, True]) / np.array(rates[workers, False])  # within each repetition
+        print(f"{workers:>7} {without:>21.0f} {with_maps:>19.0f} {with_maps / without:>6.3f} "
+              f"{within.min():>6.3f}-{within.max():.3f}")
     sys.stdout.flush()
 
 
