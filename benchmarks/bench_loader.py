@@ -4,13 +4,14 @@ against the same loader without label maps (original labels). Issue 17's target:
 Both sides are the trainer's own loader (`repro.train.trainer.train_loader` over `repro.data.TrainCrops`: JPEG
 decoding, RandomResizedCrop, flip, colour jitter, normalisation, collation) with the proxy profile's crop settings
 and batch, over a generated ImageNet-layout folder of --images JPEGs (--jpeg-size px, the proxy world's 112) and a
-packed store of top-k maps for them (the proxy's top-5 14x14 fp32 by default). Each repetition draws --batches
-batches of a new epoch; the sides run interleaved (every side once, in a rotating order, then the next
-repetition) so a concurrent load hits them alike, and the table gives the median images/s, the ratio with maps
-/ without at each worker count, and the range of that ratio within single repetitions.
+packed store of top-k maps for them (the proxy's top-5 14x14 fp32 by default). Each repetition is one whole epoch
+(so that no worker is left finishing prefetched batches while the next side is timed); the sides run interleaved
+(every side once, in a rotating order, then the next repetition) so a concurrent load hits them alike, and the
+table gives the median images/s, the ratio with maps / without at each worker count, and the range of that ratio
+within single repetitions.
 
-    python benchmarks/bench_loader.py [--images 4096] [--batches 16] [--repeats 7] [--workers 0 1] [--dtype fp32]
-    python benchmarks/bench_loader.py --small    # a smoke test: 128 images, 2 batches of 16
+    python benchmarks/bench_loader.py [--images 3072] [--repeats 9] [--workers 0 1] [--dtype fp32]
+    python benchmarks/bench_loader.py --small    # a smoke test: 32 images, 2 batches of 16
 """
 from __future__ import annotations
 
@@ -47,13 +48,11 @@ def write_store(out: Path, relpaths: list[str], num_classes: int, topk: int, gri
                         dtype=dtype)
 
 
-def images_per_second(loader, epoch: int, batches: int) -> float:
-    """Images/s of the first `batches` batches of `epoch` (a new iterator; persistent workers stay up)."""
+def images_per_second(loader, epoch: int) -> float:
+    """Images/s of a whole epoch (a new iterator; persistent workers stay up)."""
     loader.sampler.set_epoch(epoch)
     started, images = time.perf_counter(), 0
-    for step, batch in enumerate(loader):
-        if step == batches:
-            break
+    for batch in loader:
         batch_problems(batch, skip_unreadable=False)
         images += len(batch["index"])
     return images / (time.perf_counter() - started)
@@ -62,22 +61,21 @@ def images_per_second(loader, epoch: int, batches: int) -> float:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="proxy", help="crop settings and batch size from this profile")
-    parser.add_argument("--images", type=int, default=4096)
+    parser.add_argument("--images", type=int, default=3072, help="the epoch of every repetition")
     parser.add_argument("--classes", type=int, default=54, help="the proxy world has about 54 classes")
     parser.add_argument("--jpeg-size", type=int, default=112)
-    parser.add_argument("--batches", type=int, default=16, help="batches per timed repetition")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions of every side (median)")
+    parser.add_argument("--repeats", type=int, default=9, help="timed repetitions of every side (median)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--grid", type=int, default=14)
     parser.add_argument("--dtype", default="fp32", help="the store's value type")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--small", action="store_true", help="128 images, 2 batches of 16, 2 repeats (a smoke test)")
+    parser.add_argument("--small", action="store_true", help="32 images, 2 batches of 16, 2 repeats (a smoke test)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write the JPEGs and the store (default: a "
                                                                 "temporary folder, removed afterwards)")
     args = parser.parse_args(argv)
     if args.small:
-        args.images, args.batches, args.repeats, args.jpeg_size, args.classes = 128, 2, 2, 48, 8
+        args.images, args.repeats, args.jpeg_size, args.classes = 32, 2, 48, 8
     torch.set_num_threads(args.threads)
     work = args.dir or Path(tempfile.mkdtemp(prefix="bench_loader_"))
     try:
@@ -104,13 +102,13 @@ def run(args, work: Path) -> None:
             loaders[workers, maps is not None] = train_loader(TrainCrops(images, crop, 0, maps), batch, workers, 0)
     names = list(loaders)
     for key in names:  # untimed: starts the persistent workers and opens the store in them
-        images_per_second(loaders[key], 0, 1)
+        images_per_second(loaders[key], 0)
     rates = {key: [] for key in names}
     for repeat in range(args.repeats):
         for key in names[repeat % len(names):] + names[:repeat % len(names)]:
-            rates[key].append(images_per_second(loaders[key], 1 + repeat, args.batches))
-    print(f"{args.profile} crops ({crop_size} px, batch {batch}), {args.batches} batches a repetition, "
-          f"{args.threads} thread(s) in the main process, torch {torch.__version__}; median of {args.repeats} "
+            rates[key].append(images_per_second(loaders[key], 1 + repeat))
+    print(f"{args.profile} crops ({crop_size} px, batch {batch}), an epoch of {args.images // batch} batches a "
+          f"repetition, {args.threads} thread(s) in the main process, torch {torch.__version__}; median of {args.repeats} "
           f"interleaved repetitions")
     print(f"{'workers':>7} {'original labels img/s':>21} {'ReLabel maps img/s':>19} {'ratio':>6} {'range':>13}")
     for workers in args.workers:
