@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
-import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,7 +36,7 @@ from repro.labelmaps import generate
 from repro.labelmaps.annotator import Annotator
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_images import write_jpegs  # noqa: E402
+from common import work_dir, write_jpegs  # noqa: E402
 
 TINY = {"channels": [8, 16, 32, 64], "stem_width": 8}  # the --small model (the proxy's resnet kwargs, smaller)
 
@@ -100,12 +99,8 @@ def main(argv=None) -> None:
         args.model, args.size, args.batch, args.batches, args.repeats = "resnet18", 64, 4, 2, 2
         args.jpeg_size, kwargs = [80, 60], TINY
     torch.set_num_threads(args.threads)
-    work = args.dir or Path(tempfile.mkdtemp(prefix="bench_annotation_"))
-    try:
+    with work_dir(args.dir, "bench_annotation_") as work:
         run(args, work, kwargs)
-    finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args, work: Path, kwargs: dict) -> None:

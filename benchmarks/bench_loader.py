@@ -16,9 +16,7 @@ within single repetitions.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from repro.labelmaps.packed import write_packed
 from repro.train.trainer import train_loader
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_images import write_jpegs  # noqa: E402
+from common import work_dir, write_jpegs  # noqa: E402
 
 
 def write_store(out: Path, relpaths: list[str], num_classes: int, topk: int, grid: int, dtype: str,
@@ -77,12 +75,8 @@ def main(argv=None) -> None:
     if args.small:
         args.images, args.repeats, args.jpeg_size, args.classes = 32, 2, 48, 8
     torch.set_num_threads(args.threads)
-    work = args.dir or Path(tempfile.mkdtemp(prefix="bench_loader_"))
-    try:
+    with work_dir(args.dir, "bench_loader_") as work:
         run(args, work)
-    finally:
-        if args.dir is None:
-            shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args, work: Path) -> None:

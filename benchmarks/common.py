@@ -1,7 +1,12 @@
-"""Photo-like JPEGs in ImageNet's layout for the benchmarks that decode images (bench_annotation, bench_loader)."""
+"""What the benchmarks that decode images share (bench_annotation, bench_loader): photo-like JPEGs in ImageNet's
+layout, and a working folder."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from PIL import Image
@@ -22,3 +27,14 @@ def write_jpegs(root: Path, count: int, size: tuple[int, int], classes: int = 8,
         folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(folder / f"{wnid}_{i}.JPEG", quality=90)
     return list_images(root, "train")
+
+
+@contextmanager
+def work_dir(directory: Path | None, prefix: str) -> Iterator[Path]:
+    """`directory`, or a temporary folder that is removed afterwards."""
+    work = directory or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield work
+    finally:
+        if directory is None:
+            shutil.rmtree(work, ignore_errors=True)
