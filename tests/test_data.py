@@ -1,6 +1,7 @@
 """Loaders: class folders, ImageNetV2's integer folders, ReaL-format label sets, training crops and their boxes."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import torchvision.transforms.v2.functional as F
@@ -125,6 +126,30 @@ def test_train_crops_read_the_row_of_each_image(imagenet, labelmaps):
         values, ids = store.read([store.row_of(images.relpaths[index])])
         assert torch.equal(sample["labelmap_values"], values[0]) and torch.equal(sample["labelmap_ids"], ids[0])
         assert sample["labelmap_ids"].dtype == torch.int64 and sample["labelmap_values"].dtype == torch.float32
+
+
+def test_a_batch_of_train_crops_reads_its_maps_at_once_and_equals_the_crops_read_one_by_one(tmp_path, imagenet,
+                                                                                            labelmaps):
+    from repro.labelmaps.packed import write_packed
+    from repro.labelmaps.reader import open_labelmaps
+    images = image_folder(imagenet.root, "train", imagenet.wnids)
+    keys = [(1, index) for index in (5, 0, 30, 7, 2)]
+    dataset = TrainCrops(images, TrainCrop(16), seed=0, labelmaps=labelmaps)
+    for batched, key in zip(dataset.__getitems__(keys), keys):
+        alone = dataset[key]
+        assert batched.keys() == alone.keys()
+        assert all(torch.equal(batched[name], alone[name]) for name in alone if torch.is_tensor(alone[name]))
+    # a damaged map marks its own sample only, as read alone
+    stored = open_labelmaps(labelmaps)
+    values, ids = stored.read(np.arange(stored.num_images))
+    damaged = write_packed(tmp_path / "nan_maps", stored.paths, values, ids, num_classes=stored.num_classes)
+    on_disk = np.load(damaged / "values.npy", mmap_mode="r+")
+    on_disk[stored.row_of(images.relpaths[30]), 0, 1, 1] = np.nan
+    on_disk.flush()
+    samples = TrainCrops(images, TrainCrop(16), seed=0, labelmaps=damaged).__getitems__(keys)
+    assert [sorted(sample) for sample in samples] == [sorted(dataset[key]) for key in keys[:2]] + [
+        ["bad_labelmap", "index"]] + [sorted(dataset[key]) for key in keys[3:]]
+    assert images.relpaths[30] in samples[2]["bad_labelmap"] and samples[2]["index"] == 30
 
 
 @pytest.mark.parametrize("size, crop_pct, resized", [(32, 1.0, 32), (28, 0.875, 32)])

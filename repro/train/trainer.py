@@ -162,6 +162,17 @@ def initial_model(model_spec: Mapping, num_classes: int, init: InitialWeights | 
     return model
 
 
+def train_loader(dataset: TrainCrops, batch_size: int, workers: int, seed: int, world_size: int = 1, rank: int = 0,
+                 pin_memory: bool = False) -> DataLoader:
+    """The training loader: this rank's shuffled (epoch, index) keys (`EpochSampler`, set its epoch before each
+    pass), whole batches only, persistent workers."""
+    sampler = EpochSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=seed, drop_last=True)
+    # its own generator: creating the loader's iterator must not draw from torch's global RNG
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
+                      pin_memory=pin_memory, persistent_workers=workers > 0, collate_fn=collate_crops,
+                      generator=torch.Generator().manual_seed(seed))
+
+
 def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective: Mapping, *, seed: int,
                      resources: Resources, labelmaps: str | os.PathLike | None = None,
                      teacher: nn.Module | None = None, init: InitialWeights | None = None, eval_every: int = 1,
@@ -208,13 +219,8 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     crop = TrainCrop(supervision.input_size, train_cfg["scale"], train_cfg["ratio"], train_cfg["hflip"],
                      train_cfg["color_jitter"], added_option(train_cfg, "train", "lighting"))
     dataset = TrainCrops(images, crop, seed, labelmaps if objective_cls.crops_carry_labelmaps else None)
-    sampler = EpochSampler(dataset, num_replicas=env.world_size, rank=env.rank, shuffle=True, seed=seed,
-                           drop_last=True)
-    workers = int(resources.workers)
-    # its own generator: creating the loader's iterator must not draw from torch's global RNG
-    loader = DataLoader(dataset, batch_size=per_device, sampler=sampler, num_workers=workers, drop_last=True,
-                        pin_memory=cuda, persistent_workers=workers > 0, collate_fn=collate_crops,
-                        generator=torch.Generator().manual_seed(seed))
+    loader = train_loader(dataset, per_device, int(resources.workers), seed, env.world_size, env.rank, cuda)
+    sampler = loader.sampler
     updates_per_epoch = len(loader) // accum
     if updates_per_epoch == 0:
         raise ValueError(f"{len(images)} training images make no full batch of {train_cfg['batch_size']}")
