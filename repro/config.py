@@ -300,6 +300,11 @@ _DETECTION_PAPER = {
     "cfg_options": {},
 }
 
+# The convergence study (figures/convergence.py, beyond the paper): the students' training lengths, in epochs, at
+# which vanilla, label smoothing and ReLabel are compared. Each profile's own recipe length is one of them, so that
+# length's students are Table 3's cached runs. Read by that experiment only: in no run's spec.
+_CONVERGENCE_PAPER = {"epochs": [75, 150, 300]}
+
 PAPER = {
     "profile": "paper",
     "models": _PAPER_MODELS,
@@ -318,11 +323,13 @@ PAPER = {
     "transfer": _TRANSFER_PAPER,
     "multilabel": _MULTILABEL_PAPER,
     "detection": _DETECTION_PAPER,
+    "convergence": _CONVERGENCE_PAPER,
 }
 
 
 def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_images: int, workers: int,
-              transfer: dict, multilabel: dict, detection: dict, robustness: dict | None = None) -> dict:
+              transfer: dict, multilabel: dict, detection: dict, convergence_epochs: list[int],
+              robustness: dict | None = None) -> dict:
     cfg = copy.deepcopy(PAPER)
     cfg["resources"] = {**_RESOURCES_PAPER, "workers": workers}
     cfg["profile"] = profile
@@ -343,6 +350,7 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
                        "tasks": list(cfg["world"]["downstream_tasks"])}
     cfg["multilabel"] = {**deep_update(cfg["multilabel"], multilabel), "root": None}
     cfg["detection"] = {**deep_update(cfg["detection"], detection), "root": None}
+    cfg["convergence"] = {"epochs": list(convergence_epochs)}
     return cfg
 
 
@@ -412,6 +420,7 @@ SMOKE = _embedded(
     multilabel=_embedded_multilabel({"resnet50": 32, "resnet101": 48}, grid=6, epochs=1, batch_size=8,
                                     annotator_epochs=1, labelmap_size=48),
     detection=EMBEDDED_DETECTION["smoke"],
+    convergence_epochs=[1, 2],
 )
 
 PROXY = _embedded(
@@ -435,6 +444,7 @@ PROXY = _embedded(
     multilabel=_embedded_multilabel({"resnet50": 56, "resnet101": 56}, grid=14, epochs=MULTILABEL_PROXY_EPOCHS,
                                     batch_size=64, annotator_epochs=MULTILABEL_PROXY_EPOCHS, labelmap_size=112),
     detection=EMBEDDED_DETECTION["proxy"],
+    convergence_epochs=[4, 8, 16, 32],
 )
 
 PROFILES = {"smoke": SMOKE, "proxy": PROXY, "paper": PAPER}
