@@ -26,7 +26,7 @@ from repro.config import with_changes
 EXPERIMENT_PACKAGES = ("repro.tables", "repro.figures", "repro.robustness", "repro.downstream")
 CHECKED_PROFILES = ("proxy", "paper")  # smoke runs are too small for any claim to mean something
 ORDER = ["table2", "table3", "table4", "table5", "table6", "table7", "table8", "table9", "table10", "tableA1",
-         "figure2", "figure4", "figure5", "figure6", "figureA2", "figureA3", "costs"]
+         "figure2", "figure4", "figure5", "figure6", "figureA2", "figureA3", "costs", "convergence"]
 
 
 class NotImplementedExperiment(RuntimeError):

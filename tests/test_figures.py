@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 
+from repro.figures.convergence import EXPERIMENT as CONVERGENCE
 from repro.figures.costs import regime as costs_regime
 from repro.figures.figure6 import kd_epochs_cost_more
 from repro import results
 from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf
-from repro.claims import FAILS, HOLDS
+from repro.claims import FAILS, HOLDS, evaluate_claims
 from repro.config import profile_config, with_changes
 from repro.data.folders import image_folder
 from repro.data.localisation import read_loc_solution
@@ -402,3 +403,38 @@ def test_figure6_per_epoch_claim_reports_when_kd_overtakes_the_generation_cost()
     assert verdict == HOLDS and "1.40x" in detail and "from epoch 6" in detail
     verdict, detail = kd_epochs_cost_more(measured(90.0))
     assert verdict == FAILS and "0.90x" in detail
+
+
+def test_convergence_smoke_reuses_table3_at_the_recipes_length(runs, results_root):
+    ctx = Context(profile="smoke", config=profile_config("smoke"), seeds=[0], runs_root=runs,
+                  results_root=results_root)
+    table3 = {spec.hash for spec in discover()["table3"].plan(ctx)}
+    students = [spec for spec in CONVERGENCE.plan(ctx) if spec.kind == "train"]
+    assert len(students) == 3 * 2 and sum(spec.hash in table3 for spec in students) == 3  # the 1-epoch ones
+    outcome = run_smoke("convergence", runs, results_root)
+    assert_written(outcome, "convergence_gains.csv")
+    seeds = pd.read_csv(outcome["paths"]["seeds"]).set_index(["setting", "epochs"])["value"]
+    assert sorted(set(seeds.index)) == sorted({(s, e) for s in ("original", "label_smoothing_0.1", "relabel")
+                                               for e in (1, 2)})
+    gains = pd.read_csv(results_root / "smoke" / "convergence_gains.csv").set_index(["setting", "epochs"])
+    for epochs in (1, 2):
+        assert gains.loc[("relabel", epochs), "gain"] == pytest.approx(
+            seeds[("relabel", epochs)] - seeds[("original", epochs)], abs=1e-6)
+    assert gains.paper_gain_300_epochs.loc["relabel"].tolist() == pytest.approx([1.4, 1.4])
+
+
+def test_convergence_claims_read_the_longest_length_and_the_change_of_the_gain():
+    def verdicts(relabel_gain):  # {epochs: ReLabel − original on each of 3 seeds (0.1 apart)}
+        rows = [{"model": "resnet50", "setting": setting, "epochs": epochs, "seed": seed, "metric": "imagenet_top1",
+                 "value": 30.0 + seed + {"original": 0.0, "label_smoothing_0.1": 0.5,
+                                         "relabel": gain + 0.1 * seed}[setting]}
+                for epochs, gain in relabel_gain.items() for seed in range(3)
+                for setting in ("original", "label_smoothing_0.1", "relabel")]
+        measured = results.measurements(rows, keys=CONVERGENCE.key_columns)
+        return [v.verdict for v in evaluate_claims(CONVERGENCE.claims, measured)]
+
+    # persists > 0, at most 3 pp, shrinks, above label smoothing
+    assert verdicts({4: 5.7, 32: 1.5}) == [HOLDS, HOLDS, HOLDS, HOLDS]
+    assert verdicts({4: 5.7, 32: 4.0}) == [HOLDS, FAILS, HOLDS, HOLDS]
+    assert verdicts({4: 1.0, 32: -2.0}) == [FAILS, HOLDS, HOLDS, FAILS]
+    assert verdicts({4: 1.0, 8: 3.0, 16: 5.0}) == [HOLDS, FAILS, FAILS, HOLDS]
