@@ -26,7 +26,7 @@ from repro.claims import _three_way as three_way
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import students_per_seed, train_student
-from repro.plotting import plt, wrapped_title
+from repro.plotting import plt, save_figure
 from repro.tables.table3 import SUPERVISIONS
 
 ORIGINAL, RELABEL, SMOOTHING = "original", "relabel", "label_smoothing_0.1"
@@ -120,10 +120,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path
         a.set_xlabel("training length (epochs, log2)")
         a.grid(alpha=0.3)
         a.legend(fontsize=8, loc="best")
-    fig.suptitle(wrapped_title(title, width=110), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def at_longest(setting: str, ok, other: str = ORIGINAL):

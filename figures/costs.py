@@ -37,7 +37,7 @@ from repro.experiment import Collected, Context, Experiment
 from repro.figures.figure6 import kd_student_changes
 from repro.pipeline import (annotator_run, data_root, generated_labelmaps, labelmaps_dir, labelmaps_specs,
                             student_spec, students_per_seed, train_student)
-from repro.plotting import plt, wrapped_title
+from repro.plotting import plt, save_figure
 from repro.runs import Run
 from repro.sweeps import kd_teachers
 
@@ -221,10 +221,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path
     storage_ax.set_ylabel("GiB for ImageNet's 1.28M training images (log)")
     storage_ax.set_title("storage (15x15 maps, 1000 classes)", fontsize=10)
     storage_ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    fig.suptitle(wrapped_title(title, width=110), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def _storage_claim() -> Claim:

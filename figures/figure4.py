@@ -21,7 +21,7 @@ from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import annotator_spec, annotator_top1, students_per_seed, train_student
-from repro.plotting import plt, wrapped_title
+from repro.plotting import plt, save_figure
 from repro.sweeps import annotator_sweep
 
 ORIGINAL = "original"
@@ -110,10 +110,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path
     paper_ax.set_title("paper (the points it reports)", fontsize=10)
     paper_ax.grid(alpha=0.3)
     paper_ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(wrapped_title(title, width=110), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def follows_annotator(measured: pd.DataFrame) -> tuple[str, str]:

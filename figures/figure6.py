@@ -24,7 +24,7 @@ from repro.config import recipe_changes, with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, students_per_seed,
                             train_student)
-from repro.plotting import plt, wrapped_title
+from repro.plotting import plt, save_figure
 from repro.sweeps import kd_teachers
 
 RELABEL, ORIGINAL, KD = "relabel", "original", "kd_"
@@ -135,10 +135,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path
     paper_ax.set_ylabel("ImageNet top-1 (%)")
     paper_ax.set_title("paper (the points its text gives)", fontsize=10)
     paper_ax.grid(alpha=0.3)
-    fig.suptitle(wrapped_title(title, width=110), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
+    save_figure(fig, path, title)
 
 
 def kd_costs_more(measured: pd.DataFrame) -> tuple[str, str]:
