@@ -162,11 +162,17 @@ def verdicts_for(experiment: Experiment, measured: pd.DataFrame, profile: str) -
     return verdicts
 
 
+def shown_verdict(verdict: Verdict, profile: str) -> str:
+    """The verdict as a reader sees it: at a profile whose claims are not checked (smoke), "not checked at
+    <profile>" in place of what it measured (never a failure); "no data" stays as it is."""
+    return verdict.verdict if verdict.checked or verdict.verdict == NO_DATA else f"not checked at {profile}"
+
+
 def format_verdicts(verdicts: list[Verdict], profile: str) -> str:
     lines = []
     for v in verdicts:
         mark = {"holds": "HOLDS", "fails": "FAILS", "not shown": "NOT SHOWN", NO_DATA: "NO DATA"}[v.verdict]
-        if not v.checked and v.verdict != NO_DATA:  # a smoke run: what it measured, never a failure
+        if shown_verdict(v, profile) != v.verdict:
             mark, suffix = "NOT CHECKED", f"  (not checked at {profile}; measured: {v.verdict})"
         else:
             suffix = "" if v.checked else f"  (not checked at {profile})"
@@ -331,7 +337,7 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary, experiment.key_columns), ""]
-        md += [f"- **{v.verdict if v.checked or v.verdict == NO_DATA else 'not checked at ' + profile}**: "
+        md += [f"- **{shown_verdict(v, profile)}**: "
                f"{v.claim} — {v.detail}" + ("" if v.checked else f" (not checked at {profile})") for v in verdicts]
         md += [""]
     print(f"\n{shown} experiment(s) with results at profile {profile}; {len(failed)} checked claim(s) failing")

@@ -20,7 +20,7 @@ import pandas as pd
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, NOT_SHOWN
 from repro.environment import machine_description, package_versions
-from repro.experiment import CHECKED_PROFILES, invocations, verdicts_for
+from repro.experiment import CHECKED_PROFILES, invocations, shown_verdict, verdicts_for
 
 TEMPLATES = Path(__file__).with_name("templates")
 DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -84,11 +84,10 @@ def experiment_section(experiment, profile: str, out_dir: Path) -> Section:
                              "paper": "" if pd.isna(paper) else f"{paper:g}",
                              "diff": "" if pd.isna(paper) else f"{row['mean'] - paper:+.2f}"})
     for v in verdicts_for(experiment, measured, profile):
-        # at a profile whose claims are not checked (smoke) a verdict is shown, but as not checked
-        shown = v.verdict if v.checked or v.verdict == NO_DATA else f"not checked at {profile}"
+        shown = shown_verdict(v, profile)
         section.verdicts.append({"claim": v.claim, "verdict": v.verdict, "shown": shown, "detail": v.detail,
-                                 "checked": v.checked, "css": v.verdict.replace(" ", "-") if v.checked or
-                                 v.verdict == NO_DATA else "unchecked"})
+                                 "checked": v.checked,
+                                 "css": v.verdict.replace(" ", "-") if shown == v.verdict else "unchecked"})
     files = sorted(path.name for path in out_dir.glob(f"{experiment.name}*") if path.is_file())
     section.figures = [name for name in files if _belongs(name, experiment.name, ".png")]
     section.tables = [name for name in files if _belongs(name, experiment.name, ".csv")]

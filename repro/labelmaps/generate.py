@@ -33,7 +33,7 @@ from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
 from repro.labelmaps.packed import PackedWriter, commit_dir
-from repro.labelmaps.progress import PROGRESS, commit_progress, output_lock
+from repro.labelmaps.progress import PROGRESS, commit_progress, output_lock, recorded_progress
 from repro.labelmaps.quantize import check_dtype
 
 FORMATS = ("packed", "official")
@@ -81,14 +81,14 @@ def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, to
             "topk": topk, "grid": list(grid), "dtype": dtype, "paths_sha256": digest}
 
 
-def _resume_point(marker: Path, settings: dict) -> int | None:
-    if not marker.exists():
+def _resume_point(partial: Path, settings: dict) -> int | None:
+    recorded = recorded_progress(partial)
+    if recorded is None:
         return None
-    state = json.loads(marker.read_text())
-    if state["settings"] != settings:
-        raise LabelMapError(f"{marker.parent} holds an interrupted generation with other settings; "
+    if recorded[0] != settings:
+        raise LabelMapError(f"{partial} holds an interrupted generation with other settings; "
                             f"delete it or rerun with the same annotator, images and options")
-    return int(state["done"])
+    return recorded[1]
 
 
 def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str], root: str | os.PathLike,
@@ -128,7 +128,7 @@ def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: P
                      batch_size: int, workers: int, device: torch.device, overwrite: bool, progress: bool) -> Path:
     topk, dtype = settings["topk"], settings["dtype"]
     partial = out_dir.with_name(out_dir.name + ".partial")
-    done = _resume_point(partial / PROGRESS, settings)
+    done = _resume_point(partial, settings)
     if done is None:
         shutil.rmtree(partial, ignore_errors=True)
         writer = PackedWriter(partial, len(relpaths), topk, settings["grid"], dtype)
