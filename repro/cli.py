@@ -10,8 +10,8 @@ from repro.cluster import launch
 from repro.preemption import PREEMPTED_STATUS, Preempted
 from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
                           with_changes)
-from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, check_inputs, compare, discover,
-                              experiment_plan, run_experiment)
+from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, TrainingExperiment, check_inputs,
+                              compare, discover, experiment_plan, run_experiment)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -53,6 +53,10 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     for name, experiment in experiments.items():
         p = sub.add_parser(name, help=experiment.help, description=experiment.help)
         _add_run_options(p)
+        if isinstance(experiment, TrainingExperiment):
+            p.add_argument("--rows", type=lambda text: tuple(text.split(",")), default=(), metavar="S1,S2",
+                           help="only these settings (the table's rows), e.g. --rows relabel_fp32_top5,"
+                                "relabel_compact_top5: the CSV holds those rows, the other rows' claims show no data")
         p.set_defaults(func=_run_one, experiment=name)
     p = sub.add_parser("all", help="run every implemented experiment in order")
     _add_run_options(p)
@@ -92,7 +96,7 @@ def make_context(args) -> Context:
     for dotted, value in overrides.items():
         check_change(base, dotted, value)
     return Context(profile=args.profile, config=config, seeds=list(range(args.seeds)), runs_root=args.runs,
-                   results_root=args.results, overrides=overrides)
+                   results_root=args.results, overrides=overrides, rows=getattr(args, "rows", ()))
 
 
 def _run_one(args, experiments) -> int:

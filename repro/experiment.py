@@ -21,7 +21,7 @@ import pandas as pd
 
 from repro import results
 from repro.claims import Claim, NO_DATA, Verdict, absolute_checks, evaluate_claims
-from repro.config import with_changes
+from repro.config import ConfigError, with_changes
 
 EXPERIMENT_PACKAGES = ("repro.tables", "repro.figures", "repro.robustness", "repro.downstream")
 CHECKED_PROFILES = ("proxy", "paper")  # smoke runs are too small for any claim to mean something
@@ -41,6 +41,7 @@ class Context:
     runs_root: Path
     results_root: Path
     overrides: dict = field(default_factory=dict)
+    rows: tuple[str, ...] = ()   # `--rows`: only these settings of a training table (empty: all of them)
 
     @property
     def out_dir(self) -> Path:
@@ -108,8 +109,15 @@ class TrainingExperiment(Experiment):
         return self.evaluations(ctx) if callable(self.evaluations) else list(self.evaluations)
 
     def run_configs(self, ctx: Context) -> list[tuple[str, str, int, dict]]:
+        runs = self.runs(ctx.config)
+        settings = list(dict.fromkeys(setting for _, setting in runs))
+        if unknown := [row for row in ctx.rows if row not in settings]:
+            raise ConfigError(f"--rows {unknown[0]}: {self.name} has no such setting; choose from "
+                              f"{', '.join(settings)}")
         configs = []
-        for (model, setting), changes in self.runs(ctx.config).items():
+        for (model, setting), changes in runs.items():
+            if ctx.rows and setting not in ctx.rows:
+                continue
             for seed in ctx.seeds:
                 configs.append((model, setting, seed, with_changes(ctx.config, {**changes, "seed": seed})))
         return configs

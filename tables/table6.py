@@ -65,7 +65,7 @@ def report(ctx: Context) -> str:
     lines = [annotator_report(ctx), f"pooled targets against fp32 top-5's on {len(indices)} training crops "
                                     "(total variation, mean / max):"]
     for name in VARIANTS:
-        if name != "relabel_fp32_top5":
+        if name != "relabel_fp32_top5" and (not ctx.rows or name in ctx.rows):
             distance = 0.5 * (targets(name) - reference).abs().sum(dim=1)
             lines.append(f"  {name}: {distance.mean():.4f} / {distance.max():.4f}")
     return "\n".join(lines)

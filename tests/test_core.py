@@ -188,6 +188,16 @@ def test_plan_lists_every_run_and_computes_nothing(tmp_path, capsys):
     assert len(set(table6)) == len(table6) == 7  # the annotator's pass and six derived variants
 
 
+def test_rows_restrict_a_training_table_to_some_settings(tmp_path, capsys):
+    argv = ["table6", "--profile", "smoke", "--plan", "--runs", str(tmp_path)]
+    assert main([*argv, "--rows", "relabel_fp32_top5,relabel_compact_top5"]) == 0
+    trains = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train")]
+    assert len(trains) == 2  # one seed of each of the two rows
+    assert main([*argv, "--rows", "relabel_fp8_top5"]) == 2
+    error = capsys.readouterr().err
+    assert "--rows relabel_fp8_top5" in error and "relabel_compact_top5" in error and error.count("\n") == 1
+
+
 def _plan_runs(argv, capsys) -> list[str]:
     assert main(argv) == 0
     return [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in
