@@ -13,7 +13,7 @@ import tempfile
 import time
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,11 +101,11 @@ def _median_seconds(step, repeats: int, warmup: int, device: torch.device) -> fl
 
 
 def pooling_benchmark(cfg: Mapping, labelmaps, num_classes: int, repeats: int = 10, warmup: int = 3,
-                      seed: int = 0) -> dict:
+                      seed: int = 0, wrap: Callable[[torch.nn.Module], torch.nn.Module] | None = None) -> dict:
     """Median seconds of, on one batch of the student's recipe (train.batch_size / train.accum_steps, at most
     MAX_BENCHMARK_BATCH): reading its label maps from the store, LabelPooling them over RandomResizedCrop boxes,
     and one training step of the student (forward under the recipe's autocast, soft-target cross-entropy,
-    backward, SGD update)."""
+    backward, SGD update). `wrap` wraps the model for the step (e.g. in DistributedDataParallel)."""
     train = cfg["train"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     batch = max(1, min(int(train["batch_size"]) // int(train["accum_steps"]), MAX_BENCHMARK_BATCH))
@@ -122,6 +122,8 @@ def pooling_benchmark(cfg: Mapping, labelmaps, num_classes: int, repeats: int = 
     model = create_model(train["model"], num_classes).to(device)
     memory = torch.channels_last if train["channels_last"] else torch.contiguous_format
     model = model.to(memory_format=memory)
+    if wrap is not None:
+        model = wrap(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=float(train["lr"]), momentum=float(train["momentum"]))
     loss_fn = SoftTargetCrossEntropy()
     size = int(train["crop_size"])

@@ -35,3 +35,11 @@ def test_the_loader_benchmark_runs_at_its_small_size(tmp_path, capsys):
     rows = table(capsys.readouterr().out, "workers")
     assert [row[0] for row in rows] == ["0", "1"]
     assert all(float(value) > 0 for row in rows for value in row[1:4])
+
+
+def test_the_pooling_share_benchmark_runs_at_its_small_size(capsys):
+    benchmark("bench_pooling_share").main(["--small"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "DDP with 1 process" in lines[0] and "batch 4" in lines[0]
+    shares = [line for line in lines if "of a step" in line]
+    assert len(shares) == 2 and all(float(line.split("(")[1].split("%")[0]) >= 0 for line in shares)
