@@ -276,7 +276,8 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
                       "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
                                            str(len(ctx.seeds))] +
-                                          [f"--set {k}={v}" for k, v in ctx.overrides.items()])}
+                                          [f"--set {k}={v}" for k, v in ctx.overrides.items()] +
+                                          ([f"--rows {','.join(ctx.rows)}"] if ctx.rows else []))}
         results.write_meta(stage, experiment.name, {**invocation, **runs_time(experiment, ctx), "report": report,
                                                     "invocations": (
             invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
