@@ -22,7 +22,7 @@ from typing import Mapping
 # The versions the detector runs are made with (and pinned by the `detection` extra); part of every detector spec.
 PACKAGES = {"mmcv": "2.1.0", "mmengine": "0.10.7", "mmdet": "3.3.0"}
 INSTALL = ("the detection extra (mmcv 2.1.0 built from source, mmengine 0.10.7, mmdet 3.3.0) is not installed: "
-           "run `make detection` (about 9 min once; docs/detection.md)")
+           "run `make detection` (about 11 min once; docs/detection.md)")
 
 # detector -> (its config inside mmdet/.mim/configs, the prefix of its metrics, CocoMetric's metrics -> ours)
 DETECTORS = {
