@@ -195,7 +195,7 @@ def test_without_the_extra_table9_says_in_one_line_how_to_install_it(tmp_path):
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.strip().splitlines() == [
         "problem: the detection extra (mmcv 2.1.0 built from source, mmengine 0.10.7, mmdet 3.3.0) is not "
-        "installed: run `make detection` (about 9 min once; docs/detection.md)"]
+        "installed: run `make detection` (about 11 min once; docs/detection.md)"]
     assert not (tmp_path / "runs").exists()  # found before anything is computed
     planned = _without_extra("table9", "--profile", "smoke", "--plan", tmp_path=tmp_path)
     assert planned.returncode == 0 and "detector" in planned.stdout, planned.stderr
