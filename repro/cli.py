@@ -43,6 +43,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="M")
 
 
+def _settings(text: str) -> tuple[str, ...]:
+    return tuple(word.strip() for word in text.split(",") if word.strip())
+
+
 def build_parser(experiments) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m repro",
@@ -54,9 +58,9 @@ def build_parser(experiments) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=experiment.help, description=experiment.help)
         _add_run_options(p)
         if isinstance(experiment, TrainingExperiment):
-            p.add_argument("--rows", type=lambda text: tuple(text.split(",")), default=(), metavar="S1,S2",
-                           help="only these settings (the table's rows), e.g. --rows relabel_fp32_top5,"
-                                "relabel_compact_top5: the CSV holds those rows, the other rows' claims show no data")
+            p.add_argument("--rows", type=_settings, default=(), metavar="S1,S2",
+                           help="compute only these settings (the table's rows), e.g. --rows relabel_fp32_top5,"
+                                "relabel_compact_top5; the CSV keeps the other rows as results/ held them")
         p.set_defaults(func=_run_one, experiment=name)
     p = sub.add_parser("all", help="run every implemented experiment in order")
     _add_run_options(p)

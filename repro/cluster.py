@@ -152,6 +152,8 @@ def tabulate_command(args: argparse.Namespace) -> str:
              "--seeds", str(args.seeds), "--runs", str(args.runs), "--results", str(args.results)]
     for item in args.overrides:
         words += ["--set", item]
+    if getattr(args, "rows", ()):
+        words += ["--rows", ",".join(args.rows)]
     return shlex.join(words)
 
 

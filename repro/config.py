@@ -402,7 +402,7 @@ _SLIM_DETECTOR = {
 EMBEDDED_DETECTION = {
     "smoke": {"image_scale": [112, 112], "epochs": 1, "milestones": [1], "batch_size": 4, "lr": 0.005,
               "warmup_iters": 5, "cfg_options": _SLIM_DETECTOR},
-    # the 1x schedule's shape (lr x0.1 for its last third) in 3 epochs: four detectors in ~20 min on 2 idle cores
+    # the 1x schedule's shape (lr x0.1 for its last third) in 3 epochs: four detectors in ~24 min on 2 idle cores
     "proxy": {"image_scale": [112, 112], "epochs": 3, "milestones": [2], "batch_size": 8, "lr": 0.01,
               "warmup_iters": 50, "cfg_options": _SLIM_DETECTOR},
 }

@@ -246,6 +246,30 @@ def runs_time(experiment: Experiment, ctx: Context) -> dict:
             "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1)}
 
 
+def with_other_rows(measured: pd.DataFrame, previous: pd.DataFrame | None, rows: tuple[str, ...]) -> pd.DataFrame:
+    """Under --rows: the chosen settings' new measurements, and the other settings' rows as the results folder
+    held them (the recorded invocations say which command measured which)."""
+    if previous is None or "setting" not in previous:
+        return measured
+    kept = previous[~previous["setting"].isin(rows)]
+    return pd.concat([kept, measured], ignore_index=True) if len(kept) else measured
+
+
+def experiment_report(experiment: Experiment, ctx: Context) -> str:
+    """The experiment's diagnostics; under --rows from cached runs only, since a report may read other rows'."""
+    from repro.runs import RunNotCached, only_cached
+
+    if experiment.report is None:
+        return ""
+    if not ctx.rows:
+        return experiment.report(ctx)
+    try:
+        with only_cached():
+            return experiment.report(ctx)
+    except RunNotCached as missing:
+        return f"(report left out: it reads {missing}, which --rows {','.join(ctx.rows)} does not compute)"
+
+
 def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if not experiment.implemented:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
@@ -258,9 +282,12 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     if not isinstance(collected, Collected):
         collected = Collected(collected)
     measured = collected.measured
+    if ctx.rows:
+        measured = with_other_rows(measured, results.read_measurements(ctx.out_dir, experiment.name,
+                                                                       experiment.key_columns), ctx.rows)
     summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
     title = f"{experiment.paper_ref} ({ctx.profile} profile): {experiment.title}"
-    report = experiment.report(ctx) if experiment.report is not None else ""
+    report = experiment_report(experiment, ctx)
     verdicts = verdicts_for(experiment, measured, ctx.profile)
     with results.staged_results(ctx.out_dir, experiment.name) as stage:
         staged = results.write_results(measured, summary, stage, experiment.name, collected.tables,

@@ -121,6 +121,24 @@ DISTRIBUTED_KINDS = ("annotator", "train", "eval", "detector")
 WAIT_SECONDS = 5.0
 
 
+class RunNotCached(LookupError):
+    """A run that `only_cached()` forbade computing."""
+
+
+_ONLY_CACHED = [False]
+
+
+@contextmanager
+def only_cached():
+    """Inside it, `cached` returns finished runs and raises RunNotCached for any other: code that may read runs
+    outside an experiment's plan (a table's report under --rows) reads what is there and computes nothing."""
+    before, _ONLY_CACHED[0] = _ONLY_CACHED[0], True
+    try:
+        yield
+    finally:
+        _ONLY_CACHED[0] = before
+
+
 def cached(spec: Spec, resources: Resources) -> Run:
     """The finished run of `spec`: reused if done, else computed (resuming whatever it left before).
 
@@ -128,7 +146,10 @@ def cached(spec: Spec, resources: Resources) -> Run:
     evaluation run is computed by every rank together, rank 0 alone taking the lock and writing the run's files,
     and any other run by rank 0 alone while the others wait for it (by its files, not a collective, so a
     label-map pass of many hours meets no communication timeout)."""
-    run = Run(spec, resources.runs_root).create()
+    run = Run(spec, resources.runs_root)
+    if not run.done and _ONLY_CACHED[0]:
+        raise RunNotCached(f"the {spec.kind} run {run.hash}")
+    run = run.create()
     if run.done:
         return run
     if spec.kind not in COMPUTE:

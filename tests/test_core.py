@@ -198,6 +198,34 @@ def test_rows_restrict_a_training_table_to_some_settings(tmp_path, capsys):
     assert "--rows relabel_fp8_top5" in error and "relabel_compact_top5" in error and error.count("\n") == 1
 
 
+def test_rows_keep_the_other_rows_of_the_results_folder():
+    import pandas as pd
+
+    from repro.experiment import with_other_rows
+
+    def rows(*settings, value):
+        return pd.DataFrame([{"model": "resnet50", "setting": s, "seed": 0, "metric": "imagenet_top1", "value": value}
+                             for s in settings])
+
+    merged = with_other_rows(rows("compact", value=2.0), rows("baseline", "compact", value=1.0), ("compact",))
+    assert sorted(zip(merged["setting"], merged["value"])) == [("baseline", 1.0), ("compact", 2.0)]
+    assert with_other_rows(rows("compact", value=2.0), None, ("compact",)).equals(rows("compact", value=2.0))
+
+
+def test_only_cached_reads_finished_runs_and_computes_nothing(fixture_config):
+    from repro.pipeline import resources
+    from repro.runs import RunNotCached, cached, only_cached
+
+    cfg, runs = fixture_config
+    spec = student_spec(cfg, runs)
+    with only_cached(), pytest.raises(RunNotCached, match=Run(spec, runs).hash):
+        cached(spec, resources(cfg, runs))
+    assert not Run(spec, runs).dir.exists()  # not even its folder
+    train_student(cfg, runs)
+    with only_cached():
+        assert cached(spec, resources(cfg, runs)).done
+
+
 def _plan_runs(argv, capsys) -> list[str]:
     assert main(argv) == 0
     return [line for line in capsys.readouterr().out.splitlines() if line.split(" ")[0] in
