@@ -17,12 +17,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from repro import results
-from repro.claims import NO_DATA, Claim, interval
-from repro.claims import _three_way as three_way
+from repro.claims import NO_DATA, Claim, interval, interval_verdict
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import students_per_seed, train_student
@@ -79,8 +77,8 @@ def _verdict(values, ok, what: str) -> tuple[str, str]:
     """A claim on the mean of per-seed `values` (the 95% interval's three-way reading of `repro.claims`)."""
     if len(values) == 0:
         return NO_DATA, f"no paired seeds for {what}"
-    est = interval(np.asarray(values))
-    return three_way(est.low, est.high, est.n, ok, est.mean), f"{what} = {est}"
+    verdict, est = interval_verdict(values, ok)
+    return verdict, f"{what} = {est}"
 
 
 def _paper_gain(setting: str) -> float:

@@ -75,6 +75,13 @@ def _three_way(supports_low: float, supports_high: float, n: int, ok: Callable[[
     return NOT_SHOWN
 
 
+def interval_verdict(values, ok: Callable[[float], bool]) -> tuple[str, Interval]:
+    """Holds, fails or not shown: `ok` read on both ends of the 95% interval of the mean of per-seed `values` (on
+    the value itself when there is one); and that interval."""
+    est = interval(np.asarray(values))
+    return _three_way(est.low, est.high, est.n, ok, est.mean), est
+
+
 @dataclass(frozen=True)
 class Claim:
     """One statement of the paper. `kind`:
@@ -105,26 +112,23 @@ class Claim:
             values = _values(measured, self.better, self.metric, self.model, self.where).to_numpy()
             if len(values) == 0:
                 return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}", checked=False)
-            est = interval(values)
-            verdict = _three_way(est.low, est.high, est.n, lambda v: self.low <= v <= self.high, est.mean)
+            verdict, est = interval_verdict(values, lambda v: self.low <= v <= self.high)
             return Verdict(self.text, verdict, f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]")
         diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model,
                                  self.where)
         if len(diff) == 0:
             return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}", checked=False)
-        est = interval(diff)
         ok = {
             "greater": lambda d: d > 0,
             "within": lambda d: abs(d) <= self.margin,
             "not_worse": lambda d: d >= -self.margin,
         }[self.kind]
+        verdict, est = interval_verdict(diff, ok)
         if self.kind == "within" and est.n >= 2:
             # within needs the whole interval inside the band; it fails only if the whole interval is outside
             inside = -self.margin <= est.low and est.high <= self.margin
             outside = est.low > self.margin or est.high < -self.margin
             verdict = HOLDS if inside else FAILS if outside else NOT_SHOWN
-        else:
-            verdict = _three_way(est.low, est.high, est.n, ok, est.mean)
         return Verdict(self.text, verdict, f"{self.metric}: {self.better} − {self.worse} = {est}")
 
 
