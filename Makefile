@@ -47,7 +47,7 @@ world: env
 paper: env detection
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(SEEDS)$(SETS) --plan
 	$(REPRO) all --profile $(PROFILE) --seeds $(SEEDS)$(SETS)
-	$(BIN)/python -m repro report --profile $(PROFILE)
+	$(BIN)/python -m repro report --profile $(PROFILE)$(if $(filter proxy,$(PROFILE)), --readme README.md)
 	$(BIN)/python -m repro compare --profile $(PROFILE)
 
 report: env

@@ -82,6 +82,9 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
     p.add_argument("--results", type=Path, default=Path("results"))
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run cache holding the world (default runs/)")
+    p.add_argument("--readme", type=Path, default=None, metavar="README.md",
+                   help="also write the overview (each experiment's verdict counts) into this file, between its "
+                        "two verdict-block comment lines")
     p.set_defaults(func=_report)
     from repro.labelmaps import cli as labelmaps_cli
     from repro.world import cli as world_cli
@@ -169,8 +172,8 @@ def _compare(args, experiments) -> int:
 def _report(args, experiments) -> int:
     from repro.report import write_report
 
-    html, md = write_report(experiments, args.profile, args.results, args.runs)
-    print(f"wrote {html} and {md}")
+    html, md = write_report(experiments, args.profile, args.results, args.runs, args.readme)
+    print(f"wrote {html} and {md}" + (f", and the verdict table in {args.readme}" if args.readme else ""))
     return 0
 
 

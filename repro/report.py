@@ -10,6 +10,7 @@ Jinja2 renders both (it comes with the stack); the page is plain HTML/CSS whose 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,8 @@ from repro.experiment import CHECKED_PROFILES, invocations, shown_verdict, verdi
 TEMPLATES = Path(__file__).with_name("templates")
 DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 VERDICT_ORDER = (HOLDS, FAILS, NOT_SHOWN, NO_DATA)
+README_MARKERS = ("<!-- verdicts: the overview of a report, written by `python -m repro report --readme README.md` -->",
+                  "<!-- end of verdicts -->")
 
 
 @dataclass
@@ -141,8 +144,27 @@ def render(template: str, **context) -> str:
     return environment.get_template(template).render(**context)
 
 
-def write_report(experiments: dict, profile: str, results_root: Path, runs_root: Path) -> tuple[Path, Path]:
-    """Write report.html and report.md into results/<profile>/ and return their paths."""
+def overview_table(sections: list[Section], profile: str, report_link: str) -> str:
+    """The report's overview as a Markdown table, each experiment linked to its section of `report_link`."""
+    return (f"At the `{profile}` profile ([the report]({report_link}), with every number and figure):\n\n"
+            + render("overview.md.j2", sections=sections, verdict_names=VERDICT_ORDER, link_prefix=report_link))
+
+
+def replace_readme_block(readme: Path, text: str) -> None:
+    """Put `text` between README_MARKERS in `readme`, leaving the rest of the file as it is."""
+    start, end = README_MARKERS
+    content = readme.read_text()
+    if content.count(start) != 1 or content.count(end) != 1 or content.index(start) > content.index(end):
+        raise ValueError(f"{readme} needs one line '{start}' and, below it, one line '{end}' where the verdict "
+                         f"table goes")
+    head, rest = content.split(start, 1)
+    readme.write_text(head + start + "\n" + text + rest[rest.index(end):])
+
+
+def write_report(experiments: dict, profile: str, results_root: Path, runs_root: Path,
+                 readme: Path | None = None) -> tuple[Path, Path]:
+    """Write report.html and report.md into results/<profile>/ and return their paths; with `readme`, also put
+    the overview table into that file's verdict block (README_MARKERS)."""
     out_dir = results.results_dir(results_root, profile)
     sections = build_sections(experiments, profile, out_dir)
     context = {"profile": profile, "sections": sections, "written": time.strftime("%Y-%m-%d %H:%M"),
@@ -152,4 +174,7 @@ def write_report(experiments: dict, profile: str, results_root: Path, runs_root:
     html, md = out_dir / "report.html", out_dir / "report.md"
     html.write_text(render("report.html.j2", **context))
     md.write_text(render("report.md.j2", **context))
+    if readme is not None:
+        link = Path(os.path.relpath(md.resolve(), Path(readme).resolve().parent)).as_posix()
+        replace_readme_block(Path(readme), overview_table(sections, profile, link))
     return html, md

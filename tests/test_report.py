@@ -10,7 +10,8 @@ import pytest
 from repro import results
 from repro.experiment import discover
 from repro.plotting import plt
-from repro.report import write_report
+from repro.report import (README_MARKERS, build_sections, overview_table, replace_readme_block,
+                          write_report)
 from tests.browser import chromium, probe_page, screenshot
 
 needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on this machine (.ci/run installs "
@@ -131,3 +132,32 @@ def test_the_committed_proxy_results_have_the_current_experiments_settings_and_m
                 stale.append(f"{path.name}: {what} differ from a fresh run's (only committed: "
                              f"{sorted(set(have) - set(want))[:5]}, only fresh: {sorted(set(want) - set(have))[:5]})")
     assert not stale, "rerun `make paper` and commit results/proxy:\n" + "\n".join(stale)
+
+
+def test_the_readme_block_is_replaced_and_a_readme_without_one_is_named(tmp_path):
+    start, end = README_MARKERS
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n{start}\nold table\n{end}\nafter\n")
+    replace_readme_block(readme, "new table\n")
+    assert readme.read_text() == f"# title\n{start}\nnew table\n{end}\nafter\n"
+    readme.write_text("# title\n")
+    with pytest.raises(ValueError, match="README.md needs one line"):
+        replace_readme_block(readme, "new table\n")
+
+
+def test_the_readmes_verdict_table_is_what_the_committed_proxy_results_say(experiments):
+    """README's table is `report --readme`'s rendering of results/proxy as committed (checked where the folder
+    holds only committed, unmodified files, as in CI's clone)."""
+    repo = COMMITTED.parents[1]
+    tracked = subprocess.run(["git", "-C", str(repo), "ls-files", "results/proxy"], capture_output=True,
+                             text=True).stdout.split()
+    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all",
+                              "results/proxy"], capture_output=True, text=True).stdout.strip()
+    if not tracked or changed:
+        pytest.skip("results/proxy holds no committed results, or files that differ from the committed ones")
+    start, end = README_MARKERS
+    readme = (repo / "README.md").read_text()
+    block = readme.split(start, 1)[1].split(end, 1)[0].lstrip("\n")
+    sections = build_sections(experiments, "proxy", COMMITTED)
+    assert block == overview_table(sections, "proxy", "results/proxy/report.md"), (
+        "README's verdict table is out of date: run `python -m repro report --profile proxy --readme README.md`")
