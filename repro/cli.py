@@ -122,13 +122,18 @@ def _run_one(args, experiments) -> int:
     return 0
 
 
+def experiment_specs(experiments, ctx) -> list:
+    """The specs of the runs these experiments compute (their inputs not listed)."""
+    return [spec for experiment in experiments if experiment.implemented and experiment.plan is not None
+            for spec in experiment.plan(ctx)]
+
+
 def track_runs(experiments, ctx) -> dict[str, str]:
     """Progress lines over the runs these experiments need that the cache lacks (each once); those runs."""
     from repro import progress
     from repro.plan import pending_runs
 
-    specs = [spec for experiment in experiments if experiment.plan is not None for spec in experiment.plan(ctx)]
-    pending = pending_runs(specs, ctx.runs_root)
+    pending = pending_runs(experiment_specs(experiments, ctx), ctx.runs_root)
     progress.track(pending)
     return pending
 
@@ -138,7 +143,10 @@ def _run_all(args, experiments) -> int:
     if (status := launch(args, list(experiments.values()), ctx)) is not None:
         return status
     if args.plan:
+        from repro.plan import plan_total
+
         print("\n\n".join(experiment_plan(experiment, ctx) for experiment in experiments.values()))
+        print("\n" + plan_total(experiment_specs(experiments.values(), ctx), ctx.runs_root))
         return 0
     skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
     runnable = [experiment for experiment in experiments.values() if experiment.implemented]

@@ -3,6 +3,7 @@ computed. The runs an experiment computes come from its `plan` (their inputs, ne
 from __future__ import annotations
 
 import os
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
@@ -30,6 +31,16 @@ def with_inputs(specs: Iterable[Spec]) -> list[Spec]:
 def pending_runs(specs: Iterable[Spec], runs_root: str | os.PathLike) -> dict[str, str]:
     """hash -> kind of the runs among `specs` and their inputs that the cache lacks."""
     return {spec.hash: spec.kind for spec in with_inputs(specs) if not Run(spec, runs_root).done}
+
+
+def plan_total(specs: Iterable[Spec], runs_root: str | os.PathLike) -> str:
+    """One line for several experiments' plans: their distinct runs (a run shared by several counted once), how
+    many are cached, and the kinds of those to run."""
+    ordered = with_inputs(specs)
+    pending = Counter(spec.kind for spec in ordered if not Run(spec, runs_root).done)
+    kinds = ", ".join(f"{kind} {count}" for kind, count in pending.most_common())
+    return (f"in all: {len(ordered)} distinct runs, {len(ordered) - pending.total()} cached, "
+            f"{pending.total()} to run" + (f" ({kinds})" if kinds else ""))
 
 
 @lru_cache(maxsize=None)

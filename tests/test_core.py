@@ -188,6 +188,17 @@ def test_plan_lists_every_run_and_computes_nothing(tmp_path, capsys):
     assert len(set(table6)) == len(table6) == 7  # the annotator's pass and six derived variants
 
 
+def test_the_plan_of_all_counts_each_shared_run_once(tmp_path, capsys):
+    assert main(["all", "--profile", "smoke", "--plan", "--runs", str(tmp_path)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    listed = sum(int(line.split(": ")[1].split()[0]) for line in out if line.endswith(" cached") and "): " in line)
+    total = out[-1]
+    assert total.startswith("in all: ") and "0 cached" in total and "world 1)" in total
+    distinct = int(total.split()[2])
+    assert distinct == len({line.split()[1] for line in out[:-1] if " to run " in line}) < listed
+    assert not any(tmp_path.iterdir())
+
+
 def test_rows_restrict_a_training_table_to_some_settings(tmp_path, capsys):
     argv = ["table6", "--profile", "smoke", "--plan", "--runs", str(tmp_path)]
     assert main([*argv, "--rows", "relabel_fp32_top5,relabel_compact_top5"]) == 0
