@@ -30,9 +30,9 @@ def _make_commands(*variables: str) -> list[str]:
 
 def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     assert _make_commands() == [
-        ".venv/bin/python -m repro all --profile proxy --seeds 1 --plan",
-        ".venv/bin/python -m repro all --profile proxy --seeds 1",
-        ".venv/bin/python -m repro report --profile proxy",
+        ".venv/bin/python -m repro all --profile proxy --seeds 3 --plan",
+        ".venv/bin/python -m repro all --profile proxy --seeds 3",
+        ".venv/bin/python -m repro report --profile proxy --readme README.md",
         ".venv/bin/python -m repro compare --profile proxy",
         ".venv/bin/python -m repro table3 --profile proxy --seeds 1",
     ]
