@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import itertools
 import sys
+from collections import Counter
 
 import pandas as pd
 
 from repro import results
-from repro.claims import Claim
+from repro.claims import FAILS, HOLDS, NO_DATA, NOT_SHOWN, Claim
 from repro.config import PAPER, with_changes
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import student_spec, train_student
@@ -62,12 +63,31 @@ def collect(ctx: Context) -> Collected:
     return Collected(results.measurements(measured), tables={"grid": grid})
 
 
+PER_TASK = [Claim(f"relabel ≥ vanilla on {task}", kind="not_worse", metric=f"{task}_top1", model="resnet50",
+                  better="relabel", worse="vanilla") for task in TASKS]
+
+
+def not_worse_on_every_task(measured: pd.DataFrame) -> tuple[str, str]:
+    """The paper's "all five": each measured task read through its own claim; fails if one fails, holds if all
+    hold. The detail also counts the tasks whose ReLabel mean is above vanilla's (the paper's reading)."""
+    verdicts = {claim.metric: claim.evaluate(measured).verdict for claim in PER_TASK}
+    measured_tasks = [metric for metric, verdict in verdicts.items() if verdict != NO_DATA]
+    if not measured_tasks:
+        return NO_DATA, "no task has paired seeds"
+    counts = Counter(verdicts[metric] for metric in measured_tasks)
+    means = measured[measured.metric.isin(measured_tasks)].groupby(["metric", "setting"])["value"].mean().unstack()
+    above = int((means["relabel"] > means["vanilla"]).sum())
+    verdict = FAILS if counts[FAILS] else HOLDS if counts[HOLDS] == len(measured_tasks) else NOT_SHOWN
+    return verdict, (f"of {len(measured_tasks)} tasks: {counts[HOLDS]} hold, {counts[FAILS]} fail, "
+                     f"{counts[NOT_SHOWN]} not shown; ReLabel's mean above vanilla's on {above}")
+
+
 EXPERIMENT = Experiment(
     name="table8",
     title="fine-grained transfer of the vanilla and ReLabel ResNet-50s (grid chosen on held-out training images)",
     paper_ref="Table 8",
     collect=collect,
     plan=plan,
-    claims=[Claim(f"relabel ≥ vanilla on {task}", kind="not_worse", metric=f"{task}_top1", model="resnet50",
-                  better="relabel", worse="vanilla") for task in TASKS],
+    claims=[Claim("relabel ≥ vanilla on every task (the paper: all five)", kind="custom",
+                  check=not_worse_on_every_task), *PER_TASK],
 )

@@ -95,3 +95,23 @@ def test_every_transfer_option_reaches_the_fine_tunes_spec_and_none_the_students
     assert student_spec(with_changes(cfg, {"transfer.heldout": 0.3})) == student_spec(cfg)
     with pytest.raises(ValueError, match="data.task 'cars' is not one of transfer.tasks"):
         student_spec(with_changes(cfg, {"data.task": "cars"}))
+
+
+def test_the_every_task_claim_fails_on_one_failing_task_and_holds_only_when_all_hold():
+    from repro import results
+    from repro.claims import FAILS, HOLDS, NO_DATA, NOT_SHOWN
+    from repro.downstream.table8 import not_worse_on_every_task
+
+    def measured(gains: dict[str, list[float]]):
+        rows = [{"model": "resnet50", "setting": setting, "seed": seed, "metric": f"{task}_top1",
+                 "value": 50 + (gain if setting == "relabel" else 0)}
+                for task, per_seed in gains.items() for seed, gain in enumerate(per_seed)
+                for setting in ("vanilla", "relabel")]
+        return results.measurements(rows)
+
+    assert not_worse_on_every_task(measured({}))[0] == NO_DATA
+    verdict, detail = not_worse_on_every_task(measured({"faces": [1, 2, 1.5], "flags": [3, 2, 4]}))
+    assert verdict == HOLDS and detail == ("of 2 tasks: 2 hold, 0 fail, 0 not shown; ReLabel's mean above "
+                                           "vanilla's on 2")
+    assert not_worse_on_every_task(measured({"faces": [1, 2, 1.5], "flags": [3, -2, 1]}))[0] == NOT_SHOWN
+    assert not_worse_on_every_task(measured({"faces": [1, 2, 1.5], "flags": [-3, -2, -4]}))[0] == FAILS
