@@ -90,6 +90,7 @@ class Claim:
     - not_worse: `better` is at most `margin` below `worse`;
     - range: the mean of `better` lies in [low, high] (for quantities such as crop statistics);
     - custom: `check(measured) -> (verdict, detail)`.
+    `scale` ("paper" or "embedded"): a claim about data only one scale has (Table 8's tasks); None: both.
     """
     text: str
     kind: str = "greater"
@@ -103,6 +104,7 @@ class Claim:
     high: float = np.inf
     where: Mapping | None = field(default=None, compare=False)  # fixes further key columns on both sides
     check: Callable[[pd.DataFrame], tuple[str, str]] | None = field(default=None, compare=False)
+    scale: str | None = None
 
     def evaluate(self, measured: pd.DataFrame) -> Verdict:
         if self.kind == "custom":

@@ -161,7 +161,11 @@ def discover() -> dict[str, Experiment]:
 
 
 def verdicts_for(experiment: Experiment, measured: pd.DataFrame, profile: str) -> list[Verdict]:
-    verdicts = evaluate_claims(experiment.claims, measured)
+    """The claims' verdicts at `profile` (those of the other scale's data left out), and at paper scale the
+    absolute checks."""
+    scale = "paper" if profile == "paper" else "embedded"
+    claims = [claim for claim in experiment.claims if claim.scale in (None, scale)]
+    verdicts = evaluate_claims(claims, measured)
     checked = profile in CHECKED_PROFILES
     verdicts = [Verdict(v.claim, v.verdict, v.detail, v.checked and checked) for v in verdicts]
     if profile == "paper":

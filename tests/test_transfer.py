@@ -115,3 +115,17 @@ def test_the_every_task_claim_fails_on_one_failing_task_and_holds_only_when_all_
                                            "vanilla's on 2")
     assert not_worse_on_every_task(measured({"faces": [1, 2, 1.5], "flags": [3, -2, 1]}))[0] == NOT_SHOWN
     assert not_worse_on_every_task(measured({"faces": [1, 2, 1.5], "flags": [-3, -2, -4]}))[0] == FAILS
+
+
+def test_each_scale_reads_only_its_own_tasks_claims():
+    from repro import results
+    from repro.experiment import discover, verdicts_for
+
+    measured = results.measurements([{"model": "resnet50", "setting": setting, "seed": 0, "metric": "flags_top1",
+                                      "value": 50.0} for setting in ("vanilla", "relabel")])
+    table8 = discover()["table8"]
+    proxy = [v.claim for v in verdicts_for(table8, measured, "proxy")]
+    paper = [v.claim for v in verdicts_for(table8, measured, "paper")]
+    assert len(proxy) == len(paper) == 6 and proxy[0] == paper[0]  # the every-task claim, then five tasks
+    assert "relabel ≥ vanilla on flags" in proxy and not any("food101" in claim for claim in proxy)
+    assert "relabel ≥ vanilla on food101" in paper and not any("flags" in claim for claim in paper)
