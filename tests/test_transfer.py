@@ -129,3 +129,17 @@ def test_each_scale_reads_only_its_own_tasks_claims():
     assert len(proxy) == len(paper) == 6 and proxy[0] == paper[0]  # the every-task claim, then five tasks
     assert "relabel ≥ vanilla on flags" in proxy and not any("food101" in claim for claim in proxy)
     assert "relabel ≥ vanilla on food101" in paper and not any("flags" in claim for claim in paper)
+
+
+def test_every_fine_tune_starts_from_one_of_table3s_students_of_its_own_seed():
+    from repro.config import profile_config
+    from repro.experiment import Context, discover
+    from repro.specs import Spec
+
+    ctx = Context("proxy", profile_config("proxy"), [0, 1], "unused", "unused")
+    table3 = {spec.hash: spec for spec in discover()["table3"].plan(ctx)}
+    finetunes = discover()["table8"].plan(ctx)
+    starts = [Spec.from_json(spec["train"]["init"]["run"]) for spec in finetunes]
+    assert len(finetunes) == 5 * 2 * 4 * 2 == len({spec.hash for spec in finetunes})
+    assert {start.hash for start in starts} <= set(table3) and len({start.hash for start in starts}) == 4
+    assert all(spec["seed"] == start["seed"] for spec, start in zip(finetunes, starts))
