@@ -37,7 +37,7 @@ def plan_total(specs: Iterable[Spec], runs_root: str | os.PathLike) -> str:
     """One line for several experiments' plans: their distinct runs (a run shared by several counted once), how
     many are cached, and the kinds of those to run."""
     ordered = with_inputs(specs)
-    pending = Counter(spec.kind for spec in ordered if not Run(spec, runs_root).done)
+    pending = Counter(pending_runs(ordered, runs_root).values())
     kinds = ", ".join(f"{kind} {count}" for kind, count in pending.most_common())
     return (f"in all: {len(ordered)} distinct runs, {len(ordered) - pending.total()} cached, "
             f"{pending.total()} to run" + (f" ({kinds})" if kinds else ""))

@@ -110,13 +110,17 @@ def test_compare_at_smoke_says_not_checked_rather_than_fails(smoke_results, expe
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "proxy"
 
 
+def _git(*args: str) -> str:
+    """A git command's output, run in the repository that holds COMMITTED."""
+    return subprocess.run(["git", "-C", str(COMMITTED.parents[1]), *args], capture_output=True, text=True).stdout
+
+
 @pytest.mark.slow
 def test_the_committed_proxy_results_have_the_current_experiments_settings_and_metrics(smoke_results, experiments):
     """results/proxy/ in the repository must be what the current code's experiments write: the same key columns,
     settings and metrics as a fresh smoke run of each (the profiles change sizes, never what is measured)."""
-    tracked = subprocess.run(["git", "-C", str(COMMITTED.parents[1]), "ls-files", "results/proxy"],
-                             capture_output=True, text=True).stdout.split()
-    committed = sorted(COMMITTED.parents[1] / name for name in tracked if name.endswith("_seeds.csv"))
+    committed = sorted(COMMITTED.parents[1] / name for name in _git("ls-files", "results/proxy").split()
+                       if name.endswith("_seeds.csv"))
     if not committed:
         pytest.skip(f"no results committed under {COMMITTED} (files there that git does not track are not checked)")
     stale = []
@@ -149,11 +153,8 @@ def test_the_readmes_verdict_table_is_what_the_committed_proxy_results_say(exper
     """README's table is `report --readme`'s rendering of results/proxy as committed (checked where the folder
     holds only committed, unmodified files, as in CI's clone)."""
     repo = COMMITTED.parents[1]
-    tracked = subprocess.run(["git", "-C", str(repo), "ls-files", "results/proxy"], capture_output=True,
-                             text=True).stdout.split()
-    changed = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=all",
-                              "results/proxy"], capture_output=True, text=True).stdout.strip()
-    if not tracked or changed:
+    if not _git("ls-files", "results/proxy").strip() or _git("status", "--porcelain", "--untracked-files=all",
+                                                              "results/proxy").strip():
         pytest.skip("results/proxy holds no committed results, or files that differ from the committed ones")
     start, end = README_MARKERS
     readme = (repo / "README.md").read_text()
