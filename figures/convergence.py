@@ -1,7 +1,7 @@
 """Convergence (beyond the paper): does ReLabel's gain over the original labels persist as the students converge?
 
 Table 3's original-label, label-smoothing (0.1) and ReLabel ResNet-50 students, each trained for every length of
-the profile's `convergence.epochs` (proxy 4-32, smoke 1-2, paper 75-300; the recipe's own length is among them, so
+the profile's `convergence.epochs` (proxy 4-16, smoke 1-2, paper 75-300; the recipe's own length is among them, so
 those students are Table 3's cached runs); the rest of the recipe is unchanged (the cosine spans each length). At
 the proxy profile's 4 epochs ReLabel gains +5.7 pp where the paper's converged students gain +1.4 pp. Writes
 convergence_gains.csv: per length, ReLabel − original and label smoothing − original over paired seeds, with
@@ -151,6 +151,7 @@ EXPERIMENT = Experiment(
     plan=plan,
     plot=plot,
     key_columns=KEYS,
+    profile_sized_keys=("epochs",),
     metrics=["imagenet_top1"],
     claims=[Claim("ReLabel > original labels at the longest length", kind="custom",
                   check=at_longest(RELABEL, lambda d: d > 0)),

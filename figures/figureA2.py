@@ -164,6 +164,7 @@ EXPERIMENT = Experiment(
     plot=plot,
     plan=lambda ctx: labelmaps_specs(ctx.config, "val"),
     metrics=["fraction_peaks_on_own_objects", "fraction_top2_classes_present", "fraction_peaks_in_different_objects"],
+    data_dependent_metrics=("fraction_peaks_on_own_objects",),  # needs an image whose top-2 classes are objects
     claims=[Claim("the top-1 and top-2 heatmaps peak each on its own object (a majority of the multi-object images "
                   "whose top-2 classes are both objects of the image)", kind="custom",
                   check=peaks_on_different_objects)],

@@ -72,6 +72,11 @@ class Experiment:
     plan: Callable[[Context], list] | None = None  # the specs of the runs `collect` computes (their inputs follow)
     absolute_tolerances: dict[str, float] = field(default_factory=dict)
     report: Callable[[Context], str] | None = None  # extra lines printed after the table (diagnostics)
+    # metrics written only where the data has a case for them (a small world may have none): a profile's results
+    # may lack them
+    data_dependent_metrics: tuple[str, ...] = ()
+    # key columns whose values the profile sets (training lengths): two profiles' results differ in them by design
+    profile_sized_keys: tuple[str, ...] = ()
 
     @property
     def implemented(self) -> bool:
