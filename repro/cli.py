@@ -11,7 +11,7 @@ from repro.preemption import PREEMPTED_STATUS, Preempted
 from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
                           with_changes)
 from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, TrainingExperiment, check_inputs,
-                              compare, discover, experiment_plan, run_experiment)
+                              compare, discover, experiment_plan, planned_specs, run_experiment)
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -124,8 +124,7 @@ def _run_one(args, experiments) -> int:
 
 def experiment_specs(experiments, ctx) -> list:
     """The specs of the runs these experiments compute (their inputs not listed)."""
-    return [spec for experiment in experiments if experiment.implemented and experiment.plan is not None
-            for spec in experiment.plan(ctx)]
+    return [spec for experiment in experiments for spec in planned_specs(experiment, ctx)]
 
 
 def track_runs(experiments, ctx) -> dict[str, str]:
@@ -145,8 +144,10 @@ def _run_all(args, experiments) -> int:
     if args.plan:
         from repro.plan import plan_total
 
-        print("\n\n".join(experiment_plan(experiment, ctx) for experiment in experiments.values()))
-        print("\n" + plan_total(experiment_specs(experiments.values(), ctx), ctx.runs_root))
+        plans = {experiment.name: planned_specs(experiment, ctx) for experiment in experiments.values()}
+        print("\n\n".join(experiment_plan(experiment, ctx, plans[experiment.name])
+                           for experiment in experiments.values()))
+        print("\n" + plan_total([spec for specs in plans.values() for spec in specs], ctx.runs_root))
         return 0
     skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
     runnable = [experiment for experiment in experiments.values() if experiment.implemented]

@@ -228,13 +228,19 @@ def check_inputs(experiment: Experiment, ctx: Context, verbose: bool = False) ->
     return findings
 
 
-def experiment_plan(experiment: Experiment, ctx: Context) -> str:
-    """The runs `experiment` needs under `ctx`, computing nothing (`python -m repro EXP --plan`)."""
+def planned_specs(experiment: Experiment, ctx: Context) -> list:
+    """The specs of the runs `experiment` computes under `ctx` (their inputs not listed); none if unimplemented."""
+    return experiment.plan(ctx) if experiment.implemented and experiment.plan is not None else []
+
+
+def experiment_plan(experiment: Experiment, ctx: Context, specs: list | None = None) -> str:
+    """The runs `experiment` needs under `ctx` (its `planned_specs`, unless given), computing nothing (`python -m
+    repro EXP --plan`)."""
     from repro.plan import plan_lines
 
     if not experiment.implemented:
         return f"{experiment.name}: not implemented yet"
-    specs = experiment.plan(ctx) if experiment.plan is not None else []
+    specs = planned_specs(experiment, ctx) if specs is None else specs
     if not specs:
         return f"{experiment.name}: needs no cached run"
     lines = plan_lines(specs, ctx.runs_root)
@@ -249,7 +255,7 @@ def runs_time(experiment: Experiment, ctx: Context) -> dict:
     from repro.plan import with_inputs
     from repro.runs import Run
 
-    finished = [run for spec in with_inputs(experiment.plan(ctx) if experiment.plan is not None else [])
+    finished = [run for spec in with_inputs(planned_specs(experiment, ctx))
                 if (run := Run(spec, ctx.runs_root)).done]
     return {"runs": len(finished),
             "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1)}
