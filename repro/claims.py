@@ -82,6 +82,18 @@ def interval_verdict(values, ok: Callable[[float], bool]) -> tuple[str, Interval
     return _three_way(est.low, est.high, est.n, ok, est.mean), est
 
 
+def band_verdict(values, low: float, high: float) -> tuple[str, Interval]:
+    """Whether the mean of per-seed `values` lies in [low, high]: holds if the whole 95% interval is inside, fails
+    if it is wholly outside (on one side), else not shown (an interval wider than the band is not shown, where
+    reading `ok` on its two ends would say fails); and that interval."""
+    est = interval(np.asarray(values))
+    if est.n < 2:
+        return (HOLDS if low <= est.mean <= high else FAILS), est
+    inside = low <= est.low and est.high <= high
+    outside = est.low > high or est.high < low
+    return (HOLDS if inside else FAILS if outside else NOT_SHOWN), est
+
+
 @dataclass(frozen=True)
 class Claim:
     """One statement of the paper. `kind`:
@@ -114,23 +126,17 @@ class Claim:
             values = _values(measured, self.better, self.metric, self.model, self.where).to_numpy()
             if len(values) == 0:
                 return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}", checked=False)
-            verdict, est = interval_verdict(values, lambda v: self.low <= v <= self.high)
+            verdict, est = band_verdict(values, self.low, self.high)
             return Verdict(self.text, verdict, f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]")
         diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model,
                                  self.where)
         if len(diff) == 0:
             return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}", checked=False)
-        ok = {
-            "greater": lambda d: d > 0,
-            "within": lambda d: abs(d) <= self.margin,
-            "not_worse": lambda d: d >= -self.margin,
-        }[self.kind]
-        verdict, est = interval_verdict(diff, ok)
-        if self.kind == "within" and est.n >= 2:
-            # within needs the whole interval inside the band; it fails only if the whole interval is outside
-            inside = -self.margin <= est.low and est.high <= self.margin
-            outside = est.low > self.margin or est.high < -self.margin
-            verdict = HOLDS if inside else FAILS if outside else NOT_SHOWN
+        if self.kind == "within":
+            verdict, est = band_verdict(diff, -self.margin, self.margin)
+        else:
+            ok = {"greater": lambda d: d > 0, "not_worse": lambda d: d >= -self.margin}[self.kind]
+            verdict, est = interval_verdict(diff, ok)
         return Verdict(self.text, verdict, f"{self.metric}: {self.better} − {self.worse} = {est}")
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from repro import results
-from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN
+from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN, band_verdict
 from repro.config import ConfigError, parse_overrides, profile_config, with_changes
 from repro.experiment import compare, discover
 from repro.pipeline import student_spec
@@ -118,6 +118,18 @@ def test_claim_verdicts_use_the_paired_interval():
     assert Claim("x", better="relabel", worse="original").evaluate(noisy).verdict == NOT_SHOWN
     within = Claim("x", kind="within", margin=0.5, better="label_cleaning", worse="original")
     assert within.evaluate(measured).verdict == HOLDS
+
+
+def test_a_band_claim_whose_interval_spans_the_whole_band_is_not_shown_rather_than_failed():
+    """Both ends of such an interval lie outside the band, one on each side: that is no evidence against it."""
+    spread = [-4.0, 0.0, 4.0]  # mean 0, 95% interval about ±9.9
+    assert band_verdict(spread, -1.0, 1.0)[0] == NOT_SHOWN
+    assert band_verdict([5.0, 5.1, 5.2], -1.0, 1.0)[0] == FAILS
+    assert band_verdict([0.1, 0.2, 0.3], -1.0, 1.0)[0] == HOLDS
+    rows = [{"model": "resnet50", "setting": "crops", "seed": seed, "metric": "share", "value": value}
+            for seed, value in enumerate(spread)]
+    wide = Claim("x", kind="range", metric="share", better="crops", low=-1.0, high=1.0)
+    assert wide.evaluate(results.measurements(rows)).verdict == NOT_SHOWN
 
 
 def test_compare_exits_non_zero_when_a_checked_claim_fails(tmp_path, capsys):
