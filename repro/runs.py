@@ -142,7 +142,7 @@ def only_cached():
 def cached(spec: Spec, resources: Resources) -> Run:
     """The finished run of `spec`: reused if done, else computed (resuming whatever it left before).
 
-    Under torchrun the runs it needs are made first, by all ranks in the same order; then a training or
+    The runs it needs are made first (under torchrun by all ranks in the same order); then a training or
     evaluation run is computed by every rank together, rank 0 alone taking the lock and writing the run's files,
     and any other run by rank 0 alone while the others wait for it (by its files, not a collective, so a
     label-map pass of many hours meets no communication timeout)."""
@@ -155,9 +155,10 @@ def cached(spec: Spec, resources: Resources) -> Run:
     if spec.kind not in COMPUTE:
         raise RuntimeError(f"no compute function for {spec.kind} runs: import repro.steps")
     rank = int(os.environ.get("RANK", "0"))
+    # the inputs first, so that a run's recorded wall time is its own, not its annotator's or label maps'
+    for dependency in spec.dependencies():
+        cached(dependency, resources)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        for dependency in spec.dependencies():
-            cached(dependency, resources)
         if rank != 0 and spec.kind not in DISTRIBUTED_KINDS:
             _wait_for(run)
             return run

@@ -137,6 +137,21 @@ def test_an_evaluation_of_a_trained_student_is_its_own_run(fixture_config):
         evaluate_student(cfg, {"type": "fgsmm"}, runs)
 
 
+def test_a_runs_recorded_wall_time_leaves_out_the_inputs_it_computed_first(fixture_config):
+    """The report's compute times and the progress estimates add up runs' wall times: an evaluation that trained
+    its student first must not count the training again."""
+    import time
+
+    cfg, runs = fixture_config
+    started = time.time()
+    evaluate_student(cfg, {"type": "real"}, runs)
+    elapsed = time.time() - started
+    student = Run(student_spec(cfg), runs)
+    evaluation = Run(eval_spec(student_spec(cfg), {"type": "real"}), runs)
+    walls = [float(run.metrics["wall_seconds_last_session"]) for run in (student, evaluation)]
+    assert sum(walls) <= elapsed + 0.05, walls
+
+
 def test_a_fine_tune_starts_from_a_finished_run_with_a_fresh_head(fixture_config):
     cfg, runs = fixture_config
     train_student(cfg, runs)
