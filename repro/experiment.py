@@ -13,7 +13,7 @@ import os
 import pkgutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -77,6 +77,9 @@ class Experiment:
     data_dependent_metrics: tuple[str, ...] = ()
     # key columns whose values the profile sets (training lengths): two profiles' results differ in them by design
     profile_sized_keys: tuple[str, ...] = ()
+    # the seeds it runs whenever more than one is asked: more than the suite's 3 where its runs are cheap and its
+    # claims' intervals straddle zero at 3 (docs/results.md)
+    claim_seeds: int = 0
 
     @property
     def implemented(self) -> bool:
@@ -228,9 +231,18 @@ def check_inputs(experiment: Experiment, ctx: Context, verbose: bool = False) ->
     return findings
 
 
+def with_claim_seeds(experiment: Experiment, ctx: Context) -> Context:
+    """`ctx` with the seeds `experiment` runs: at least its `claim_seeds` where more than one seed is asked."""
+    if len(ctx.seeds) < 2 or experiment.claim_seeds <= len(ctx.seeds):
+        return ctx
+    return replace(ctx, seeds=list(range(experiment.claim_seeds)))
+
+
 def planned_specs(experiment: Experiment, ctx: Context) -> list:
     """The specs of the runs `experiment` computes under `ctx` (their inputs not listed); none if unimplemented."""
-    return experiment.plan(ctx) if experiment.implemented and experiment.plan is not None else []
+    if not experiment.implemented or experiment.plan is None:
+        return []
+    return experiment.plan(with_claim_seeds(experiment, ctx))
 
 
 def experiment_plan(experiment: Experiment, ctx: Context, specs: list | None = None) -> str:
@@ -290,6 +302,10 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
                                        f"{experiment.missing or 'no module code'}")
     started = time.time()
+    if (raised := with_claim_seeds(experiment, ctx)) is not ctx:
+        print(f"{experiment.name}: {len(raised.seeds)} seeds, not {len(ctx.seeds)}: its claims need them "
+              f"(claim_seeds)", file=sys.stderr, flush=True)
+        ctx = raised
     check_inputs(experiment, ctx)
     collected = experiment.collect(ctx)  # every rank of a torchrun job: its training runs are collective
     if int(os.environ.get("RANK", "0")) != 0:

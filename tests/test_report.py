@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from repro import results
+from repro.config import profile_config
 from repro.experiment import discover
 from repro.plotting import plt
 from repro.report import (README_MARKERS, build_sections, overview_table, replace_readme_block,
@@ -176,3 +177,17 @@ def test_the_declared_data_dependent_metrics_and_profile_sized_keys_are_the_expe
                               + [k for k in experiment.profile_sized_keys if k not in experiment.key_columns])]
     assert not wrong, wrong
     assert experiments["figureA2"].data_dependent_metrics and experiments["convergence"].profile_sized_keys
+
+
+def test_an_experiment_runs_its_claim_seeds_whenever_more_than_one_seed_is_asked(experiments, tmp_path):
+    from repro.experiment import Context, planned_specs, with_claim_seeds
+
+    table3 = experiments["table3"]
+    ctx = lambda n: Context("smoke", profile_config("smoke"), list(range(n)), tmp_path / "runs", tmp_path)
+    assert table3.claim_seeds == experiments["tableA1"].claim_seeds == 5
+    assert with_claim_seeds(table3, ctx(1)).seeds == [0]  # one seed is a quick look, not a claim
+    assert with_claim_seeds(table3, ctx(3)).seeds == [0, 1, 2, 3, 4]
+    assert with_claim_seeds(table3, ctx(7)).seeds == list(range(7))
+    assert with_claim_seeds(experiments["table2"], ctx(3)).seeds == [0, 1, 2]
+    students = lambda n: {spec["seed"] for spec in planned_specs(table3, ctx(n)) if spec.kind == "train"}
+    assert students(3) == {0, 1, 2, 3, 4} and students(1) == {0}
