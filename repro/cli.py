@@ -18,8 +18,8 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE,
                         help=f"sizes and paths: smoke (seconds, for tests), proxy (embedded world, the default), "
                              f"paper (ImageNet). Default {DEFAULT_PROFILE}")
-    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1); where N > 1, Tables 3 and A1 run 5, "
-                             "since their ImageNetV2 intervals straddle zero at 3")
+    parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1); where N > 1 at the proxy profile, Tables 3 "
+                             "and A1 run 5, since their ImageNetV2 intervals straddle zero at 3")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="change the base config, e.g. --set train.epochs=4 (repeatable)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run cache directory (default runs/)")

@@ -77,9 +77,9 @@ class Experiment:
     data_dependent_metrics: tuple[str, ...] = ()
     # key columns whose values the profile sets (training lengths): two profiles' results differ in them by design
     profile_sized_keys: tuple[str, ...] = ()
-    # the seeds it runs whenever more than one is asked: more than the suite's 3 where its runs are cheap and its
-    # claims' intervals straddle zero at 3 (docs/results.md)
-    claim_seeds: int = 0
+    # profile -> the seeds it runs there whenever more than one is asked: more than the suite's 3 where its runs
+    # are cheap at that profile and its claims' intervals straddle zero at 3 (docs/results.md)
+    claim_seeds: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def implemented(self) -> bool:
@@ -232,10 +232,12 @@ def check_inputs(experiment: Experiment, ctx: Context, verbose: bool = False) ->
 
 
 def with_claim_seeds(experiment: Experiment, ctx: Context) -> Context:
-    """`ctx` with the seeds `experiment` runs: at least its `claim_seeds` where more than one seed is asked."""
-    if len(ctx.seeds) < 2 or experiment.claim_seeds <= len(ctx.seeds):
+    """`ctx` with the seeds `experiment` runs: at least its `claim_seeds` at this profile where more than one seed
+    is asked."""
+    seeds = experiment.claim_seeds.get(ctx.profile, 0)
+    if len(ctx.seeds) < 2 or seeds <= len(ctx.seeds):
         return ctx
-    return replace(ctx, seeds=list(range(experiment.claim_seeds)))
+    return replace(ctx, seeds=list(range(seeds)))
 
 
 def planned_specs(experiment: Experiment, ctx: Context) -> list:
@@ -304,7 +306,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
     started = time.time()
     if (raised := with_claim_seeds(experiment, ctx)) is not ctx:
         print(f"{experiment.name}: {len(raised.seeds)} seeds, not {len(ctx.seeds)}: its claims need them "
-              f"(claim_seeds)", file=sys.stderr, flush=True)
+              f"at {ctx.profile} (claim_seeds)", file=sys.stderr, flush=True)
         ctx = raised
     check_inputs(experiment, ctx)
     collected = experiment.collect(ctx)  # every rank of a torchrun job: its training runs are collective

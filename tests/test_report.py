@@ -183,11 +183,14 @@ def test_an_experiment_runs_its_claim_seeds_whenever_more_than_one_seed_is_asked
     from repro.experiment import Context, planned_specs, with_claim_seeds
 
     table3 = experiments["table3"]
-    ctx = lambda n: Context("smoke", profile_config("smoke"), list(range(n)), tmp_path / "runs", tmp_path)
-    assert table3.claim_seeds == experiments["tableA1"].claim_seeds == 5
+    ctx = lambda n, profile="proxy": Context(profile, profile_config(profile), list(range(n)), tmp_path / "runs",
+                                             tmp_path)
+    assert table3.claim_seeds == experiments["tableA1"].claim_seeds == {"proxy": 5}
     assert with_claim_seeds(table3, ctx(1)).seeds == [0]  # one seed is a quick look, not a claim
     assert with_claim_seeds(table3, ctx(3)).seeds == [0, 1, 2, 3, 4]
     assert with_claim_seeds(table3, ctx(7)).seeds == list(range(7))
     assert with_claim_seeds(experiments["table2"], ctx(3)).seeds == [0, 1, 2]
+    # where a seed is an ImageNet training, or a claim is not checked, the seeds asked are the seeds run
+    assert with_claim_seeds(table3, ctx(3, "paper")).seeds == with_claim_seeds(table3, ctx(3, "smoke")).seeds == [0, 1, 2]
     students = lambda n: {spec["seed"] for spec in planned_specs(table3, ctx(n)) if spec.kind == "train"}
     assert students(3) == {0, 1, 2, 3, 4} and students(1) == {0}
