@@ -15,7 +15,9 @@ hits them alike; the table gives the median images/s of each side, its ratio to 
 the range of its ratios within single repetitions.
 
     python benchmarks/bench_annotation.py [--model resnet50] [--size 224] [--batch 32] [--batches 4]
-                                          [--repeats 5] [--workers 0 1] [--threads 1]
+                                          [--repeats 5] [--workers 0 1] [--threads 1] [--device cuda]
+On a GPU (the default where one is visible) both sides run there in fp32, the bare forward on a batch already on
+the device, generation from host memory or JPEGs as in the pipeline.
     python benchmarks/bench_annotation.py --small    # a smoke test: a tiny resnet18, 64 px, 2 batches of 4
 """
 from __future__ import annotations
@@ -59,18 +61,25 @@ def images_in_memory(batch: torch.Tensor):
         yield
 
 
-def bare_forward(model: torch.nn.Module, batch: torch.Tensor, batches: int) -> float:
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def bare_forward(model: torch.nn.Module, batch: torch.Tensor, batches: int, device: str) -> float:
+    synchronize(device)
     started = time.perf_counter()
     with torch.inference_mode():
         for _ in range(batches):
             model(batch)
+    synchronize(device)
     return time.perf_counter() - started
 
 
 def generation(annotator: Annotator, relpaths: list[str], root: Path, out: Path, args, workers: int) -> float:
     started = time.perf_counter()
     generate.generate_labelmaps(annotator, relpaths, root, out, input_size=args.size, topk=args.topk,
-                                dtype=args.dtype, batch_size=args.batch, workers=workers, device="cpu",
+                                dtype=args.dtype, batch_size=args.batch, workers=workers, device=args.device,
                                 overwrite=True, progress=False)
     seconds = time.perf_counter() - started
     shutil.rmtree(out)
@@ -89,6 +98,8 @@ def main(argv=None) -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1], help="loader workers of the JPEG runs")
     parser.add_argument("--jpeg-size", type=int, nargs=2, default=[500, 375], metavar=("W", "H"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="where both sides run (default: cuda where visible, else cpu)")
     parser.add_argument("--small", action="store_true", help="a tiny resnet18 at 64 px, 2 batches of 4, 2 repeats "
                                                              "(a smoke test)")
     parser.add_argument("--dir", type=Path, default=None, help="where to write the JPEGs and stores (default: a "
@@ -109,11 +120,12 @@ def run(args, work: Path, kwargs: dict) -> None:
     relpaths = write_jpegs(work, count, tuple(args.jpeg_size))
     print(f"{count} JPEGs of {args.jpeg_size[0]}x{args.jpeg_size[1]} px in {time.perf_counter() - started:.1f} s")
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False, num_classes=1000, **kwargs).eval()
-    annotator = Annotator(model)
+    model = timm.create_model(args.model, pretrained=False, num_classes=1000, **kwargs).eval().to(args.device)
+    annotator = Annotator(model).to(args.device)
     batch = torch.rand(args.batch, 3, args.size, args.size)
+    on_device = batch.to(args.device)
     grid = annotator.grid(args.size)
-    sides = {"bare forward model(images)": lambda: bare_forward(model, batch, args.batches)}
+    sides = {"bare forward model(images)": lambda: bare_forward(model, on_device, args.batches, args.device)}
 
     def in_memory():
         with images_in_memory(batch):
@@ -123,8 +135,8 @@ def run(args, work: Path, kwargs: dict) -> None:
     for workers in args.workers:
         sides[f"generation from JPEGs, {workers} worker(s)"] = (
             lambda w=workers: generation(annotator, relpaths, work, work / "store", args, w))
-    with torch.inference_mode():  # untimed: oneDNN builds its kernels on a model's first passes
-        model(batch), annotator(batch, args.topk)
+    with torch.inference_mode():  # untimed: oneDNN and cuDNN pick their kernels on a model's first passes
+        model(on_device), annotator(on_device, args.topk)
     seconds = {name: [] for name in sides}
     names = list(sides)
     for repeat in range(args.repeats):
@@ -134,6 +146,7 @@ def run(args, work: Path, kwargs: dict) -> None:
     bare = rates[names[0]]
     print(f"timm {args.model} (random weights), {args.size} px, batch {args.batch}, top-{args.topk} {args.dtype} "
           f"{grid[0]}x{grid[1]} maps, {count} images a repetition, {args.threads} thread(s), "
+          f"{torch.cuda.get_device_name() if args.device.startswith('cuda') else 'CPU'}, "
           f"torch {torch.__version__}; median of {args.repeats} interleaved repetitions")
     print(f"{'side':<38} {'img/s':>8} {'x bare':>7} {'range':>13}")
     for name, rate in rates.items():
