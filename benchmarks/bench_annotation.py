@@ -16,9 +16,9 @@ the range of its ratios within single repetitions.
 
     python benchmarks/bench_annotation.py [--model resnet50] [--size 224] [--batch 32] [--batches 4]
                                           [--repeats 5] [--workers 0 1] [--threads 1] [--device cuda]
+    python benchmarks/bench_annotation.py --small    # a smoke test: a tiny resnet18, 64 px, 2 batches of 4
 On a GPU (the default where one is visible) both sides run there in fp32, the bare forward on a batch already on
 the device, generation from host memory or JPEGs as in the pipeline.
-    python benchmarks/bench_annotation.py --small    # a smoke test: a tiny resnet18, 64 px, 2 batches of 4
 """
 from __future__ import annotations
 
@@ -120,8 +120,8 @@ def run(args, work: Path, kwargs: dict) -> None:
     relpaths = write_jpegs(work, count, tuple(args.jpeg_size))
     print(f"{count} JPEGs of {args.jpeg_size[0]}x{args.jpeg_size[1]} px in {time.perf_counter() - started:.1f} s")
     torch.manual_seed(0)
-    model = timm.create_model(args.model, pretrained=False, num_classes=1000, **kwargs).eval().to(args.device)
-    annotator = Annotator(model).to(args.device)
+    model = timm.create_model(args.model, pretrained=False, num_classes=1000, **kwargs).eval()
+    annotator = Annotator(model).to(args.device)  # moves its model too
     batch = torch.rand(args.batch, 3, args.size, args.size)
     on_device = batch.to(args.device)
     grid = annotator.grid(args.size)

@@ -16,8 +16,9 @@ step() { echo "== $* ($(date -u +%H:%M:%S) UTC)"; }
   step pooling share
   timeout 120 "$py" benchmarks/bench_pooling_share.py
   step label-map generation, EfficientNet-L2 at 475 px
-  timeout 240 "$py" benchmarks/bench_annotation.py --model tf_efficientnet_l2 --size 475 --batch 32 --batches 4 \
-      --repeats 3 --workers 0 8 --threads 8
+  # 512 images a repetition: with fewer, the loader workers' start-up weighs in
+  timeout 300 "$py" benchmarks/bench_annotation.py --model tf_efficientnet_l2 --size 475 --batch 64 --batches 8 \
+      --repeats 3 --workers 0 8 16 --threads 8
   step Table 3 at smoke, torchrun with one process, AMP on
   runs=$(mktemp -d)
   timeout 240 "$py" -m torch.distributed.run --standalone --nproc_per_node 1 -m repro table3 --profile smoke \
