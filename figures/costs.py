@@ -34,7 +34,8 @@ from repro.config import profile_config, with_changes
 from repro.costs import IMAGENET_CLASSES, flops_regime, imagenet_storage, pooling_benchmark, regime_table
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
-from repro.figures.figure6 import kd_student_changes
+from repro.contention import busy_timings
+from repro.figures.figure6 import kd_student_changes, timed_runs
 from repro.pipeline import (annotator_run, data_root, generated_labelmaps, labelmaps_dir, labelmaps_specs,
                             student_spec, students_per_seed, train_student)
 from repro.plotting import plt, save_figure
@@ -137,7 +138,8 @@ def regime(ctx: Context, num_classes: int | None = None) -> pd.DataFrame:
 
 
 def report(ctx: Context) -> str:
-    """The cost regime in one line: the paper's ratios against this profile's (all rows in costs_regime.csv)."""
+    """The cost regime in one line: the paper's ratios against this profile's (all rows in costs_regime.csv); then
+    which of the compared wall times were taken on a busy machine, if any."""
     table = regime(ctx)
     rows = table.set_index(["quantity", "basis"])
 
@@ -157,7 +159,7 @@ def report(ctx: Context) -> str:
     def percent(value):
         return "n/a" if pd.isna(value) else f"{value:.1%}"
 
-    return ("cost regime, paper | here (costs_regime.csv): "
+    regime_line = ("cost regime, paper | here (costs_regime.csv): "
             f"{pair('student_epochs', 'schedule', lambda v: f'{v:.0f}')} epochs; label-map generation "
             f"{pair('generation_share_of_training', 'wall time', percent)} of one training (wall), "
             f"{pair('generation_share_of_training', 'FLOPs', percent)} (FLOPs); the annotator's labelling forward "
@@ -166,6 +168,7 @@ def report(ctx: Context) -> str:
             f"{span('_kd_epoch_over_relabel_epoch', 'wall time')} ReLabel epochs (wall); the teachers' passes "
             f"outweigh the generation after {span('_break_even_epochs', 'FLOPs')} epochs (FLOPs), "
             f"{span('_break_even_epochs', 'wall time')} (wall)")
+    return "\n".join(line for line in (regime_line, busy_timings(timed_runs(ctx))) if line)
 
 
 def plan(ctx: Context) -> list:

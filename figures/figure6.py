@@ -21,9 +21,11 @@ import pandas as pd
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import recipe_changes, with_changes
+from repro.contention import GENERATION_OTHERS_CPU_SHARE, OTHERS_CPU_SHARE, busy_timings
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, students_per_seed,
-                            train_student)
+from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, student_spec,
+                            students_per_seed, train_student)
+from repro.runs import Run
 from repro.plotting import plt, save_figure
 from repro.sweeps import kd_teachers
 
@@ -68,6 +70,29 @@ def collect(ctx: Context) -> Collected:
             add(KD + name, seed, "teacher_top1", annotator_top1(teacher_cfg, ctx.runs_root))
     measured = results.measurements(rows)
     return Collected(measured, {"points": _points(measured)})
+
+
+def timed_runs(ctx: Context) -> list[tuple[str, dict, str]]:
+    """The wall-timed runs whose times Figure 6 and the costs' regime compare, as (label, metrics, key of the
+    share of the machine others used while it was timed): the label-map generation, and per seed the
+    original-label, ReLabel and KD students that are trained (none is trained here)."""
+    cfg = ctx.config
+    generation = generated_labelmaps(cfg, ctx.runs_root)
+    timed = [(f"label-map generation ({generation.dir.name})", generation.metrics, GENERATION_OTHERS_CPU_SHARE)]
+    for seed in ctx.seeds:
+        students = {mode: {"supervision.mode": mode} for mode in (ORIGINAL, RELABEL)}
+        students.update({KD + name: kd_student_changes(cfg, with_changes(cfg, changes))
+                         for name, changes in kd_teachers(cfg).items()})
+        for setting, changes in students.items():
+            run = Run(student_spec(with_changes(cfg, {**changes, "seed": seed}), ctx.runs_root), ctx.runs_root)
+            if run.done:
+                timed.append((f"{setting} seed {seed} ({run.dir.name})", run.metrics, OTHERS_CPU_SHARE))
+    return timed
+
+
+def report(ctx: Context) -> str:
+    """Which of the compared wall times were taken on a busy machine (`repro.contention.busy_timings`)."""
+    return busy_timings(timed_runs(ctx))
 
 
 def plan(ctx: Context) -> list:
@@ -186,6 +211,7 @@ EXPERIMENT = Experiment(
     collect=collect,
     plot=plot,
     plan=plan,
+    report=report,
     metrics=["imagenet_top1", "cost_seconds"],
     claims=[Claim("KD that reaches ReLabel's accuracy costs more training time than ReLabel", kind="custom",
                   check=kd_costs_more),

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from repro.contention import GENERATION_OTHERS_CPU_SHARE, ContentionProbe, measured_share
 from repro.models import MODEL_FILE
 from repro.runs import Resources, Run, cached, computes
 from repro.specs import Spec, digest_path, is_spec_json
@@ -213,7 +214,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     # 32 is every timm classifier's own stride, and some (TResNet, Table 10's paper annotator) take no such option
     model = classifier_from_ref(body["annotator"], wnids, resources, **({"output_stride": stride} if stride != 32
                                                                          else {}))
-    started = time.time()
+    started, probe = time.time(), ContentionProbe()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
     store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
@@ -222,7 +223,8 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
                                topk=num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
                                dtype=body["dtype"],
                                batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
-    metrics = {**store_metrics(store), "generation_seconds": round(time.time() - started, 2)}
+    metrics = {**store_metrics(store), "generation_seconds": round(time.time() - started, 2),
+               GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(store, images, num_classes)
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from repro.config import profile_config, with_changes
+from repro.contention import OTHERS_CPU_SHARE
 from repro.data.folders import image_folder
 from repro.data.imagenet import IMAGENET_V2
 from repro.labelmaps.packed import write_packed
@@ -32,6 +33,11 @@ class Fixture:
     val_labels: list[int]        # by val number - 1
     real: list[list[int]]        # real.json
     shankar: list[list[int]]     # shankar.json
+
+
+def without_timing(metrics: dict) -> dict:
+    """A run's metrics less those that measure the machine (wall times, speeds, others' share of the CPUs)."""
+    return {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k and k != OTHERS_CPU_SHARE}
 
 
 def wnid(index: int) -> str:

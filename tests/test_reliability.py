@@ -20,6 +20,7 @@ import torch
 from repro.cli import main
 from repro.preemption import PREEMPTED_STATUS
 from repro.specs import _tree_digest
+from tests.fixtures import without_timing
 from tests.paperscale import SCALED_DOWN, build_paper_scale
 
 REPO = Path(__file__).resolve().parents[1]
@@ -286,10 +287,6 @@ def trained_runs(runs: Path) -> dict[str, Path]:
     """The training runs by their objective (their hashes hold the data's path, which differs between copies)."""
     return {json.dumps(json.loads((run / "spec.json").read_text())["spec"]["objective"], sort_keys=True): run
             for run in sorted(runs.glob("train/*"))}
-
-
-def without_timing(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k}
 
 
 @pytest.fixture(scope="module")

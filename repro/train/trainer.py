@@ -30,6 +30,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from repro.contention import OTHERS_CPU_SHARE, ContentionProbe, others_share
 from repro.crops import crop_rng
 from repro.data.datasets import EpochSampler, TrainCrops, batch_problems, collate_crops
 from repro.data.imagenet import ImageNetData
@@ -271,6 +272,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             bar = tqdm(total=micro_steps, initial=first_micro, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
                        dynamic_ncols=True, disable=not (env.is_main and sys.stderr.isatty()))
             started = time.perf_counter()
+            probe = ContentionProbe()
             carried = position or {"loss_sum": 0.0, "teacher_seconds": 0.0, "seconds": 0.0,
                                    "lr": optimizer.param_groups[0]["lr"]}
             loss_sum = torch.tensor(carried["loss_sum"], dtype=torch.float64, device=device)
@@ -328,12 +330,19 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             if cuda:
                 torch.cuda.synchronize(device)
             seconds = carried["seconds"] + time.perf_counter() - started
+            probed_wall, others_cpu, cpus = probe.others() or (0.0, 0.0, 0)
             bar.close()
             broadcast_buffers(model, env)
-            loss_total, teacher_total, seconds_total = all_reduce_sum([loss_sum.item(), teacher_seconds, seconds], env)
+            loss_total, teacher_total, seconds_total, probed_total, others_total = all_reduce_sum(
+                [loss_sum.item(), teacher_seconds, seconds, probed_wall, others_cpu], env)
             # ranks run in lock-step, so their clocks agree closely: keep the mean
             seconds, teacher_seconds = seconds_total / env.world_size, teacher_total / env.world_size
             state["train_seconds"] += seconds
+            # the part of an epoch before a mid-epoch resume is not probed; the share is over what was
+            contention = state.setdefault("contention", {"wall": 0.0, "others": 0.0, "cpus": 0})
+            contention["wall"] += probed_total / env.world_size
+            contention["others"] += others_total / env.world_size
+            contention["cpus"] = contention["cpus"] or cpus
             state["teacher_seconds"] += teacher_seconds
             if skip_unreadable:
                 state["skipped"] = merged(all_gather(state["skipped"], env))
@@ -341,7 +350,9 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                      "train_loss": loss_total / (micro_steps * env.world_size),
                      "lr": lr, "seconds": round(seconds, 3),
                      "teacher_seconds": round(teacher_seconds, 3),
-                     "images_per_second": micro_steps * per_device * env.world_size / seconds}
+                     "images_per_second": micro_steps * per_device * env.world_size / seconds,
+                     OTHERS_CPU_SHARE: others_share(probed_total / env.world_size, others_total / env.world_size,
+                                                    cpus)}
             eval_started = time.perf_counter()
             # the last epoch's full evaluation comes after its checkpoint, so a failing evaluation never costs
             # training
@@ -377,10 +388,13 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         save_model(model, train_cfg["model"], num_classes, run.dir / MODEL_FILE)
     if env.distributed:
         torch.distributed.barrier()
+    probed = state.get("contention")  # absent from a checkpoint written before the probe existed
     return {**state["final_metrics"],
             "train_seconds": round(state["train_seconds"], 3),
             "teacher_seconds": round(state["teacher_seconds"], 3),
             "train_images_per_second": state["updates"] * int(train_cfg["batch_size"]) / state["train_seconds"],
+            # other processes' share of the machine while this run was timed (None: not measured)
+            OTHERS_CPU_SHARE: others_share(probed["wall"], probed["others"], probed["cpus"]) if probed else None,
             "train_images": len(images), "epochs": epochs, "updates": state["updates"],
             # the spec fixes the global batch; how it was split is recorded beside the result
             "world_size": env.world_size, "per_device_batch": per_device, "global_batch": int(train_cfg["batch_size"]),
