@@ -15,7 +15,8 @@ from typing import Mapping
 
 OTHERS_CPU_SHARE = "others_cpu_share"  # a training run's
 GENERATION_OTHERS_CPU_SHARE = "generation_others_cpu_share"  # a label-map generation's
-# above it a run's wall time is flagged as timed beside other work (an idle machine measures 0.00-0.02)
+# above it a run's wall time is flagged as timed beside other work (proxy students' epochs on an idle 2-core
+# machine measured 0.000-0.001; one that shared it with a 6-second report rendering, 0.105)
 BUSY_SHARE = 0.10
 
 _PROC = Path("/proc")
