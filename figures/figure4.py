@@ -140,6 +140,8 @@ EXPERIMENT = Experiment(
     plot=plot,
     plan=plan,
     metrics=["imagenet_top1", "annotator_top1"],
+    # the sweep's annotators are named by their training length (`<model>w<stem>_<epochs>ep`), which the profile sets
+    profile_sized_keys=("setting",),
     claims=[Claim("the student's accuracy follows its annotator's, and the weakest annotator's student falls "
                   "below the original labels", kind="custom", check=follows_annotator)],
 )
