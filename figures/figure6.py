@@ -72,6 +72,14 @@ def collect(ctx: Context) -> Collected:
     return Collected(measured, {"points": _points(measured)})
 
 
+def _students(cfg) -> dict[str, dict]:
+    """The students Figure 6 compares, by setting: the changes that make each from `cfg` (its seed aside)."""
+    students = {mode: {"supervision.mode": mode} for mode in (ORIGINAL, RELABEL)}
+    students.update({KD + name: kd_student_changes(cfg, with_changes(cfg, changes))
+                     for name, changes in kd_teachers(cfg).items()})
+    return students
+
+
 def timed_runs(ctx: Context) -> list[tuple[str, dict, str]]:
     """The wall-timed runs whose times Figure 6 and the costs' regime compare, as (label, metrics, key of the
     share of the machine others used while it was timed): the label-map generation, and per seed the
@@ -79,10 +87,8 @@ def timed_runs(ctx: Context) -> list[tuple[str, dict, str]]:
     cfg = ctx.config
     generation = generated_labelmaps(cfg, ctx.runs_root)
     timed = [(f"label-map generation ({generation.dir.name})", generation.metrics, GENERATION_OTHERS_CPU_SHARE)]
+    students = _students(cfg)
     for seed in ctx.seeds:
-        students = {mode: {"supervision.mode": mode} for mode in (ORIGINAL, RELABEL)}
-        students.update({KD + name: kd_student_changes(cfg, with_changes(cfg, changes))
-                         for name, changes in kd_teachers(cfg).items()})
         for setting, changes in students.items():
             run = Run(student_spec(with_changes(cfg, {**changes, "seed": seed}), ctx.runs_root), ctx.runs_root)
             if run.done:
@@ -96,12 +102,8 @@ def report(ctx: Context) -> str:
 
 
 def plan(ctx: Context) -> list:
-    cfg = ctx.config
-    specs = [spec for mode in (ORIGINAL, RELABEL) for spec in
-             students_per_seed(cfg, ctx.seeds, {"supervision.mode": mode})]
-    for changes in kd_teachers(cfg).values():
-        specs += students_per_seed(cfg, ctx.seeds, kd_student_changes(cfg, with_changes(cfg, changes)))
-    return specs
+    return [spec for changes in _students(ctx.config).values()
+            for spec in students_per_seed(ctx.config, ctx.seeds, changes)]
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:

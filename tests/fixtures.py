@@ -16,10 +16,10 @@ import numpy as np
 from PIL import Image
 
 from repro.config import profile_config, with_changes
-from repro.contention import OTHERS_CPU_SHARE
 from repro.data.folders import image_folder
 from repro.data.imagenet import IMAGENET_V2
 from repro.labelmaps.packed import write_packed
+from tests.regression.record import TIMED
 
 NUM_CLASSES = 12  # > 10, so string order of integer folders ("10" < "2") differs from numeric order
 WIDTH, HEIGHT = 40, 32
@@ -36,8 +36,9 @@ class Fixture:
 
 
 def without_timing(metrics: dict) -> dict:
-    """A run's metrics less those that measure the machine (wall times, speeds, others' share of the CPUs)."""
-    return {k: v for k, v in metrics.items() if "seconds" not in k and "per_second" not in k and k != OTHERS_CPU_SHARE}
+    """A run's metrics less those that measure the machine (wall times, speeds, others' share of the CPUs): the
+    regression record's rule (`tests.regression.record.TIMED`)."""
+    return {k: v for k, v in metrics.items() if not TIMED.search(k)}
 
 
 def wnid(index: int) -> str:
