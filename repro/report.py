@@ -49,9 +49,17 @@ class Section:
     runs_seconds: float | None = None
 
     @property
+    def runs_cell(self) -> str:
+        # Results written before the meta recorded their runs say so, rather than leaving a blank a reader could
+        # take for zero.
+        if self.runs is not None:
+            return str(self.runs)
+        return "not recorded" if self.state == "results" else ""
+
+    @property
     def run_time(self) -> str:
         if self.runs_seconds is None:
-            return ""
+            return "not recorded" if self.state == "results" else ""
         minutes = self.runs_seconds / 60
         return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
 

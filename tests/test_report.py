@@ -62,6 +62,9 @@ def test_report_shows_every_experiment_its_numbers_beside_the_paper_and_coloured
     assert float(cells[6]) == pytest.approx(float(cells[3].split("±")[0]) - real, abs=0.01)
     assert page.count('class="verdict holds"') == 6  # ReLabel 2 pp above three others on two metrics
     assert 'class="verdict fails"' not in page
+    # results whose meta predates the record of their runs say so, not a blank that reads as none
+    overview = next(line for line in text.splitlines() if line.startswith("| [table3]"))
+    assert overview.endswith("| not recorded | not recorded |")
 
 
 def test_a_failing_claim_is_red_at_proxy_and_not_checked_at_smoke(tmp_path, experiments):
