@@ -8,6 +8,7 @@ the suite writes them, plots them and checks claims.
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import os
 import pkgutil
@@ -263,16 +264,52 @@ def experiment_plan(experiment: Experiment, ctx: Context, specs: list | None = N
     return "\n".join([f"{experiment.name} ({experiment.paper_ref}): {len(runs)} runs, {done} cached", *lines])
 
 
-def runs_time(experiment: Experiment, ctx: Context) -> dict:
-    """How many cached runs the experiment reads and the wall seconds that computing them took (each run's last
-    session; a run shared with other experiments counts in each of them)."""
+def runs_record(experiment: Experiment, ctx: Context) -> dict:
+    """What the results are computed from: how many cached runs the experiment reads, the wall seconds that
+    computing them took (each run's last session; a run shared with other experiments counts in each of them), and
+    one digest of every run's hash (inputs included), which `plan_state` compares with the current code's plan.
+    Under --rows the digest is left out: the results keep other invocations' rows."""
     from repro.plan import with_inputs
     from repro.runs import Run
 
-    finished = [run for spec in with_inputs(planned_specs(experiment, ctx))
-                if (run := Run(spec, ctx.runs_root)).done]
+    specs = with_inputs(planned_specs(experiment, ctx))
+    finished = [run for spec in specs if (run := Run(spec, ctx.runs_root)).done]
     return {"runs": len(finished),
-            "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1)}
+            "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1),
+            "plan_digest": None if ctx.rows else _digest(specs)}
+
+
+def _digest(specs: list) -> str:
+    return hashlib.sha256("\n".join(sorted(spec.hash for spec in specs)).encode()).hexdigest()[:16]
+
+
+PLAN_CURRENT, PLAN_DIFFERS, PLAN_UNRECORDED = "current", "stale", "unverified"
+
+
+def plan_state(experiment: Experiment, profile: str, meta: dict | None) -> tuple[str, str]:
+    """Whether results (their meta file) were computed from the runs the current code plans for `profile`, the
+    seeds and the --set changes they record: PLAN_CURRENT, PLAN_DIFFERS (the code or the profile changed since:
+    rerun them) or PLAN_UNRECORDED (written before the record, or under --rows, or the plan cannot be listed here);
+    with a sentence saying so."""
+    from repro.config import profile_config
+    from repro.plan import with_inputs
+
+    recorded = (meta or {}).get("plan_digest")
+    if recorded is None:
+        return PLAN_UNRECORDED, ("the runs behind these results were not recorded (results written before the "
+                                 "record, or under --rows): rerunning the experiment records them")
+    seeds, overrides = list(meta["seeds"]), meta.get("overrides", {})
+    sets = "".join(f" --set {key}={value}" for key, value in overrides.items())
+    try:
+        ctx = Context(profile, with_changes(profile_config(profile), overrides), seeds, Path("runs"), Path("results"))
+        current = _digest(with_inputs(planned_specs(experiment, ctx)))
+    except (OSError, ValueError) as error:  # a missing input (a dataset elsewhere) or a key the code no longer has
+        return PLAN_UNRECORDED, f"the current plan{sets} cannot be listed here to check these results ({error})"
+    if current == recorded:
+        return PLAN_CURRENT, f"computed from the runs the current code plans at {profile}{sets} (digest {recorded})"
+    return PLAN_DIFFERS, (f"computed from other runs than the current code plans at {profile}{sets} (digest "
+                          f"{recorded}, now {current}: the code or the profile changed since): rerun python -m "
+                          f"repro {experiment.name} --profile {profile} --seeds {len(seeds)}{sets}")
 
 
 def with_other_rows(measured: pd.DataFrame, previous: pd.DataFrame | None, rows: tuple[str, ...]) -> pd.DataFrame:
@@ -338,7 +375,8 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
                                            str(len(ctx.seeds))] +
                                           [f"--set {k}={v}" for k, v in ctx.overrides.items()] +
                                           ([f"--rows {','.join(ctx.rows)}"] if ctx.rows else []))}
-        results.write_meta(stage, experiment.name, {**invocation, **runs_time(experiment, ctx), "report": report,
+        results.write_meta(stage, experiment.name, {**invocation, "overrides": ctx.overrides,
+                                                    **runs_record(experiment, ctx), "report": report,
                                                     "invocations": (
             invocations(results.read_meta(ctx.out_dir, experiment.name)) + [invocation])[-KEPT_INVOCATIONS:]})
     paths = {name: ctx.out_dir / path.name for name, path in {**staged, "png": png}.items()}
@@ -393,6 +431,9 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         meta = results.read_meta(out_dir, experiment.name)
         print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")
         print(results.format_summary(summary, experiment.key_columns))
+        plan, plan_note = plan_state(experiment, profile, meta)
+        if plan != PLAN_CURRENT:
+            print(f"{experiment.name}: {plan_note}")
         verdicts = verdicts_for(experiment, measured, profile)
         if verdicts:
             print(format_verdicts(verdicts, profile))
@@ -403,6 +444,7 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
                    "so only the one that computed a run spent its time):", ""]
             md += [f"- `{i['command']}` finished {i['finished']} after {i['seconds'] / 60:.1f} min"
                    for i in invocations(meta)] + [""]
+        md += [f"Runs: {plan_note}.", ""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary, experiment.key_columns), ""]

@@ -4,7 +4,8 @@ Each experiment's table beside the paper's numbers (with the difference), its cl
 fails, not shown, no data; with interval and seed count), its figures with their captions, the commands that
 computed it and their wall time; before them an overview of every experiment, the world's calibration, the
 machine and package versions, and the known differences from the paper (the opening paragraph of
-docs/results.md). Everything is read from the results folder and the run cache; nothing is computed here.
+docs/results.md). Everything is read from the results folder and the run cache; nothing is computed here but
+the current code's plan of runs, which says whether each experiment's results were computed from it.
 Jinja2 renders both (it comes with the stack); the page is plain HTML/CSS whose images are the PNGs beside it.
 """
 from __future__ import annotations
@@ -21,7 +22,7 @@ import pandas as pd
 from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, NOT_SHOWN
 from repro.environment import machine_description, package_versions
-from repro.experiment import CHECKED_PROFILES, invocations, shown_verdict, verdicts_for
+from repro.experiment import CHECKED_PROFILES, PLAN_CURRENT, invocations, plan_state, shown_verdict, verdicts_for
 
 TEMPLATES = Path(__file__).with_name("templates")
 DOCS_RESULTS = Path(__file__).resolve().parents[1] / "docs" / "results.md"
@@ -47,6 +48,12 @@ class Section:
     diagnostics: str = ""
     runs: int | None = None                      # cached runs it reads, and the wall time that computing them took
     runs_seconds: float | None = None
+    plan: str = ""                               # `plan_state`: the runs behind the results against today's plan
+    plan_note: str = ""
+
+    @property
+    def state_cell(self) -> str:
+        return self.state if self.state != "results" or self.plan == PLAN_CURRENT else f"results, {self.plan}"
 
     @property
     def runs_cell(self) -> str:
@@ -87,6 +94,7 @@ def experiment_section(experiment, profile: str, out_dir: Path) -> Section:
     section.invocations = invocations(meta)
     section.diagnostics = meta.get("report") or ""
     section.runs, section.runs_seconds = meta.get("runs"), meta.get("runs_seconds")
+    section.plan, section.plan_note = plan_state(experiment, profile, meta)
     summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
     for row in summary.to_dict("records"):
         paper = row["reported"]

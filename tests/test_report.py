@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from repro import results
-from repro.config import profile_config
+from repro.config import profile_config, with_changes
 from repro.experiment import discover
 from repro.plotting import plt
 from repro.report import (README_MARKERS, build_sections, overview_table, replace_readme_block,
@@ -109,6 +109,8 @@ def test_compare_at_smoke_says_not_checked_rather_than_fails(smoke_results, expe
     assert compare(experiments, "smoke", smoke_results.results) == 0
     printed = capsys.readouterr().out
     assert "NOT CHECKED" in printed and "not checked at smoke" in printed and "[      FAILS]" not in printed
+    # computed just now, each experiment's results name the runs the current code plans
+    assert "the runs behind these results" not in printed and "computed from other runs" not in printed
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "proxy"
@@ -145,6 +147,43 @@ def test_the_committed_proxy_results_have_the_current_experiments_settings_and_m
                 stale.append(f"{path.name}: {what} differ from a fresh run's (only committed: "
                              f"{sorted(set(have) - set(want))[:5]}, only fresh: {sorted(set(want) - set(have))[:5]})")
     assert not stale, "rerun `make paper` and commit results/proxy:\n" + "\n".join(stale)
+
+
+def test_results_say_whether_they_were_computed_from_the_runs_the_current_code_plans(experiments, tmp_path):
+    from dataclasses import replace
+
+    from repro.experiment import PLAN_CURRENT, PLAN_DIFFERS, PLAN_UNRECORDED, Context, plan_state, runs_record
+
+    table5 = experiments["table5"]
+    ctx = Context("proxy", profile_config("proxy"), [0, 1], tmp_path / "runs", tmp_path)
+    meta = {"seeds": [0, 1], **runs_record(table5, ctx)}
+    assert meta["runs"] == 0 and plan_state(table5, "proxy", meta)[0] == PLAN_CURRENT
+    # another seed count, another experiment's runs, or a --set change plans other runs
+    state, note = plan_state(table5, "proxy", {**meta, "seeds": [0, 1, 2]})
+    assert state == PLAN_DIFFERS and "rerun python -m repro table5 --profile proxy --seeds 3" in note
+    assert plan_state(experiments["table6"], "proxy", meta)[0] == PLAN_DIFFERS
+    changed = replace(ctx, config=with_changes(ctx.config, {"train.epochs": 5}))
+    assert plan_state(table5, "proxy", {"seeds": [0, 1], **runs_record(table5, changed)})[0] == PLAN_DIFFERS
+    # ... unless the meta records that change, as an invocation with --set does
+    state, note = plan_state(table5, "proxy", {"seeds": [0, 1], "overrides": {"train.epochs": 5},
+                                               **runs_record(table5, changed)})
+    assert state == PLAN_CURRENT and "at proxy --set train.epochs=5" in note
+    # results written before the record, or under --rows (which keeps other invocations' rows), are unverified
+    assert plan_state(table5, "proxy", {"seeds": [0, 1]})[0] == PLAN_UNRECORDED
+    assert runs_record(table5, replace(ctx, rows=("relabel",)))["plan_digest"] is None
+
+
+def test_the_committed_proxy_results_that_record_their_runs_were_computed_from_the_current_plan(experiments):
+    """Fast (it lists plans, computes nothing): a change of code or profile that changes a run a committed result
+    was computed from makes that result stale until it is rerun and committed again."""
+    from repro.experiment import PLAN_DIFFERS, plan_state
+
+    metas = {name: results.read_meta(COMMITTED, name) for name in experiments}
+    states = {name: plan_state(experiments[name], "proxy", meta) for name, meta in metas.items() if meta}
+    if not states:
+        pytest.skip(f"no results under {COMMITTED}")
+    stale = [f"{name}: {note}" for name, (state, note) in states.items() if state == PLAN_DIFFERS]
+    assert not stale, "\n".join(stale)
 
 
 def test_the_readme_block_is_replaced_and_a_readme_without_one_is_named(tmp_path):
