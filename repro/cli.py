@@ -76,13 +76,16 @@ def build_parser(experiments) -> argparse.ArgumentParser:
                                        "(exit 1 if a checked claim fails)")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
     p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--runs", type=Path, default=Path("runs"),
+                   help="run cache whose runs a train.init change names (default runs/)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown to this file")
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="write results/<profile>/report.html and report.md: every experiment's "
                                       "table beside the paper's, its verdicts and figures, the machine")
     p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
     p.add_argument("--results", type=Path, default=Path("results"))
-    p.add_argument("--runs", type=Path, default=Path("runs"), help="run cache holding the world (default runs/)")
+    p.add_argument("--runs", type=Path, default=Path("runs"), help="run cache holding the world, and the runs a train.init change names "
+                                                                "(default runs/)")
     p.add_argument("--readme", type=Path, default=None, metavar="README.md",
                    help="also write the overview (each experiment's verdict counts) into this file, between its "
                         "two verdict-block comment lines")
@@ -176,7 +179,7 @@ def _check(args, experiments) -> int:
 
 
 def _compare(args, experiments) -> int:
-    return compare(experiments, args.profile, args.results, args.markdown)
+    return compare(experiments, args.profile, args.results, args.runs, args.markdown)
 
 
 def _report(args, experiments) -> int:

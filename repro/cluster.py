@@ -209,8 +209,10 @@ def launch(args: argparse.Namespace, experiments: list, ctx) -> int | None:
         return 2
     if options is None:
         return None
-    planned = [spec for experiment in experiments if experiment.implemented and experiment.plan is not None
-               for spec in experiment.plan(ctx)]
+    from repro.experiment import planned_specs
+
+    # what run_experiment computes after the jobs: the claim seeds too, so that no run is left to train here
+    planned = [spec for experiment in experiments for spec in planned_specs(experiment, ctx)]
     resources = config_resources(ctx.config, Path(ctx.runs_root).resolve())
     to_run = [spec for spec in with_inputs(planned) if not Run(spec, resources.runs_root).done]
     print(f"{len(to_run)} run(s) to compute of {len(with_inputs(planned))}; jobs' logs in "

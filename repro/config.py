@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shlex
 from typing import Any, Iterable, Mapping
 
 from repro.specs import ADDED_OPTIONS
@@ -81,6 +82,17 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
             value = raw
         changes[key.strip()] = value
     return changes
+
+
+def set_argument(key: str, value: Any) -> str:
+    """A change as the `--set` argument that `parse_overrides` reads back to the same value, quoted for a shell."""
+    text = json.dumps(value)
+    if isinstance(value, str):
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            text = value  # a plain string reads back as itself: data.root=/data/imagenet, not the JSON quoted form
+    return "--set " + shlex.quote(f"{key}={text}")
 
 
 class ConfigError(ValueError):

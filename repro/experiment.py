@@ -22,7 +22,7 @@ import pandas as pd
 
 from repro import results
 from repro.claims import Claim, NO_DATA, Verdict, absolute_checks, evaluate_claims
-from repro.config import ConfigError, with_changes
+from repro.config import ConfigError, set_argument, with_changes
 
 EXPERIMENT_PACKAGES = ("repro.tables", "repro.figures", "repro.robustness", "repro.downstream")
 CHECKED_PROFILES = ("proxy", "paper")  # smoke runs are too small for any claim to mean something
@@ -286,30 +286,34 @@ def _digest(specs: list) -> str:
 PLAN_CURRENT, PLAN_DIFFERS, PLAN_UNRECORDED = "current", "stale", "unverified"
 
 
-def plan_state(experiment: Experiment, profile: str, meta: dict | None) -> tuple[str, str]:
+def plan_state(experiment: Experiment, profile: str, meta: dict | None, runs_root: Path) -> tuple[str, str]:
     """Whether results (their meta file) were computed from the runs the current code plans for `profile`, the
-    seeds and the --set changes they record: PLAN_CURRENT, PLAN_DIFFERS (the code or the profile changed since:
-    rerun them) or PLAN_UNRECORDED (written before the record, or under --rows, or the plan cannot be listed here);
-    with a sentence saying so."""
+    seeds and the --set changes they record: PLAN_CURRENT, PLAN_DIFFERS (the code, the profile or an input file
+    changed since: rerun them) or PLAN_UNRECORDED (written before the record or under --rows, computed from no
+    cached run, or the plan cannot be listed here); with a sentence saying so. Only the runs are compared: a change
+    to an experiment's own tabulating code shows when it is rerun."""
     from repro.config import profile_config
     from repro.plan import with_inputs
 
     recorded = (meta or {}).get("plan_digest")
     if recorded is None:
         return PLAN_UNRECORDED, ("the runs behind these results were not recorded (results written before the "
-                                 "record, or under --rows): rerunning the experiment records them")
+                                 "record, or under --rows): rerunning the experiment without --rows records them")
     seeds, overrides = list(meta["seeds"]), meta.get("overrides", {})
-    sets = "".join(f" --set {key}={value}" for key, value in overrides.items())
+    sets = "".join(f" {set_argument(key, value)}" for key, value in overrides.items())
     try:
-        ctx = Context(profile, with_changes(profile_config(profile), overrides), seeds, Path("runs"), Path("results"))
-        current = _digest(with_inputs(planned_specs(experiment, ctx)))
+        ctx = Context(profile, with_changes(profile_config(profile), overrides), seeds, Path(runs_root),
+                      Path("results"))
+        specs = with_inputs(planned_specs(experiment, ctx))
     except (OSError, ValueError) as error:  # a missing input (a dataset elsewhere) or a key the code no longer has
         return PLAN_UNRECORDED, f"the current plan{sets} cannot be listed here to check these results ({error})"
-    if current == recorded:
+    if not specs:
+        return PLAN_UNRECORDED, f"computed from no cached run at {profile}{sets}, so no plan vouches for them"
+    if (current := _digest(specs)) == recorded:
         return PLAN_CURRENT, f"computed from the runs the current code plans at {profile}{sets} (digest {recorded})"
     return PLAN_DIFFERS, (f"computed from other runs than the current code plans at {profile}{sets} (digest "
-                          f"{recorded}, now {current}: the code or the profile changed since): rerun python -m "
-                          f"repro {experiment.name} --profile {profile} --seeds {len(seeds)}{sets}")
+                          f"{recorded}, now {current}: the code, the profile or an input file changed since); "
+                          f"rerun: python -m repro {experiment.name} --profile {profile} --seeds {len(seeds)}{sets}")
 
 
 def with_other_rows(measured: pd.DataFrame, previous: pd.DataFrame | None, rows: tuple[str, ...]) -> pd.DataFrame:
@@ -373,7 +377,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
                       "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
                                            str(len(ctx.seeds))] +
-                                          [f"--set {k}={v}" for k, v in ctx.overrides.items()] +
+                                          [set_argument(k, v) for k, v in ctx.overrides.items()] +
                                           ([f"--rows {','.join(ctx.rows)}"] if ctx.rows else []))}
         results.write_meta(stage, experiment.name, {**invocation, "overrides": ctx.overrides,
                                                     **runs_record(experiment, ctx), "report": report,
@@ -402,7 +406,7 @@ def _markdown_table(summary: pd.DataFrame, keys=results.KEY) -> str:
     return "\n".join(lines)
 
 
-def compare(experiments: dict[str, Experiment], profile: str, results_root: Path,
+def compare(experiments: dict[str, Experiment], profile: str, results_root: Path, runs_root: Path,
             markdown: Path | None = None) -> int:
     """Print reproduced vs reported and every claim's verdict; 1 if a checked claim fails, else 0.
 
@@ -431,7 +435,7 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
         meta = results.read_meta(out_dir, experiment.name)
         print(f"\n{experiment.name} ({experiment.paper_ref}) — {experiment.title}")
         print(results.format_summary(summary, experiment.key_columns))
-        plan, plan_note = plan_state(experiment, profile, meta)
+        plan, plan_note = plan_state(experiment, profile, meta, runs_root)
         if plan != PLAN_CURRENT:
             print(f"{experiment.name}: {plan_note}")
         verdicts = verdicts_for(experiment, measured, profile)
@@ -444,7 +448,7 @@ def compare(experiments: dict[str, Experiment], profile: str, results_root: Path
                    "so only the one that computed a run spent its time):", ""]
             md += [f"- `{i['command']}` finished {i['finished']} after {i['seconds'] / 60:.1f} min"
                    for i in invocations(meta)] + [""]
-        md += [f"Runs: {plan_note}.", ""]
+        md += [f"Runs: {plan_note}", ""]
         if meta and meta.get("report"):
             md += ["```", meta["report"], "```", ""]
         md += [_markdown_table(summary, experiment.key_columns), ""]

@@ -79,7 +79,7 @@ def _number(value, digits: int = 2) -> str:
     return "" if value is None or pd.isna(value) else f"{value:.{digits}f}"
 
 
-def experiment_section(experiment, profile: str, out_dir: Path) -> Section:
+def experiment_section(experiment, profile: str, out_dir: Path, runs_root: Path) -> Section:
     section = Section(experiment.name, experiment.paper_ref, experiment.title, "results",
                       keys=tuple(experiment.key_columns))
     measured = results.read_measurements(out_dir, experiment.name, experiment.key_columns)
@@ -94,7 +94,7 @@ def experiment_section(experiment, profile: str, out_dir: Path) -> Section:
     section.invocations = invocations(meta)
     section.diagnostics = meta.get("report") or ""
     section.runs, section.runs_seconds = meta.get("runs"), meta.get("runs_seconds")
-    section.plan, section.plan_note = plan_state(experiment, profile, meta)
+    section.plan, section.plan_note = plan_state(experiment, profile, meta, runs_root)
     summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
     for row in summary.to_dict("records"):
         paper = row["reported"]
@@ -149,8 +149,8 @@ def known_differences(path: Path = DOCS_RESULTS) -> str | None:
     return text or None
 
 
-def build_sections(experiments: dict, profile: str, out_dir: Path) -> list[Section]:
-    return [experiment_section(experiment, profile, out_dir) for experiment in experiments.values()]
+def build_sections(experiments: dict, profile: str, out_dir: Path, runs_root: Path) -> list[Section]:
+    return [experiment_section(experiment, profile, out_dir, runs_root) for experiment in experiments.values()]
 
 
 def render(template: str, **context) -> str:
@@ -182,7 +182,7 @@ def write_report(experiments: dict, profile: str, results_root: Path, runs_root:
     """Write report.html and report.md into results/<profile>/ and return their paths; with `readme`, also put
     the overview table into that file's verdict block (README_MARKERS)."""
     out_dir = results.results_dir(results_root, profile)
-    sections = build_sections(experiments, profile, out_dir)
+    sections = build_sections(experiments, profile, out_dir, Path(runs_root))
     context = {"profile": profile, "sections": sections, "written": time.strftime("%Y-%m-%d %H:%M"),
                "machine": machine_description(), "packages": package_versions(),
                "calibration": world_calibration(profile, Path(runs_root)), "differences": known_differences(),

@@ -83,6 +83,21 @@ def _planned_specs(argv) -> list:
     return with_inputs(experiments[args.experiment].plan(make_context(args)))
 
 
+def test_submit_sends_the_runs_of_the_claim_seeds_too(tmp_path, monkeypatch):
+    """Table 3 at proxy runs 5 seeds where 3 are asked (claim_seeds): jobs for all of them, none left to train
+    in the tabulating process."""
+    import types
+
+    import repro.cluster
+
+    sent = []
+    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(wait=False))
+    monkeypatch.setattr(repro.cluster, "submit", lambda runs, options, resources: sent.extend(runs) or [])
+    assert main(["table3", "--profile", "proxy", "--seeds", "3", "--runs", str(tmp_path / "runs"), "--results",
+                 str(tmp_path / "results"), "--submit", "local"]) == 0
+    assert {spec["seed"] for spec in sent if spec.kind == "train"} == {0, 1, 2, 3, 4}
+
+
 def test_slurm_jobs_one_per_run_training_on_every_gpu_held_until_their_inputs_succeed(tmp_path, monkeypatch,
                                                                                      capsys):
     pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")

@@ -137,14 +137,14 @@ def test_compare_exits_non_zero_when_a_checked_claim_fails(tmp_path, capsys):
     out_dir = tmp_path / "proxy"
     out_dir.mkdir()
     _hand_made(1.0).to_csv(out_dir / "table3_seeds.csv", index=False)
-    assert compare(experiments, "proxy", tmp_path) == 0
+    assert compare(experiments, "proxy", tmp_path, tmp_path / "runs") == 0
     _hand_made(-1.0).to_csv(out_dir / "table3_seeds.csv", index=False)
-    assert compare(experiments, "proxy", tmp_path) == 1
+    assert compare(experiments, "proxy", tmp_path, tmp_path / "runs") == 1
     assert "FAILS table3: ReLabel > original on imagenet_top1" in capsys.readouterr().out
     # smoke results are shown but never gate
     (tmp_path / "smoke").mkdir()
     _hand_made(-1.0).to_csv(tmp_path / "smoke" / "table3_seeds.csv", index=False)
-    assert compare(experiments, "smoke", tmp_path) == 0
+    assert compare(experiments, "smoke", tmp_path, tmp_path / "runs") == 0
 
 
 def test_every_paper_table_and_figure_is_listed():
@@ -172,7 +172,7 @@ def test_compare_writes_a_markdown_report(tmp_path):
              "command": "python -m repro table3 --profile proxy --seeds 3"}
     results.write_meta(tmp_path / "proxy", "table3", {**first, "seconds": 1.0, "finished": "2026-01-01 11:00",
                                                       "invocations": [first, {**first, "seconds": 1.0}]})
-    compare(experiments, "proxy", tmp_path, markdown=tmp_path / "results.md")
+    compare(experiments, "proxy", tmp_path, tmp_path / "runs", markdown=tmp_path / "results.md")
     text = (tmp_path / "results.md").read_text()
     assert "- `python -m repro table3 --profile proxy --seeds 3` finished 2026-01-01 10:00 after 10.0 min" in text
     assert "| resnet50 | relabel | imagenet_top1 | 61.10 ± 0.10 (3) | 78.9 | -17.80 |" in text

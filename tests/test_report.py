@@ -106,11 +106,16 @@ def test_the_smoke_report_of_every_experiment_renders_in_chromium(smoke_results,
 def test_compare_at_smoke_says_not_checked_rather_than_fails(smoke_results, experiments, capsys):
     from repro.experiment import compare
 
-    assert compare(experiments, "smoke", smoke_results.results) == 0
+    assert compare(experiments, "smoke", smoke_results.results, smoke_results.runs) == 0
     printed = capsys.readouterr().out
     assert "NOT CHECKED" in printed and "not checked at smoke" in printed and "[      FAILS]" not in printed
     # computed just now, each experiment's results name the runs the current code plans
-    assert "the runs behind these results" not in printed and "computed from other runs" not in printed
+    from repro.experiment import PLAN_CURRENT, plan_state
+
+    out_dir = smoke_results.results / "smoke"
+    states = {name: plan_state(experiment, "smoke", results.read_meta(out_dir, name), smoke_results.runs)
+              for name, experiment in experiments.items() if results.read_meta(out_dir, name)}
+    assert states and all(state == PLAN_CURRENT for state, _ in states.values()), states
 
 
 COMMITTED = Path(__file__).resolve().parents[1] / "results" / "proxy"
@@ -155,35 +160,50 @@ def test_results_say_whether_they_were_computed_from_the_runs_the_current_code_p
     from repro.experiment import PLAN_CURRENT, PLAN_DIFFERS, PLAN_UNRECORDED, Context, plan_state, runs_record
 
     table5 = experiments["table5"]
+    state = lambda experiment, meta: plan_state(experiment, "proxy", meta, tmp_path / "runs")
     ctx = Context("proxy", profile_config("proxy"), [0, 1], tmp_path / "runs", tmp_path)
     meta = {"seeds": [0, 1], **runs_record(table5, ctx)}
-    assert meta["runs"] == 0 and plan_state(table5, "proxy", meta)[0] == PLAN_CURRENT
-    # another seed count, another experiment's runs, or a --set change plans other runs
-    state, note = plan_state(table5, "proxy", {**meta, "seeds": [0, 1, 2]})
-    assert state == PLAN_DIFFERS and "rerun python -m repro table5 --profile proxy --seeds 3" in note
-    assert plan_state(experiments["table6"], "proxy", meta)[0] == PLAN_DIFFERS
-    changed = replace(ctx, config=with_changes(ctx.config, {"train.epochs": 5}))
-    assert plan_state(table5, "proxy", {"seeds": [0, 1], **runs_record(table5, changed)})[0] == PLAN_DIFFERS
-    # ... unless the meta records that change, as an invocation with --set does
-    state, note = plan_state(table5, "proxy", {"seeds": [0, 1], "overrides": {"train.epochs": 5},
-                                               **runs_record(table5, changed)})
-    assert state == PLAN_CURRENT and "at proxy --set train.epochs=5" in note
-    # results written before the record, or under --rows (which keeps other invocations' rows), are unverified
-    assert plan_state(table5, "proxy", {"seeds": [0, 1]})[0] == PLAN_UNRECORDED
+    assert meta["runs"] == 0 and state(table5, meta)[0] == PLAN_CURRENT
+    # another seed count, another experiment's runs, or a config change plans other runs
+    stale, note = state(table5, {**meta, "seeds": [0, 1, 2]})
+    assert stale == PLAN_DIFFERS and note.endswith("rerun: python -m repro table5 --profile proxy --seeds 3")
+    assert state(experiments["table6"], meta)[0] == PLAN_DIFFERS
+    changed = replace(ctx, config=with_changes(ctx.config, {"train.epochs": 5, "train.crop_size": 80}))
+    assert state(table5, {"seeds": [0, 1], **runs_record(table5, changed)})[0] == PLAN_DIFFERS
+    # ... unless the meta records that change, as an invocation with --set does; its rerun command reads it back
+    current, note = state(table5, {"seeds": [0, 1], "overrides": {"train.epochs": 5, "train.crop_size": 80},
+                                   **runs_record(table5, changed)})
+    assert current == PLAN_CURRENT and "at proxy --set train.epochs=5 --set train.crop_size=80" in note
+    # results written before the record, under --rows (which keeps other invocations' rows), or from no run at all
+    assert state(table5, {"seeds": [0, 1]})[0] == PLAN_UNRECORDED
     assert runs_record(table5, replace(ctx, rows=("relabel",)))["plan_digest"] is None
+    runless = replace(table5, plan=lambda ctx: [])
+    assert state(runless, {"seeds": [0, 1], **runs_record(runless, ctx)})[0] == PLAN_UNRECORDED
+
+
+@pytest.mark.parametrize("value", [False, None, 3, 0.5, [1200, 800], {"run": "abc", "kind": "train"}, "/data/a b",
+                                   "3", "true"])
+def test_a_recorded_set_change_is_printed_as_an_argument_that_reads_back_to_it(value):
+    import shlex
+
+    from repro.config import parse_overrides, set_argument
+
+    flag, item = shlex.split(set_argument("train.init", value))
+    assert flag == "--set" and parse_overrides([item]) == {"train.init": value}
 
 
 def test_the_committed_proxy_results_that_record_their_runs_were_computed_from_the_current_plan(experiments):
     """Fast (it lists plans, computes nothing): a change of code or profile that changes a run a committed result
     was computed from makes that result stale until it is rerun and committed again."""
-    from repro.experiment import PLAN_DIFFERS, plan_state
+    from repro.experiment import PLAN_CURRENT, plan_state
 
-    metas = {name: results.read_meta(COMMITTED, name) for name in experiments}
-    states = {name: plan_state(experiments[name], "proxy", meta) for name, meta in metas.items() if meta}
-    if not states:
-        pytest.skip(f"no results under {COMMITTED}")
-    stale = [f"{name}: {note}" for name, (state, note) in states.items() if state == PLAN_DIFFERS]
-    assert not stale, "\n".join(stale)
+    metas = {name: meta for name in experiments if (meta := results.read_meta(COMMITTED, name))}
+    recorded = {name: plan_state(experiments[name], "proxy", meta, COMMITTED.parents[1] / "runs")
+                for name, meta in metas.items() if meta.get("plan_digest")}
+    if not recorded:
+        pytest.skip(f"no results under {COMMITTED} record their runs")
+    wrong = [f"{name}: {note}" for name, (state, note) in recorded.items() if state != PLAN_CURRENT]
+    assert not wrong, "\n".join(wrong)
 
 
 def test_the_readme_block_is_replaced_and_a_readme_without_one_is_named(tmp_path):
@@ -207,7 +227,7 @@ def test_the_readmes_verdict_table_is_what_the_committed_proxy_results_say(exper
     start, end = README_MARKERS
     readme = (repo / "README.md").read_text()
     block = readme.split(start, 1)[1].split(end, 1)[0].lstrip("\n")
-    sections = build_sections(experiments, "proxy", COMMITTED)
+    sections = build_sections(experiments, "proxy", COMMITTED, repo / "runs")
     assert block == overview_table(sections, "proxy", "results/proxy/report.md"), (
         "README's verdict table is out of date: run `python -m repro report --profile proxy --readme README.md`")
 
