@@ -214,8 +214,9 @@ def launch(args: argparse.Namespace, experiments: list, ctx) -> int | None:
     # what run_experiment computes after the jobs: the claim seeds too, so that no run is left to train here
     planned = [spec for experiment in experiments for spec in planned_specs(experiment, ctx)]
     resources = config_resources(ctx.config, Path(ctx.runs_root).resolve())
-    to_run = [spec for spec in with_inputs(planned) if not Run(spec, resources.runs_root).done]
-    print(f"{len(to_run)} run(s) to compute of {len(with_inputs(planned))}; jobs' logs in "
+    needed = with_inputs(planned)
+    to_run = [spec for spec in needed if not Run(spec, resources.runs_root).done]
+    print(f"{len(to_run)} run(s) to compute of {len(needed)}; jobs' logs in "
           f"{resources.runs_root / LOG_FOLDER}/<job id>/", flush=True)
     if not to_run:
         return None

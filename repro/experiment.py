@@ -283,6 +283,13 @@ def _digest(specs: list) -> str:
     return hashlib.sha256("\n".join(sorted(spec.hash for spec in specs)).encode()).hexdigest()[:16]
 
 
+def experiment_command(name: str, profile: str, seeds: int, overrides: Mapping, rows: tuple[str, ...] = ()) -> str:
+    """The command line that computes an experiment's results as an invocation records it, and reruns them."""
+    return " ".join(["python -m repro", name, "--profile", profile, "--seeds", str(seeds)] +
+                    [set_argument(key, value) for key, value in overrides.items()] +
+                    ([f"--rows {','.join(rows)}"] if rows else []))
+
+
 PLAN_CURRENT, PLAN_DIFFERS, PLAN_UNRECORDED = "current", "stale", "unverified"
 
 
@@ -313,7 +320,7 @@ def plan_state(experiment: Experiment, profile: str, meta: dict | None, runs_roo
         return PLAN_CURRENT, f"computed from the runs the current code plans at {profile}{sets} (digest {recorded})"
     return PLAN_DIFFERS, (f"computed from other runs than the current code plans at {profile}{sets} (digest "
                           f"{recorded}, now {current}: the code, the profile or an input file changed since); "
-                          f"rerun: python -m repro {experiment.name} --profile {profile} --seeds {len(seeds)}{sets}")
+                          f"rerun: {experiment_command(experiment.name, profile, len(seeds), overrides)}")
 
 
 def with_other_rows(measured: pd.DataFrame, previous: pd.DataFrame | None, rows: tuple[str, ...]) -> pd.DataFrame:
@@ -375,10 +382,8 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
             results.bar_plot(summary, png, title, experiment.metrics, experiment.key_columns)
         elapsed = time.time() - started
         invocation = {"seeds": ctx.seeds, "seconds": round(elapsed, 1), "finished": time.strftime("%Y-%m-%d %H:%M"),
-                      "command": " ".join(["python -m repro", experiment.name, "--profile", ctx.profile, "--seeds",
-                                           str(len(ctx.seeds))] +
-                                          [set_argument(k, v) for k, v in ctx.overrides.items()] +
-                                          ([f"--rows {','.join(ctx.rows)}"] if ctx.rows else []))}
+                      "command": experiment_command(experiment.name, ctx.profile, len(ctx.seeds), ctx.overrides,
+                                                    ctx.rows)}
         results.write_meta(stage, experiment.name, {**invocation, "overrides": ctx.overrides,
                                                     **runs_record(experiment, ctx), "report": report,
                                                     "invocations": (
