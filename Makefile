@@ -46,8 +46,10 @@ plan: env
 world: env
 	$(BIN)/python -m repro world --profile $(PROFILE)
 
-# every experiment through the shared run cache (an interrupted run goes on where it stopped), then the report
+# every experiment through the shared run cache (an interrupted run goes on where it stopped), then the report;
+# first every input and key left to set of all of them, in one list
 paper: env detection
+	$(BIN)/python -m repro check all --profile $(PROFILE)$(SETS)
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(PAPER_SEEDS)$(SETS) --plan
 	$(REPRO) all --profile $(PROFILE) --seeds $(PAPER_SEEDS)$(SETS)
 	$(BIN)/python -m repro report --profile $(PROFILE)$(if $(filter proxy,$(PROFILE)), --readme README.md)

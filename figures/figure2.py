@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from repro import results
-from repro.boxes import iou_cdf, val_boxes
+from repro.boxes import boxes_file, iou_cdf, val_boxes
 from repro.claims import Claim
 from repro.crops import crop_iou_fractions
 from repro.experiment import Collected, Context, Experiment
@@ -84,6 +84,7 @@ EXPERIMENT = Experiment(
     collect=collect,
     plot=plot,
     plan=lambda ctx: [world_spec(ctx.config)] if ctx.config["data"]["source"] == "world" else [],
+    inputs=lambda ctx: boxes_file(ctx.config["data"]),
     metrics=list(METRICS.values()),
     absolute_tolerances={metric: BANDS[key] for key, metric in METRICS.items()},  # fractions, not percent
     claims=[

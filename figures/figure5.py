@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from repro import results
-from repro.boxes import iou_bins, val_boxes
+from repro.boxes import boxes_file, iou_bins, val_boxes
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
@@ -98,6 +98,7 @@ EXPERIMENT = Experiment(
     collect=collect,
     plot=plot,
     plan=lambda ctx: labelmaps_specs(ctx.config, "val"),
+    inputs=lambda ctx: boxes_file(ctx.config["data"]),
     metrics=["confidence_at_iou_zero"],
     claims=[
         Claim("ReLabel's confidence rises with the crop's overlap with the object", kind="custom",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from repro.data.folders import ImageList, read_classes, val_folder
+from repro.data.folders import VAL_SOLUTION, ImageList, read_classes, val_folder
 from repro.data.localisation import read_loc_solution
 from repro.world.stats import xywh_to_xyxy
 
@@ -120,16 +120,27 @@ def world_object_masks(root: str | os.PathLike, split: str = "val", min_visible:
     return out
 
 
+def boxes_file(data: Mapping) -> Path | None:
+    """ImageNet's val boxes file for the config section `data`: data.boxes_csv, else LOC_val_solution.csv at the
+    data root (where ImageNet's download puts it); None for the world, whose boxes are in its annotations. A
+    missing file raises, naming it, so the pre-flight check finds it before any run (Experiment.inputs)."""
+    if data["source"] == "world":
+        return None
+    path = Path(data.get("boxes_csv") or Path(data["root"]) / VAL_SOLUTION)
+    if not path.is_file():
+        raise FileNotFoundError(f"no val boxes file {path}: Figures 2 and 5 read ImageNet's {VAL_SOLUTION}; put it "
+                                "there or set data.boxes_csv")
+    return path
+
+
 def val_boxes(root: str | os.PathLike, data: Mapping) -> ValBoxes:
     """The val boxes of the data at `root` (its config section `data`): the world's annotations, or ImageNet's
-    data.boxes_csv."""
-    if data["source"] == "world":
+    (`boxes_file`)."""
+    boxes = boxes_file(data)
+    if boxes is None:
         return world_val_boxes(root)
-    if not data.get("boxes_csv"):
-        raise FileNotFoundError("data.boxes_csv is not set: Figures 2 and 5 need ImageNet's LOC_val_solution.csv")
     wnids = read_classes(root)[0]
-    return imagenet_val_boxes(val_folder(root, wnids, data.get("val_labels") or data["boxes_csv"]), wnids,
-                              data["boxes_csv"])
+    return imagenet_val_boxes(val_folder(root, wnids, data.get("val_labels") or boxes), wnids, boxes)
 
 
 def iou_cdf(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:

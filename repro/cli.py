@@ -10,7 +10,7 @@ from repro.cluster import launch
 from repro.preemption import PREEMPTED_STATUS, Preempted
 from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
                           with_changes)
-from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, TrainingExperiment, check_inputs,
+from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, TrainingExperiment, check_experiments,
                               compare, discover, experiment_plan, planned_specs, run_experiment)
 
 
@@ -69,7 +69,8 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check the data, label maps and annotators an experiment would read, in "
                                      "seconds, computing nothing (exit 2 on a problem)")
     p.add_argument("experiments", nargs="*", default=["table3"], metavar="EXPERIMENT",
-                   help="whose runs to check (default table3)")
+                   help="whose runs to check (default table3; all: every experiment, as `all` and `make paper` check "
+                        "them before computing)")
     _add_run_options(p)
     p.set_defaults(func=_check)
     p = sub.add_parser("compare", help="reproduced vs reported numbers and every claim's verdict "
@@ -155,7 +156,8 @@ def _run_all(args, experiments) -> int:
         return 0
     skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
     runnable = [experiment for experiment in experiments.values() if experiment.implemented]
-    # a config error (a key to set) stops here, not after hours of earlier tables
+    # every key to set and every missing input of all of them stops here, not after days of earlier tables
+    check_experiments(runnable, ctx)
     pending = track_runs(runnable, ctx)
     print(f"{len(pending)} runs to compute for {len(runnable)} experiments (python -m repro all --plan lists them)",
           file=sys.stderr, flush=True)
@@ -168,12 +170,12 @@ def _run_all(args, experiments) -> int:
 
 def _check(args, experiments) -> int:
     ctx = make_context(args)
-    unknown = [name for name in args.experiments if name not in experiments]
+    names = list(experiments) if args.experiments == ["all"] else args.experiments
+    unknown = [name for name in names if name not in experiments]
     if unknown:
-        print(f"error: unknown experiment {unknown[0]}: choose from {', '.join(experiments)}", file=sys.stderr)
+        print(f"error: unknown experiment {unknown[0]}: choose from all, {', '.join(experiments)}", file=sys.stderr)
         return 2
-    for name in args.experiments:
-        check_inputs(experiments[name], ctx, verbose=True)
+    check_experiments([experiments[name] for name in names], ctx, verbose=True)
     print("inputs ok")
     return 0
 

@@ -209,10 +209,11 @@ def launch(args: argparse.Namespace, experiments: list, ctx) -> int | None:
         return 2
     if options is None:
         return None
-    from repro.experiment import planned_specs
+    from repro.experiment import check_experiments
 
-    # what run_experiment computes after the jobs: the claim seeds too, so that no run is left to train here
-    planned = [spec for experiment in experiments for spec in planned_specs(experiment, ctx)]
+    # the pre-flight check before any job is queued; the specs are what run_experiment computes after the jobs:
+    # the claim seeds too, so that no run is left to train here
+    planned = check_experiments(experiments, ctx)
     resources = config_resources(ctx.config, Path(ctx.runs_root).resolve())
     needed = with_inputs(planned)
     to_run = [spec for spec in needed if not Run(spec, resources.runs_root).done]

@@ -73,6 +73,9 @@ class Experiment:
     plan: Callable[[Context], list] | None = None  # the specs of the runs `collect` computes (their inputs follow)
     absolute_tolerances: dict[str, float] = field(default_factory=dict)
     report: Callable[[Context], str] | None = None  # extra lines printed after the table (diagnostics)
+    # reads the inputs `collect` opens that no run's spec names (a boxes file), raising OSError or ValueError
+    # naming the one missing: the pre-flight check calls it before anything computes
+    inputs: Callable[[Context], object] | None = None
     # metrics written only where the data has a case for them (a small world may have none): a profile's results
     # may lack them
     data_dependent_metrics: tuple[str, ...] = ()
@@ -217,19 +220,31 @@ class InputsProblem(Exception):
     """The pre-flight check found inputs that would fail or mislead a run; its lines say which and what to do."""
 
 
-def check_inputs(experiment: Experiment, ctx: Context, verbose: bool = False) -> list:
-    """The pre-flight check (`repro.preflight`) of the runs `experiment` needs: problems raise InputsProblem
-    before anything is computed; absent evaluation sets are printed."""
+def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool = False) -> list:
+    """The pre-flight check of several experiments at once, before any of them computes: every key left to set
+    (an experiment whose plan cannot be built names it) and every input problem of all of them in one report
+    (InputsProblem), since a paper-scale `all` would otherwise stop at the first after days of the tables before
+    it. Returns their planned specs."""
     from repro.preflight import ABSENT, OK, PROBLEM, preflight
 
-    findings = preflight(experiment.plan(ctx) if experiment.plan is not None else [])
+    specs, problems = [], []
+    for experiment in experiments:
+        try:
+            specs += planned_specs(experiment, ctx)
+            if experiment.inputs is not None:
+                experiment.inputs(ctx)
+        except (OSError, ValueError) as error:  # a key to set, a file it names: a user's input, like cli's
+            if os.environ.get("REPRO_DEBUG"):
+                raise
+            problems.append(f"problem: {experiment.name}: {error}")
+    findings = preflight(specs)
     for finding in findings:
         if finding.level == ABSENT or (verbose and finding.level == OK):
             print(finding, file=sys.stderr if finding.level == ABSENT else sys.stdout)
-    problems = [finding for finding in findings if finding.level == PROBLEM]
+    problems += [str(finding) for finding in findings if finding.level == PROBLEM]
     if problems:
-        raise InputsProblem("\n".join(str(finding) for finding in problems))
-    return findings
+        raise InputsProblem("\n".join(problems))
+    return specs
 
 
 def with_claim_seeds(experiment: Experiment, ctx: Context) -> Context:
@@ -356,7 +371,7 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         print(f"{experiment.name}: {len(raised.seeds)} seeds, not {len(ctx.seeds)}: its claims need them "
               f"at {ctx.profile} (claim_seeds)", file=sys.stderr, flush=True)
         ctx = raised
-    check_inputs(experiment, ctx)
+    check_experiments([experiment], ctx)
     collected = experiment.collect(ctx)  # every rank of a torchrun job: its training runs are collective
     if int(os.environ.get("RANK", "0")) != 0:
         return {}  # rank 0 alone writes the results

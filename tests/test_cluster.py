@@ -30,6 +30,7 @@ def _make_commands(*variables: str) -> list[str]:
 
 def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     assert _make_commands() == [
+        ".venv/bin/python -m repro check all --profile proxy",
         ".venv/bin/python -m repro all --profile proxy --seeds 3 --plan",
         ".venv/bin/python -m repro all --profile proxy --seeds 3",
         ".venv/bin/python -m repro report --profile proxy --readme README.md",
@@ -39,6 +40,7 @@ def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     sets = "--set train.epochs=2 --set data.root=/x"
     torchrun = ".venv/bin/torchrun --standalone --nproc_per_node 8 -m repro"
     assert _make_commands("PROFILE=paper", "NPROC=8", "SET=train.epochs=2 data.root=/x") == [
+        f".venv/bin/python -m repro check all --profile paper {sets}",
         f".venv/bin/python -m repro all --profile paper --seeds 1 {sets} --plan",
         f"{torchrun} all --profile paper --seeds 1 {sets}",
         ".venv/bin/python -m repro report --profile paper",
@@ -96,6 +98,20 @@ def test_submit_sends_the_runs_of_the_claim_seeds_too(tmp_path, monkeypatch):
     assert main(["table3", "--profile", "proxy", "--seeds", "3", "--runs", str(tmp_path / "runs"), "--results",
                  str(tmp_path / "results"), "--submit", "local"]) == 0
     assert {spec["seed"] for spec in sent if spec.kind == "train"} == {0, 1, 2, 3, 4}
+
+
+def test_submit_checks_the_inputs_before_queueing_any_job(tmp_path, monkeypatch, capsys):
+    """A missing input is found in seconds, not by every job failing after its wait in the queue."""
+    import types
+
+    import repro.cluster
+
+    sent = []
+    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(wait=False))
+    monkeypatch.setattr(repro.cluster, "submit", lambda runs, options, resources: sent.extend(runs) or [])
+    assert main(["table3", "--profile", "paper", "--set", f"data.root={tmp_path / 'nowhere'}", "--runs",
+                 str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--submit", "local"]) == 2
+    assert "has no train/ folder" in capsys.readouterr().err and sent == []
 
 
 def test_slurm_jobs_one_per_run_training_on_every_gpu_held_until_their_inputs_succeed(tmp_path, monkeypatch,

@@ -14,7 +14,7 @@ from repro.figures.convergence import EXPERIMENT as CONVERGENCE
 from repro.figures.costs import regime as costs_regime
 from repro.figures.figure6 import kd_epochs_cost_more
 from repro import results
-from repro.boxes import ValBoxes, imagenet_val_boxes, iou_bins, iou_cdf
+from repro.boxes import ValBoxes, boxes_file, imagenet_val_boxes, iou_bins, iou_cdf
 from repro.claims import FAILS, HOLDS, evaluate_claims
 from repro.config import profile_config, with_changes
 from repro.data.folders import image_folder
@@ -91,6 +91,19 @@ def test_imagenet_val_boxes_keep_the_images_own_class_and_read_sizes_from_the_fi
     assert val.boxes[2].tolist() == [[3.0, 2.0, 30.0, 31.0], [1.0, 1.0, 9.0, 9.0]]
     with pytest.raises(KeyError, match="no boxes"):
         imagenet_val_boxes(images, imagenet.wnids, _write_solution(tmp_path / "short.csv", rows[1:]))
+
+
+def test_the_boxes_file_defaults_to_the_one_at_the_data_root(tmp_path):
+    data = {"source": "imagenet", "root": str(tmp_path), "boxes_csv": None}
+    with pytest.raises(FileNotFoundError, match=f"no val boxes file {tmp_path / 'LOC_val_solution.csv'}: .*set "
+                                                "data.boxes_csv"):
+        boxes_file(data)
+    (tmp_path / "LOC_val_solution.csv").write_text("ImageId,PredictionString\n")
+    assert boxes_file(data) == tmp_path / "LOC_val_solution.csv"
+    elsewhere = tmp_path / "boxes.csv"
+    elsewhere.write_text("ImageId,PredictionString\n")
+    assert boxes_file({**data, "boxes_csv": str(elsewhere)}) == elsewhere
+    assert boxes_file({"source": "world", "root": None}) is None
 
 
 def test_figure2_reads_imagenet_boxes_at_paper_scale(imagenet, tmp_path):

@@ -37,6 +37,22 @@ def test_a_missing_data_root_is_one_line(tmp_path, capsys):
     assert any("has no train/ folder" in line for line in err)
 
 
+@pytest.mark.parametrize("command", [["check", "all"], ["all"]])
+def test_every_experiments_missing_inputs_are_listed_at_once_before_any_run(command, tmp_path, capsys):
+    """A paper-scale `all` lists every key left to set and every missing input of all the experiments, not the
+    first one after days of the tables before it; nothing is built."""
+    status = main([*command, "--profile", "paper", "--set", f"data.root={tmp_path / 'nowhere'}", "--runs",
+                   str(tmp_path / "runs"), "--results", str(tmp_path / "results")])
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("problem: ")]
+    assert status == 2
+    assert any(line.startswith("problem: table10: multilabel.annotator.checkpoint is not set") for line in problems)
+    assert any(line.startswith(f"problem: figure2: no val boxes file {tmp_path / 'nowhere' / 'LOC_val_solution.csv'}")
+               for line in problems)
+    assert any(f"data.root {tmp_path / 'nowhere'} has no train/ folder" in line for line in problems)
+    assert any("imagenet_c: no folder" in line for line in problems)  # Table 7's sets, after Tables 2-6
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()
+
+
 def test_repro_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_DEBUG", "1")
     with pytest.raises(ConfigError, match="train.epochs"):
