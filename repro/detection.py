@@ -57,9 +57,17 @@ def missing_packages() -> str | None:
     if wrong:
         return f"the detection extra has {', '.join(wrong)}: run `make detection` to install the pinned versions"
     try:
-        import mmcv.ops  # noqa: F401  (mmcv-lite, or a wheel built for another torch, has no usable mmcv._ext)
+        import mmcv.ops  # (mmcv-lite, or a wheel built for another torch, has no usable mmcv._ext)
     except (ImportError, OSError) as error:
         return f"mmcv {PACKAGES['mmcv']} has no usable compiled ops ({error}): run `make detection` to build them"
+    import torch
+
+    # mmengine trains on the GPU where there is one, and ops built without CUDA fail at the first RoIAlign there
+    if torch.cuda.is_available() and mmcv.ops.get_compiling_cuda_version() == "not available":
+        return (f"mmcv {PACKAGES['mmcv']}'s ops were built without CUDA and this machine's GPU would run the "
+                "detectors: rebuild them with `rm .venv/.detection; make detection` on a GPU node (mmcv builds CUDA "
+                "ops where it sees a GPU), or with FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=<the GPUs' arch> where nvcc is "
+                "found (docs/detection.md)")
     return None
 
 

@@ -32,6 +32,17 @@ def _timm(model, **kwargs):
     return timm.create_model(model["name"], num_classes=10, **(model.get("kwargs") or {}), **kwargs).eval()
 
 
+@needs_mmdet
+def test_ops_built_without_cuda_are_refused_where_a_gpu_would_run_the_detectors(monkeypatch):
+    import mmcv.ops
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(mmcv.ops, "get_compiling_cuda_version", lambda: "not available")
+    assert "ops were built without CUDA" in missing_packages()
+    monkeypatch.setattr(mmcv.ops, "get_compiling_cuda_version", lambda: "12.8")
+    assert missing_packages() is None
+
+
 # --- the specs ---------------------------------------------------------------------------------------------------
 
 def test_each_detector_starts_from_table3s_vanilla_and_relabel_runs():
