@@ -3,6 +3,7 @@ run then stops with status PREEMPTED_STATUS), and every `resources.checkpoint_mi
 most that much). Decided after an optimizer update, and by all ranks together."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -12,6 +13,24 @@ import torch
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 PREEMPTED_STATUS = 75  # EX_TEMPFAIL: rerun the same command to resume
+
+
+def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
+    """The training loader's `worker_init_fn`. A cluster signals every process of a job (Slurm's time limit,
+    scancel, pre-emption), the loader workers too, and a worker that dies of it fails the trainer's step before
+    its checkpoint: torch's worker handler dies of a SIGTERM from anyone but its parent. So a worker ignores
+    SIGUSR1, and a thread takes SIGTERM, ending the worker only when its parent sent it (the loader's shutdown, as
+    torch does); the trainer stops, and the workers end with its loader."""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # here and in every thread started after
+    parent = os.getppid()
+
+    def end_on_the_parents_sigterm():
+        while True:
+            if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+                os._exit(0)
+
+    threading.Thread(target=end_on_the_parents_sigterm, name="stop-signals", daemon=True).start()
 
 
 class Preempted(Exception):

@@ -329,6 +329,24 @@ def test_a_stop_signal_mid_epoch_checkpoints_exits_75_and_resumes_bit_for_bit(pa
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])
+def test_a_stop_signal_to_every_process_of_the_job_leaves_the_stop_to_the_trainer(paper, tmp_path, uninterrupted,
+                                                                                   stop):
+    """A cluster signals every process of a job (Slurm's time limit, scancel, pre-emption), the loader workers
+    too: they must not die of it before the trainer has written its checkpoint."""
+    root = copy_of(paper, tmp_path)
+    with_workers = table3_args(root, "train.epochs=2", "resources.workers=2")
+    process = child(with_workers, hook="pause_at_update", at=8, start_new_session=True)
+    wait_until_reached(process)
+    os.killpg(process.pid, getattr(signal, stop))  # the child's session: the trainer and its workers
+    status, output = finish(process)
+    assert status == PREEMPTED_STATUS and "stopped: checkpoint written in epoch 2 after step 2" in output, output
+    status, output = finish(child(with_workers))
+    assert status == 0 and "resuming in epoch 2 after step 2" in output, output[-3000:]
+    assert_same_as_uninterrupted(root, uninterrupted)
+
+
+@pytest.mark.slow
 def test_sigkill_mid_epoch_loses_only_the_steps_since_the_last_periodic_checkpoint(paper, tmp_path, uninterrupted):
     root = copy_of(paper, tmp_path)
     every_update = "resources.checkpoint_minutes=1e-9"

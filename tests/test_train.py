@@ -241,6 +241,29 @@ def assert_same_run(got, weights, expected):
         assert torch.equal(tensor, weights[name]), name
 
 
+def test_a_loader_worker_outlives_a_stop_signal_from_others_and_ends_on_its_parents_sigterm():
+    """The training loader's workers leave a cluster's stop signals to the trainer (which checkpoints, then ends
+    them with the loader), and still end when their parent terminates them."""
+    import subprocess
+    import time
+
+    from repro.preemption import leave_stop_signals_to_the_trainer
+
+    loader = DataLoader(list(range(8)), batch_size=1, num_workers=1, persistent_workers=True,
+                        worker_init_fn=leave_stop_signals_to_the_trainer)
+    batches = iter(loader)
+    next(batches)
+    worker = batches._workers[0]
+    for stop in ("TERM", "USR1"):  # sent by another process, as a cluster's are
+        subprocess.run(["kill", f"-{stop}", str(worker.pid)], check=True)
+    time.sleep(1)
+    assert worker.is_alive() and next(batches).tolist() == [1]
+    os.kill(worker.pid, signal.SIGTERM)  # from its parent: what the loader's shutdown sends
+    worker.join(timeout=20)
+    assert worker.exitcode == 0
+    del batches
+
+
 def test_sigterm_mid_epoch_checkpoints_after_the_step_and_resumes_bit_for_bit(tmp_path, data, labelmaps,
                                                                               uninterrupted):
     from repro.preemption import Preempted

@@ -42,7 +42,7 @@ from repro.runs import Resources, Run
 from repro.specs import added_option
 from repro.train.distributed import all_gather, all_reduce_sum, broadcast_buffers, init_distributed
 from repro.train.objectives import CUTMIX_STREAM, objective_class
-from repro.preemption import CheckpointPacer, Preempted
+from repro.preemption import CheckpointPacer, Preempted, leave_stop_signals_to_the_trainer
 
 HISTORY_FILE = "history.jsonl"
 
@@ -171,7 +171,7 @@ def train_loader(dataset: TrainCrops, batch_size: int, workers: int, seed: int, 
     # its own generator: creating the loader's iterator must not draw from torch's global RNG
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=True,
                       pin_memory=pin_memory, persistent_workers=workers > 0, collate_fn=collate_crops,
-                      generator=torch.Generator().manual_seed(seed))
+                      generator=torch.Generator().manual_seed(seed), worker_init_fn=leave_stop_signals_to_the_trainer)
 
 
 def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective: Mapping, *, seed: int,
