@@ -132,12 +132,13 @@ def experiment_specs(experiments, ctx) -> list:
     return [spec for experiment in experiments for spec in planned_specs(experiment, ctx)]
 
 
-def track_runs(experiments, ctx) -> dict[str, str]:
-    """Progress lines over the runs these experiments need that the cache lacks (each once); those runs."""
+def track_runs(experiments, ctx, specs: list | None = None) -> dict[str, str]:
+    """Progress lines over the runs these experiments need that the cache lacks (each once; their planned
+    `specs`, unless given); those runs."""
     from repro import progress
     from repro.plan import pending_runs
 
-    pending = pending_runs(experiment_specs(experiments, ctx), ctx.runs_root)
+    pending = pending_runs(experiment_specs(experiments, ctx) if specs is None else specs, ctx.runs_root)
     progress.track(pending)
     return pending
 
@@ -157,8 +158,7 @@ def _run_all(args, experiments) -> int:
     skipped = [name for name, experiment in experiments.items() if not experiment.implemented]
     runnable = [experiment for experiment in experiments.values() if experiment.implemented]
     # every key to set and every missing input of all of them stops here, not after days of earlier tables
-    check_experiments(runnable, ctx)
-    pending = track_runs(runnable, ctx)
+    pending = track_runs(runnable, ctx, check_experiments(runnable, ctx))
     print(f"{len(pending)} runs to compute for {len(runnable)} experiments (python -m repro all --plan lists them)",
           file=sys.stderr, flush=True)
     for experiment in runnable:
