@@ -162,7 +162,7 @@ def _run_all(args, experiments) -> int:
     print(f"{len(pending)} runs to compute for {len(runnable)} experiments (python -m repro all --plan lists them)",
           file=sys.stderr, flush=True)
     for experiment in runnable:
-        run_experiment(experiment, ctx)
+        run_experiment(experiment, ctx, inputs_checked=True)
     if skipped:
         print(f"not implemented yet, skipped: {', '.join(skipped)}", file=sys.stderr)
     return 0

@@ -362,7 +362,10 @@ def experiment_report(experiment: Experiment, ctx: Context) -> str:
         return f"(report left out: it reads {missing}, which --rows {','.join(ctx.rows)} does not compute)"
 
 
-def run_experiment(experiment: Experiment, ctx: Context) -> dict:
+def run_experiment(experiment: Experiment, ctx: Context, inputs_checked: bool = False) -> dict:
+    """Computes `experiment` and writes its results; `inputs_checked` where the caller's pre-flight check
+    (check_experiments) already covered it, as `all`'s does for every experiment, so that a paper-scale ImageNet is
+    not listed again for each."""
     if not experiment.implemented:
         raise NotImplementedExperiment(f"{experiment.name} ({experiment.paper_ref}) is not implemented yet: "
                                        f"{experiment.missing or 'no module code'}")
@@ -371,7 +374,8 @@ def run_experiment(experiment: Experiment, ctx: Context) -> dict:
         print(f"{experiment.name}: {len(raised.seeds)} seeds, not {len(ctx.seeds)}: its claims need them "
               f"at {ctx.profile} (claim_seeds)", file=sys.stderr, flush=True)
         ctx = raised
-    check_experiments([experiment], ctx)
+    if not inputs_checked:
+        check_experiments([experiment], ctx)
     collected = experiment.collect(ctx)  # every rank of a torchrun job: its training runs are collective
     if int(os.environ.get("RANK", "0")) != 0:
         return {}  # rank 0 alone writes the results

@@ -57,3 +57,36 @@ def test_repro_debug_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRO_DEBUG", "1")
     with pytest.raises(ConfigError, match="train.epochs"):
         main(["table3", "--profile", "smoke", "--runs", str(tmp_path), "--set", "train.epochs=abc"])
+
+
+def test_all_checks_every_experiments_inputs_once(tmp_path, monkeypatch):
+    """`all` runs the pre-flight check once for all the experiments, not again before each (at paper scale each
+    check lists ImageNet's 1.28 million training files)."""
+    import repro.cli
+    import repro.preflight
+    from dataclasses import replace
+
+    class Collected(Exception):
+        pass
+
+    checks, collected = [], []
+    real_preflight = repro.preflight.preflight
+    monkeypatch.setattr(repro.preflight, "preflight", lambda specs: checks.append(1) or real_preflight(specs))
+
+    def collect(ctx):
+        raise Collected  # the experiment reached its computation
+
+    def run_experiment(experiment, ctx, **options):
+        try:
+            real_run_experiment(experiment, ctx, **options)
+        except Collected:
+            collected.append((experiment.name, len(checks)))
+
+    real_run_experiment = repro.cli.run_experiment
+    monkeypatch.setattr(repro.cli, "run_experiment", run_experiment)
+    chosen = {name: replace(experiment, collect=collect)
+              for name, experiment in repro.cli.discover().items() if name in ("table3", "tableA1")}
+    monkeypatch.setattr(repro.cli, "discover", lambda: chosen)
+    assert main(["all", "--profile", "smoke", "--runs", str(tmp_path / "runs"),
+                 "--results", str(tmp_path / "results")]) == 0
+    assert collected == [("table3", 1), ("tableA1", 1)]  # both computed after the one check
