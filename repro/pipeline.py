@@ -400,19 +400,23 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     <data.root>/<folder>); at embedded scale the spec of the world's analogue (an evalset run; the rendition set is
     the world's own rendition/ folder), so the sets' options and the world are in every evaluation's hash."""
     rob = cfg["robustness"]
+    # ImageNet-C's images are already the val images' centre crops at the eval size: scored whole, as its test
+    # script scores them (CenterCrop(224) of a 224 image), not cropped a second time by the student's view
+    whole = {"crop_pct": 1.0}
     evaluations = [{"type": "fgsm", "epsilon": rob["fgsm_epsilon"], "epsilons": list(rob["fgsm_epsilons"])}]
     challenge = {"challenge_backgrounds": rob["challenge_backgrounds"], "seed": int(rob["seed"])}
     if cfg["data"]["source"] == "imagenet":
         root = Path(cfg["data"]["root"])
         return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder),
-                               **(challenge if kind == "backgrounds" else {})}
+                               **(challenge if kind == "backgrounds" else {}), **(whole if kind == "imagenet_c" else {})}
                               for kind, folder in ROBUSTNESS_SETS.items()]
     world = world_spec(cfg).as_json()
     common = {"world": world, "per_class": int(rob["per_class"]), "seed": int(rob["seed"])}
     from repro.evaluate.corruptions import CORRUPTIONS, SEVERITIES
 
     corrupted = Spec("evalset", {**common, "set": "imagenet_c", "corruptions": list(CORRUPTIONS),
-                                 "severities": list(SEVERITIES)})
+                                 "severities": list(SEVERITIES), "size": int(cfg["train"]["eval_size"]),
+                                 "crop_pct": float(cfg["train"]["eval_crop_pct"])})
     backgrounds = Spec("evalset", {**common, "set": "backgrounds"})
     filter_cfg = with_changes(cfg, {**architecture_changes(cfg, rob["filter_arch"]), "supervision.mode": "original",
                                     "supervision.cutmix": False, "extra_data.enabled": False,
@@ -420,7 +424,7 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     adversarial = Spec("evalset", {"world": world, "set": "imagenet_a", "per_class": 0, "seed": int(rob["seed"]),
                                    "candidates_per_class": int(rob["candidates_per_class"]),
                                    "filter": student_spec(filter_cfg, runs_root).as_json()})
-    return evaluations + [{"type": "imagenet_c", "source": corrupted.as_json()},
+    return evaluations + [{"type": "imagenet_c", "source": corrupted.as_json(), **whole},
                           {"type": "imagenet_a", "source": adversarial.as_json()},
                           {"type": "rendition", "source": None},
                           {"type": "backgrounds", "source": backgrounds.as_json(), **challenge}]

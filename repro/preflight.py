@@ -48,7 +48,7 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
         findings += check_released_maps(ref, layouts.get(root))
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
-    findings += check_evaluation_folders(spec for spec in ordered if spec.kind == "eval")
+    findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
     if any(spec.kind == "detector" for spec in ordered):
         findings += check_detection_packages()
     return list(dict.fromkeys(findings))
@@ -64,26 +64,38 @@ def check_detection_packages() -> list[Finding]:
     return [Finding(OK, "detection extra: " + ", ".join(f"{name} {version}" for name, version in PACKAGES.items()))]
 
 
-def check_evaluation_folders(evaluations: Iterable[Spec]) -> list[Finding]:
-    """The released sets that evaluators read from a folder (Table 7's at paper scale): present, or a problem
-    found before any training, not after it."""
-    from repro.evaluate.robustness import SET_VARIANTS, missing_variants
+def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> list[Finding]:
+    """The released sets that evaluators read from a folder (Table 7's at paper scale): every folder the evaluator
+    reads present and its class folders scorable by the model's classes (`layouts`: data root -> (wnids, ...)),
+    or a problem found before any training, not after it."""
+    from repro.evaluate.robustness import SET_VARIANTS, classes_folder, missing_variants
+    from repro.evaluate.set_classes import set_classes
 
     findings = []
     for spec in evaluations:
         evaluator = spec.body["evaluator"]
         source = evaluator.get("source")
-        if isinstance(source, str):
-            kind = evaluator["type"]
-            missing = missing_variants(kind, Path(source))
-            if not Path(source).is_dir():
-                findings.append(Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
-                                                 f"robustness.{kind}_root"))
-            elif missing:
-                findings.append(Finding(PROBLEM, f"{kind}: no folder {missing[0]}: the release's variants "
-                                                 f"{', '.join(SET_VARIANTS[kind])} are all read"))
-            else:
-                findings.append(Finding(OK, f"{kind}: {source}"))
+        if not isinstance(source, str):
+            continue
+        kind = evaluator["type"]
+        missing = missing_variants(kind, Path(source))
+        if not Path(source).is_dir():
+            findings.append(Finding(PROBLEM, f"{kind}: no folder {source}: put the released set there or set "
+                                             f"robustness.{kind}_root"))
+            continue
+        if missing:
+            findings.append(Finding(PROBLEM, f"{kind}: no folder {missing[0]} ({len(missing)} of the "
+                                             f"{len(SET_VARIANTS[kind])} folders the release holds are missing: "
+                                             f"all of them are read)"))
+            continue
+        layout = layouts.get(spec.body["data"]["root"])
+        try:
+            if layout is not None:
+                set_classes(classes_folder(kind, Path(source)), layout[0])
+        except (OSError, ValueError) as error:
+            findings.append(Finding(PROBLEM, f"{kind}: {error}"))
+            continue
+        findings.append(Finding(OK, f"{kind}: {source}"))
     return findings
 
 

@@ -324,7 +324,8 @@ def compute_evalset(spec: Spec, run: Run, resources: Resources) -> dict:
         wanted = set(indices)
         chosen = [i for i, relpath in enumerate(val.relpaths) if _val_index(relpath) in wanted]
         written = sets.write_imagenet_c(world_root, [val.relpaths[i] for i in chosen], val.labels[chosen], out,
-                                        body["corruptions"], body["severities"], int(body["seed"]))
+                                        body["corruptions"], body["severities"], int(body["seed"]),
+                                        int(body["size"]), float(body["crop_pct"]))
         return {"images_per_corruption": len(chosen), "images_written": written}
     shutil.rmtree(out, ignore_errors=True)
     assets = load_assets(params)

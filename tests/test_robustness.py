@@ -260,9 +260,14 @@ def test_set_classes_are_the_models_wnids_or_imagenet9s_super_classes(tmp_path):
     logits[0, wnids.index("n02085620")], logits[0, 5] = 2.0, 3.0  # class 5 is outside the set: ignored
     logits[1, wnids.index("n01440764")] = 1.0
     assert subset.predict(logits).tolist() == [1, 0]
-    for k in range(9):
-        (tmp_path / "in9" / f"0{k}_class").mkdir(parents=True)
+    released = [f"0{k}_{name}" for k, name in enumerate(["dog", "bird", "wheeled vehicle", "reptile", "carnivore",
+                                                          "insect", "musical instrument", "primate", "fish"])]
+    for name in released:
+        (tmp_path / "in9" / name).mkdir(parents=True)
+        (tmp_path / "renamed" / name[3:]).mkdir(parents=True)  # a copy without the prefixes: sorts bird, ..., dog
     in9 = set_classes(tmp_path / "in9", wnids)
+    with pytest.raises(ValueError, match="class folder 'bird' is in the place of ImageNet-9's 'dog'"):
+        set_classes(tmp_path / "renamed", wnids)
     hits = torch.zeros(3, 1000)
     hits[0, wnids.index("n02085620")] = 1.0  # Chihuahua: dog
     hits[1, wnids.index("n01440764")] = 1.0  # tench: fish
@@ -287,5 +292,53 @@ def test_the_check_names_a_missing_released_set_before_any_training(imagenet, da
     err = capsys.readouterr().err
     assert status == 2 and f"problem: imagenet_a: no folder {root / 'imagenet-a'}: put the released set there or " \
                            f"set robustness.imagenet_a_root" in err
-    assert f"problem: backgrounds: no folder {root / 'backgrounds' / 'fg_mask' / 'val'}: the release's" in err
+    assert f"problem: backgrounds: no folder {root / 'backgrounds' / 'fg_mask' / 'val'} (1 of the 5 folders the " \
+           f"release holds are missing" in err
     assert "problem: imagenet_c" not in err  # present
+
+
+def test_the_check_reads_every_imagenet_c_folder_and_each_sets_classes_before_any_training(imagenet, data, tmp_path,
+                                                                                           capsys):
+    """A set that would fail or mislead only when the students are trained is a problem before: one of ImageNet-C's
+    75 folders missing, a class folder the model does not have; a part-unpacked ImageNet-C folder stops its
+    evaluation before any image is scored."""
+    from repro.cli import main
+
+    root = tmp_path / "imagenet"
+    shutil.copytree(imagenet.root, root)
+    fake_released_sets(root, data)
+    shutil.rmtree(root / "imagenet-c" / "jpeg_compression" / "5")
+    (root / "imagenet-a" / "n99999999").mkdir()
+    status = main(["check", "table7", "--profile", "paper", "--set", f"data.root={root}", "--runs", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert f"problem: imagenet_c: no folder {root / 'imagenet-c' / 'jpeg_compression' / '5'} (1 of the 75" in err
+    assert f"problem: imagenet_a: {root / 'imagenet-a'}: class folders" in err and "neither the model's" in err
+    shutil.copytree(root / "imagenet-c" / "fog" / "1", root / "imagenet-c" / "jpeg_compression" / "5")
+    next((root / "imagenet-c" / "fog" / "2").rglob("*.JPEG")).unlink()
+    cfg = with_changes(profile_config("paper"), {"data.root": str(root)})
+    with pytest.raises(ValueError, match="imagenet-c/fog/2 holds 1 images, other folders 2: unpack its tar again"):
+        build_evaluator(robustness_evaluations(cfg)[1]).evaluate(create_model(TINY_MODEL, NUM_CLASSES), data, VIEW,
+                                                                 Resources(runs_root=tmp_path))
+
+
+def test_imagenet_c_is_scored_whole_as_released_and_the_worlds_is_cut_to_the_eval_view(imagenet, data, tmp_path):
+    """The release's images are the val images' centre crops at the eval size, scored without a second crop; the
+    world's analogue is cut to the students' eval view the same way before it is corrupted."""
+    from repro.world.robustness import write_imagenet_c
+
+    for profile, changes in (("paper", {"data.root": str(tmp_path)}), ("proxy", {})):
+        cfg = with_changes(profile_config(profile), changes)
+        corrupted = robustness_evaluations(cfg)[1]
+        assert corrupted["type"] == "imagenet_c" and corrupted["crop_pct"] == 1.0, profile
+        if profile == "proxy":
+            body = corrupted["source"]["spec"]  # the world's analogue: the spec of its evalset run
+            assert (body["size"], body["crop_pct"]) == (cfg["train"]["eval_size"], cfg["train"]["eval_crop_pct"])
+    relpaths, labels = data.val.relpaths[:2], data.val.labels[:2]
+    assert write_imagenet_c(imagenet.root, relpaths, labels, tmp_path / "c", ["fog"], [1], seed=0, size=40,
+                            crop_pct=0.875, progress=False) == 2
+    written = sorted((tmp_path / "c" / "fog" / "1").rglob("*.JPEG"))
+    assert len(written) == 2 and all(Image.open(path).size == (40, 40) for path in written)
+    with pytest.raises(ValueError, match="at least 32 x 32 pixels, not 24 x 24"):
+        write_imagenet_c(imagenet.root, relpaths, labels, tmp_path / "d", ["fog"], [1], seed=0, size=24, crop_pct=1.0,
+                         progress=False)

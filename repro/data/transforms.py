@@ -96,10 +96,13 @@ class EvalView:
         self.normalized = normalized
         self.whole = whole  # the whole image resized to size x size, aspect not kept (multi-label sets)
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def crop(self, image: torch.Tensor) -> torch.Tensor:
+        """The view's pixels, uint8 [3, size, size], before any scaling to [0, 1]."""
         if self.whole:
-            image = F.resize(image, [self.size, self.size], interpolation=INTERPOLATION, antialias=True)
-        else:
-            image = F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
-                                  [self.size, self.size])
+            return F.resize(image, [self.size, self.size], interpolation=INTERPOLATION, antialias=True)
+        return F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
+                             [self.size, self.size])
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        image = self.crop(image)
         return normalize(image) if self.normalized else F.to_dtype(image, torch.float32, scale=True)

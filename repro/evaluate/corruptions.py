@@ -64,6 +64,9 @@ def corrupt(image: np.ndarray, name: str, severity: int, seed: int) -> np.ndarra
         raise ValueError(f"unknown corruption {name!r}: one of {', '.join(CORRUPTIONS)}")
     if severity not in SEVERITIES:
         raise ValueError(f"corruption severity {severity} is not one of 1..5")
+    if min(image.shape[:2]) < 32:  # imagecorruptions' own limit, met late and unnamed otherwise
+        raise ValueError(f"the corruptions need images of at least 32 x 32 pixels, not {image.shape[1]} x "
+                         f"{image.shape[0]} (the world's ImageNet-C analogue is cut to train.eval_size)")
     package = _package()
     if name == "impulse_noise":
         from skimage.util import random_noise

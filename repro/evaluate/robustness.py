@@ -28,12 +28,18 @@ from repro.specs import Spec, digest_path, is_spec_json
 
 SET_FOLDER = "images"  # inside the run of a set built from the world
 BACKGROUNDS_VARIANTS = ("original", "mixed_same", "mixed_rand", "only_bg_t", "fg_mask")  # ImageNet-9's, all read
-SET_VARIANTS = {"backgrounds": tuple(f"{variant}/val" for variant in BACKGROUNDS_VARIANTS)}  # what a root must hold
+SET_VARIANTS = {"backgrounds": tuple(f"{variant}/val" for variant in BACKGROUNDS_VARIANTS),  # what a root must hold
+                "imagenet_c": tuple(f"{name}/{severity}" for name in CORRUPTIONS for severity in SEVERITIES)}
 
 
 def missing_variants(kind: str, root: Path) -> list[Path]:
     """The folders a released set of evaluator `kind` must hold under `root` and does not (`SET_VARIANTS`)."""
     return [Path(root, sub) for sub in SET_VARIANTS.get(kind, ()) if not Path(root, sub).is_dir()]
+
+
+def classes_folder(kind: str, root: Path) -> Path:
+    """The folder whose class folders name a released set's classes (every variant of the set shares them)."""
+    return root / SET_VARIANTS[kind][0] if kind in SET_VARIANTS else root
 
 
 def set_folder(source, default: Path, resources, what: str) -> Path:
@@ -121,16 +127,23 @@ class ImageNetC(Evaluator):
 
     def evaluate(self, model, data, view, resources):
         root = set_folder(self.options["source"], data.root / "imagenet-c", resources, "imagenet_c")
-        top1, images = {}, 0
+        missing = missing_variants(self.type, root)
+        if missing:
+            raise FileNotFoundError(f"ImageNet-C: no folder {missing[0]}: the set needs all 15 corruptions x 5 "
+                                    f"severities")
+        classes = set_classes(classes_folder(self.type, root), data.wnids)
+        sizes = {(name, severity): len(image_folder(root / name, str(severity), classes.names))
+                 for name in CORRUPTIONS for severity in SEVERITIES}
+        short = min(sizes, key=sizes.get)
+        if sizes[short] < max(sizes.values()):  # a part-unpacked tar would be scored on fewer images, unseen
+            raise ValueError(f"ImageNet-C: {root.joinpath(short[0], str(short[1]))} holds {sizes[short]} images, "
+                             f"other folders {max(sizes.values())}: unpack its tar again")
+        top1 = {}
         for name in CORRUPTIONS:
             for severity in SEVERITIES:
-                folder = root / name / str(severity)
-                if not folder.is_dir():
-                    raise FileNotFoundError(f"ImageNet-C: no folder {folder}: the set needs all 15 corruptions x 5 "
-                                            f"severities")
-                top1[(name, severity)], count, _ = class_folder_top1(model, folder, data.wnids, view, resources)
-                images += count
-        return {**corruption_errors(top1), "imagenet_c_images": images}
+                top1[(name, severity)], _, _ = class_folder_top1(model, root / name / str(severity), data.wnids,
+                                                                 view, resources, classes=classes)
+        return {**corruption_errors(top1), "imagenet_c_images": sum(sizes.values())}
 
 
 @register_evaluator

@@ -59,6 +59,11 @@ def set_classes(folder: str | os.PathLike, wnids: Sequence[str]) -> SetClasses:
     if len(names) != len(superclasses):
         raise ValueError(f"{folder}: class folders {', '.join(names[:3])}, ... are neither the model's classes (wnids) "
                          f"nor ImageNet-9's {len(superclasses)} super-classes")
+    misnamed = next(((name, sup) for name, (sup, _) in zip(names, superclasses) if sup not in name), None)
+    if misnamed:  # folders named otherwise sort in another order: dogs would be scored as birds
+        expected = ", ".join(f"0{k}_{sup}" for k, (sup, _) in enumerate(superclasses))
+        raise ValueError(f"{folder}: class folder {misnamed[0]!r} is in the place of ImageNet-9's {misnamed[1]!r}: "
+                         f"the folders must be the release's {expected} (renamed copies score each class as another)")
     members = [wnid for _, group in superclasses for wnid in group]
     missing = [wnid for wnid in members if wnid not in index]
     if missing:

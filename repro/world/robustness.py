@@ -37,9 +37,15 @@ def _save(image: Image.Image, path: Path) -> None:
 
 
 def write_imagenet_c(world_root: Path, relpaths: Iterable[str], labels: Iterable[int], out: Path,
-                     corruptions: Iterable[str], severities: Iterable[int], seed: int, progress: bool = True) -> int:
-    """The val images `relpaths` under every corruption and severity; returns the number of images written."""
+                     corruptions: Iterable[str], severities: Iterable[int], seed: int, size: int, crop_pct: float,
+                     progress: bool = True) -> int:
+    """The val images `relpaths` under every corruption and severity; returns the number of images written. As the
+    release corrupts each val image's 224 x 224 centre crop (resized to 256 first), each image is cut to the
+    students' eval view (`size`, `crop_pct`) before it is corrupted, and is scored whole."""
+    from repro.data.transforms import EvalView, read_image
     from repro.evaluate.corruptions import corrupt
+
+    view = EvalView(size, crop_pct)
 
     items = list(zip(relpaths, labels))
     jobs = [(name, severity) for name in corruptions for severity in severities]
@@ -49,8 +55,7 @@ def write_imagenet_c(world_root: Path, relpaths: Iterable[str], labels: Iterable
             target = out / name / str(severity) / wnid(label) / Path(relpath).name
             if target.exists():  # a rerun after a kill: the image is a function of (seed, name, severity, index)
                 continue
-            with Image.open(world_root / relpath) as image:
-                pixels = np.asarray(image.convert("RGB"))
+            pixels = view.crop(read_image(world_root / relpath)).permute(1, 2, 0).numpy()
             image_seed = int(np.random.SeedSequence([seed, index, severity, sum(map(ord, name))]).generate_state(1)[0])
             _save(Image.fromarray(corrupt(pixels, name, severity, image_seed)), target)
             written += 1
