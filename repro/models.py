@@ -6,6 +6,7 @@ that trained it (the annotator's checkpoint is read this way by the label-map ge
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -153,20 +154,40 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
         return load_model(path, **overrides)
     if spec is None:
         raise ValueError(f"{path} is a plain state dict: name its timm architecture (annotator.model, or --arch)")
-    state = state_dict_of(saved, path)
-    probe = create_model(spec, num_classes=None)
+    model = create_model(spec, num_classes=saved_head_classes(saved, path, spec), **overrides)
+    load_fitting(model, state_dict_of(saved, path), path, spec)
+    return model.eval()
+
+
+def saved_head_classes(saved, path: Path, spec: Mapping) -> int:
+    """The class count of the head in `saved`, a plain state dict of timm's architecture `spec`."""
+    with torch.device("meta"):  # names and shapes only: no time spent initialising a large model's weights
+        probe = create_model(spec, num_classes=None)
+    state = timm_names(state_dict_of(saved, path), probe)
     head_key = f"{_classifier_name(probe)}.weight"
     if head_key not in state:
         raise ValueError(f"{path} has no {head_key}: is it a {spec['name']} state dict? (first keys: "
                          f"{', '.join(list(state)[:3])})")
-    model = create_model(spec, num_classes=int(state[head_key].shape[0]), **overrides)
+    return int(state[head_key].shape[0])
+
+
+def timm_names(state: dict, model: nn.Module) -> dict:
+    """`state` in timm's parameter names for `model`: timm's own conversion of the architecture's original release
+    where its module has one (ASL's TResNets: conv1.0 -> conv1.conv, InplaceABN's weights), else as it is."""
+    convert = getattr(sys.modules[type(model).__module__], "checkpoint_filter_fn", None)
+    return convert(state, model) if convert is not None else state
+
+
+def load_fitting(model: nn.Module, state: dict, path: Path, spec: Mapping) -> None:
+    """`state` (converted by `timm_names`) loaded into `model`, every parameter and shape matching, or a one-line
+    error naming the file and the first misfit. On a model built on the meta device it only checks (assigned, no
+    copy), as the pre-flight check does."""
     try:
-        model.load_state_dict(state)
+        model.load_state_dict(timm_names(state, model), assign=next(model.parameters()).is_meta)
     except RuntimeError as error:  # torch lists every mismatch; the first names the kind of misfit
         first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
         raise ValueError(f"{path} does not fit timm's {spec['name']} with kwargs {spec.get('kwargs') or {}}: "
                          f"{first[:300]}") from None
-    return model.eval()
 
 
 def check_hub_weights(name: str, timeout: float = 3.0) -> None:

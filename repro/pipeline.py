@@ -45,7 +45,7 @@ def data_spec(cfg: Mapping) -> dict:
     data = without_former_defaults("data", cfg["data"])
     for key in _DATA_FILES:
         if data.get(key):
-            data[key] = file_digest(data[key])
+            data[key] = file_digest(data[key], f"data.{key}")
     data["world"] = world_spec(cfg).as_json() if data["source"] == "world" else None
     return data
 
@@ -110,9 +110,10 @@ def annotator_ref(cfg: Mapping) -> dict:
         return annotator_spec(cfg).as_json()
     checkpoint, class_map = annotator.get("checkpoint"), annotator.get("class_map")
     return {"source": annotator["source"], "model": annotator["model"], "pretrained": bool(annotator["pretrained"]),
-            "checkpoint": file_digest(checkpoint) if checkpoint else None,
+            "checkpoint": file_digest(checkpoint, "annotator.checkpoint") if checkpoint else None,
             # only where set: refs made before the key existed keep their hash
-            **({"class_map": class_map if class_map == "imagenet-1k" else file_digest(class_map)} if class_map else {})}
+            **({"class_map": class_map if class_map == "imagenet-1k"
+                else file_digest(class_map, "annotator.class_map")} if class_map else {})}
 
 
 def annotator_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
@@ -239,7 +240,7 @@ def multilabel_annotator_ref(cfg: Mapping) -> dict:
                              f"for multilabel.annotator.model ({annotator['model']['name']}; the paper: ASL's "
                              "TResNet-XL, COCO mAP 88.4), or set multilabel.annotator.train to train one here")
         return {"source": "timm", "model": annotator["model"], "pretrained": False,
-                "checkpoint": file_digest(annotator["checkpoint"])}
+                "checkpoint": file_digest(annotator["checkpoint"], "multilabel.annotator.checkpoint")}
     if cfg["annotator"]["source"] != "train":
         raise ValueError("multilabel.annotator.train fine-tunes the suite's trained annotator, but annotator.source "
                          f"is {cfg['annotator']['source']!r}: give multilabel.annotator.checkpoint instead")

@@ -283,9 +283,9 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
         if checkpoint:
             if not Path(checkpoint).is_file():
                 raise FileNotFoundError(f"annotator.checkpoint {checkpoint} not found")
-            # memory-mapped: the head's shape without reading a large file
+            # memory-mapped: every parameter's name and shape without reading a large file
             head = _head_classes(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True),
-                                 checkpoint)
+                                 Path(checkpoint), ref["model"])
             where = f"{checkpoint} ({name})"
         elif ref["pretrained"]:
             check_hub_weights(name)
@@ -299,13 +299,17 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
     return [Finding(OK, f"annotator: {where}, {head}-class head" + (f", class map {class_map}" if class_map else ""))]
 
 
-def _head_classes(saved, path) -> int | None:
-    """The class count of a saved classifier: the suite's checkpoint records it; a plain state dict's last 2-D
-    weight is its head."""
-    from repro.models import state_dict_of
+def _head_classes(saved, path: Path, spec: Mapping) -> int:
+    """The class count of a saved classifier, checked to load into its architecture `spec` (a suite checkpoint
+    records both; a plain state dict is loaded, as the run will, into the architecture built on the meta device)."""
+    import torch
+
+    from repro.models import create_model, load_fitting, saved_head_classes, state_dict_of
 
     if isinstance(saved, Mapping) and "num_classes" in saved:
         return int(saved["num_classes"])
-    weights = [value for key, value in state_dict_of(saved, path).items()
-               if key.endswith("weight") and value.dim() == 2]
-    return int(weights[-1].shape[0]) if weights else None
+    head = saved_head_classes(saved, path, spec)
+    with torch.device("meta"):
+        model = create_model(spec, num_classes=head)
+    load_fitting(model, state_dict_of(saved, path), path, spec)
+    return head

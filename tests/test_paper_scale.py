@@ -149,6 +149,40 @@ def test_relabel_takes_a_plain_state_dict(paper, tmp_path, capsys):
     assert "--arch" in capsys.readouterr().err
 
 
+def test_an_original_release_is_converted_by_timm_and_checked_before_any_run(tmp_path):
+    """ASL's TResNet files name their layers conv1.0 / conv1.1 and hold InplaceABN's weights: timm's conversion of
+    the architecture is applied on loading, and the pre-flight check loads every parameter (on the meta device)
+    so that a checkpoint that does not fit fails in seconds, not after the fine-tunes before its first use."""
+    import re
+
+    from repro.models import load_classifier
+    from repro.preflight import PROBLEM, check_pretrained
+
+    spec = {"name": "tresnet_m", "kwargs": {}}
+    torch.manual_seed(0)
+    model = create_model(spec, num_classes=5).eval()
+    released = {re.sub(r"conv(\d+)\.conv", r"conv\1.0", re.sub(r"conv(\d+)\.bn", r"conv\1.1", key)): value
+                for key, value in model.state_dict().items()}  # the release's names (InplaceABN weights > 0)
+    path = tmp_path / "asl_tresnet_m.pth"
+    torch.save({"model": released}, path)
+    loaded = load_classifier(path, spec)
+    probe = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(loaded(probe), model(probe), atol=1e-3)  # |w| + 1e-5: InplaceABN's weights to BN's
+    ref = {"source": "timm", "model": spec, "pretrained": False, "checkpoint": str(path)}
+    assert [f.level for f in check_pretrained(ref, None)] == ["ok"]
+    (finding,) = check_pretrained({**ref, "model": {"name": "tresnet_l", "kwargs": {}}}, None)
+    assert finding.level == PROBLEM and "does not fit timm's tresnet_l" in finding.message
+
+
+def test_a_missing_users_file_names_its_key(paper, tmp_path, capsys):
+    status = main(["check", "table10", "--profile", "paper", "--set", f"data.root={paper.root}",
+                   "--set", f"multilabel.annotator.checkpoint={tmp_path / 'asl.pth'}", "--runs", str(tmp_path)])
+    assert status == 2
+    assert f"problem: table10: multilabel.annotator.checkpoint {tmp_path / 'asl.pth'}: no such file" in \
+        capsys.readouterr().err
+
+
 def test_missing_hub_weights_offline_fail_in_seconds_naming_what_to_do(monkeypatch):
     from huggingface_hub import constants
 
