@@ -162,6 +162,13 @@ def cached(spec: Spec, resources: Resources) -> Run:
         if rank != 0 and spec.kind not in DISTRIBUTED_KINDS:
             _wait_for(run)
             return run
+        if spec.kind in DISTRIBUTED_KINDS:
+            from repro.train.distributed import init_distributed
+
+            # the group and each rank's GPU before any rank computes: an evaluation can be the first run a job
+            # computes (its students cached), and without the group every rank scored the whole set on GPU 0 and
+            # the other ranks skipped the barrier below, reading metrics.json before rank 0 wrote it
+            init_distributed()
     compute = COMPUTE[spec.kind]
     if rank != 0:
         # the other ranks of a torchrun job train alongside rank 0, which holds the lock and writes the files

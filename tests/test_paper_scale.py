@@ -276,6 +276,35 @@ def _student_metrics(runs: Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted(runs.glob("train/*/metrics.json"))]
 
 
+PROBE = """
+import os, sys
+import torch, torch.distributed as dist
+from repro.runs import COMPUTE, Resources, cached
+from repro.specs import Spec
+
+def all_ranks(spec, run, resources):
+    assert dist.is_initialized(), "rank " + os.environ["RANK"] + " computes without the process group"
+    ranks = torch.ones(1)
+    dist.all_reduce(ranks)
+    return {"ranks": float(ranks)}
+
+COMPUTE["eval"] = all_ranks
+print("rank", os.environ["RANK"], cached(Spec("eval", {"probe": 1}), Resources(runs_root=sys.argv[1])).metrics["ranks"])
+"""
+
+
+def test_an_evaluation_computed_first_under_torchrun_runs_in_the_process_group(tmp_path):
+    """An evaluation can be the first run a torchrun job computes (its students cached): every rank joins the
+    group and computes it together, and each reads the metrics rank 0 wrote (before, each rank scored the whole set
+    alone on GPU 0, and the others read metrics.json before it was written)."""
+    (tmp_path / "probe.py").write_text(PROBE)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "probe.py"), str(tmp_path / "runs")], cwd=REPO,
+                          env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(done.stdout.split("\n"))[1:] == ["rank 0 2.0", "rank 1 2.0"]
+
+
 @pytest.mark.slow
 def test_table3_at_the_paper_profile_in_one_process(paper, tmp_path):
     _run(_documented("python -m repro table3 --profile paper"), paper, tmp_path, [])
