@@ -3,11 +3,12 @@
 KD students learn from teachers of several sizes (`repro.sweeps.kd_teachers`: at paper scale EfficientNet-B1 to
 B7; at the embedded scale ResNets trained by the pipeline like the annotator, the profile's annotator among
 them), each fed the crop at the teacher's resolution (`repro.pipeline.kd_changes`), under the profile's "kd"
-recipe if it has one (at paper scale Appendix D.2's batch of 256, `kd_student_changes`). Costs are measured wall
-time: a KD student's train_seconds include its teacher's forward passes (teacher_seconds); ReLabel's cost is its
-student's train_seconds plus the one-time label-map generation. The annotators' and teachers' own training is
-not counted (the paper downloads them); the ReLabel annotator's is drawn as a second, open marker. The paper
-(GPU-days): KD with small teachers is worse than ReLabel and costs more; KD with B7 matches it (79.0 vs 78.8) at
+recipe if it has one (at paper scale Appendix D.2's batch of 256, `kd_student_changes`). Costs are measured
+device-seconds, as the paper's GPU-days (`repro.costs.device_seconds`: wall time times the processes that ran it,
+so a student trained on eight GPUs compares with label maps made on one; in one process, wall time): a KD
+student's train_seconds include its teacher's forward passes (teacher_seconds); ReLabel's cost is its student's
+train_seconds plus the one-time label-map generation. The annotators' and teachers' own training is not counted
+(the paper downloads them); the ReLabel annotator's is drawn as a second, open marker. The paper (GPU-days): KD with small teachers is worse than ReLabel and costs more; KD with B7 matches it (79.0 vs 78.8) at
 78 GPU-days against 13.6. Writes figure6_points.csv (one row per student: top-1 and costs) beside the PNG.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import recipe_changes, with_changes
 from repro.contention import GENERATION_OTHERS_CPU_SHARE, OTHERS_CPU_SHARE, busy_timings
+from repro.costs import device_seconds
 from repro.experiment import Collected, Context, Experiment
 from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, student_spec,
                             students_per_seed, train_student)
@@ -46,7 +48,7 @@ def collect(ctx: Context) -> Collected:
         rows.append({"model": student, "setting": setting, "seed": seed, "metric": metric, "value": value})
 
     generation = generated_labelmaps(cfg, ctx.runs_root).metrics["generation_seconds"]
-    annotator_training = (annotator_run(cfg, ctx.runs_root).metrics["train_seconds"]
+    annotator_training = (device_seconds(annotator_run(cfg, ctx.runs_root).metrics)
                           if cfg["annotator"]["source"] == "train" else 0.0)
     teachers = {name: with_changes(cfg, changes) for name, changes in kd_teachers(cfg).items()}
     for seed in ctx.seeds:
@@ -54,8 +56,8 @@ def collect(ctx: Context) -> Collected:
                                  (RELABEL, {"supervision.mode": "relabel"})):
             metrics = train_student(with_changes(cfg, {**changes, "seed": seed}), ctx.runs_root)
             add(setting, seed, "imagenet_top1", metrics["imagenet_top1"])
-            add(setting, seed, "train_seconds", metrics["train_seconds"])
-            add(setting, seed, "cost_seconds", metrics["train_seconds"] + (generation if setting == RELABEL else 0))
+            add(setting, seed, "train_seconds", device_seconds(metrics))
+            add(setting, seed, "cost_seconds", device_seconds(metrics) + (generation if setting == RELABEL else 0))
         add(RELABEL, seed, "labelmap_generation_seconds", generation)
         add(RELABEL, seed, "epochs", metrics["epochs"])  # the relabel student's: every student trains as many epochs
         add(RELABEL, seed, "annotator_training_seconds", annotator_training)
@@ -64,9 +66,9 @@ def collect(ctx: Context) -> Collected:
             metrics = train_student(with_changes(cfg, {**kd_student_changes(cfg, teacher_cfg), "seed": seed}),
                                     ctx.runs_root)
             add(KD + name, seed, "imagenet_top1", metrics["imagenet_top1"])
-            add(KD + name, seed, "train_seconds", metrics["train_seconds"])
-            add(KD + name, seed, "teacher_seconds", metrics["teacher_seconds"])
-            add(KD + name, seed, "cost_seconds", metrics["train_seconds"])
+            add(KD + name, seed, "train_seconds", device_seconds(metrics))
+            add(KD + name, seed, "teacher_seconds", device_seconds(metrics, "teacher_seconds"))
+            add(KD + name, seed, "cost_seconds", device_seconds(metrics))
             add(KD + name, seed, "teacher_top1", annotator_top1(teacher_cfg, ctx.runs_root))
     measured = results.measurements(rows)
     return Collected(measured, {"points": _points(measured)})

@@ -39,6 +39,13 @@ DEFAULT_OUTPUT_STRIDE = 32  # what timm's classifiers have; label maps at anothe
 COMPACT_TOPK = 5
 
 
+def device_seconds(metrics: Mapping, key: str = "train_seconds") -> float:
+    """A run's `key` time in device-seconds (GPU-seconds under torchrun): the wall time times the processes that
+    ran it, so that a run on eight GPUs, one on a single GPU (a label-map pass: rank 0 alone) and the paper's
+    GPU-hours compare; a run recorded without `world_size` ran in one process."""
+    return float(metrics[key]) * int(metrics.get("world_size", 1))
+
+
 def official_bytes_per_image(topk: int, grid: Sequence[int]) -> int:
     return topk * grid[0] * grid[1] * OFFICIAL_BYTES_PER_ENTRY
 

@@ -404,6 +404,17 @@ def test_figure6_smoke(runs, results_root):
             kd.train_seconds[f"kd_{name}"] / points.loc["relabel", "train_seconds"])
 
 
+def test_costs_are_device_seconds_so_eight_gpus_compare_with_one():
+    """Under torchrun a student's train_seconds is wall time on every GPU of the job, the label maps' generation
+    time on one (rank 0's): the costs and Figure 6 compare them as the paper's GPU-hours, not as wall times (a
+    generation share 8x too high on 8 GPUs)."""
+    from repro.costs import device_seconds
+
+    assert device_seconds({"train_seconds": 100.0, "world_size": 8}) == 800.0
+    assert device_seconds({"train_seconds": 100.0}) == 100.0  # recorded before world_size, or one process
+    assert device_seconds({"teacher_seconds": 5.0, "world_size": 2}, "teacher_seconds") == 10.0
+
+
 def test_figure6_per_epoch_claim_reports_when_kd_overtakes_the_generation_cost():
     def measured(kd_seconds):
         rows = [("relabel", "train_seconds", 100.0), ("relabel", "labelmap_generation_seconds", 60.0),
