@@ -7,6 +7,7 @@ what to do.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -49,9 +50,34 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
+    findings += check_batch_splits(ordered, int(os.environ.get("WORLD_SIZE", "1")))
     if any(spec.kind == "detector" for spec in ordered):
         findings += check_detection_packages()
     return list(dict.fromkeys(findings))
+
+
+def check_batch_splits(specs: Iterable[Spec], world_size: int) -> list[Finding]:
+    """Every global batch the runs train with splits over the job's processes (and accumulation steps): a batch
+    that does not failed only when its run started, after every run before it (label maps of many hours)."""
+    from repro.train.trainer import batch_split
+
+    if world_size <= 1:
+        return []
+    findings = {}
+    for spec in specs:
+        if spec.kind in ("train", "annotator") and isinstance(spec.body.get("train"), Mapping):
+            batch, accum = spec.body["train"]["batch_size"], spec.body["train"].get("accum_steps", 1)
+            try:
+                batch_split(batch, world_size, accum)
+            except ValueError as error:
+                findings.setdefault((batch, accum), Finding(
+                    PROBLEM, f"{spec.kind} run {spec.hash[:16]} (and any of its batch): {error}: run on a process "
+                             f"count that divides it, or change its batch_size (--set)"))
+        elif spec.kind == "detector" and spec.body["schedule"]["batch_size"] % world_size:
+            findings.setdefault(("detection", spec.body["schedule"]["batch_size"]), Finding(
+                PROBLEM, f"detection.batch_size {spec.body['schedule']['batch_size']} does not split over "
+                         f"{world_size} processes: run on a process count that divides it, or set it"))
+    return list(findings.values())
 
 
 def check_detection_packages() -> list[Finding]:

@@ -90,3 +90,15 @@ def test_all_checks_every_experiments_inputs_once(tmp_path, monkeypatch):
     assert main(["all", "--profile", "smoke", "--runs", str(tmp_path / "runs"),
                  "--results", str(tmp_path / "results")]) == 0
     assert collected == [("table3", 1), ("tableA1", 1)]  # both computed after the one check
+
+
+def test_a_batch_that_does_not_split_over_the_jobs_processes_is_a_problem_before_any_run(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Under torchrun every planned global batch must split over the processes: at 3 processes smoke's batch of 8
+    fails in the pre-flight check, not when its run starts after the runs before it."""
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    assert main(["check", "table3", "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 2
+    problems = [line for line in capsys.readouterr().err.splitlines() if line.startswith("problem: ")]
+    assert any("batch_size 8 does not split into 3 devices x 1 accumulation steps" in line for line in problems)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["check", "table3", "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 0
