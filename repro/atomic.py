@@ -3,25 +3,44 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 
+# a temporary's name holds its writer: host, pid and thread, since the ranks of a job on several nodes write into
+# one shared run folder and containers on different nodes reuse the same pids
+HOST = socket.gethostname().replace(".", "-")
+# another host's temporary older than this is left by a killed writer (no file the suite writes takes an hour)
+FOREIGN_STALE_SECONDS = 3600.0
+
+
 def temporary_name(path: str | os.PathLike) -> Path:
-    """A hidden sibling of `path`, unique to this process and thread, so two writers never share a temp file."""
+    """A hidden sibling of `path`, unique to this host, process and thread, so two writers never share one."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{threading.get_ident()}.tmp")
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Deletes the temporary files in `folder` left by processes that were killed mid-write (a checkpoint's can
-    be hundreds of MB); returns them. Called under the folder's run lock, so no live writer elsewhere uses it."""
+    be hundreds of MB); returns them. Called under the folder's run lock: a temporary of this host is stale when
+    its process is gone, one of another host (where /proc cannot tell) when it has not been written to for an
+    hour, so a live writer on another node is never cut off."""
     stale = []
     for path in Path(folder).glob(".*.tmp"):
-        parts = path.name.rsplit(".", 3)  # .<name>.<pid>.<thread>.tmp
-        if len(parts) == 4 and parts[1].isdigit() and not Path(f"/proc/{parts[1]}").exists():
+        parts = path.name.rsplit(".", 4)  # .<name>.<host>.<pid>.<thread>.tmp
+        if len(parts) != 5 or not parts[2].isdigit():
+            continue
+        here = parts[1] == HOST
+        try:
+            gone = not Path(f"/proc/{parts[2]}").exists() if here else \
+                time.time() - path.stat().st_mtime > FOREIGN_STALE_SECONDS
+        except FileNotFoundError:  # its writer just renamed it into place
+            continue
+        if gone:
             path.unlink(missing_ok=True)
             stale.append(path)
     return stale

@@ -415,3 +415,24 @@ def test_sigkill_during_result_writing_leaves_the_results_in_step(paper, tmp_pat
     assert finish(child(table3_args(root, "train.epochs=2")))[0] == 0
     status, output = finish(child(["compare", "--profile", "paper", "--results", str(root / "results")]))
     assert "differ from what its meta file recorded" not in output
+
+
+def test_stale_temporaries_are_told_apart_by_host_so_another_nodes_live_writer_is_kept(tmp_path):
+    """The ranks of a job on several nodes write into one run folder, and containers reuse pids: a temporary
+    names its host, and only this host's dead writers' or another host's hour-old temporaries are removed."""
+    import os
+    import time
+
+    from repro.atomic import HOST, remove_stale_temporaries, temporary_name
+
+    mine = temporary_name(tmp_path / "spec.json")
+    assert mine.name == f".spec.json.{HOST}.{os.getpid()}.{mine.name.split('.')[-2]}.tmp"
+    names = {"live_here": mine.name, "dead_here": f".a.{HOST}.999999999.1.tmp",
+             "live_elsewhere": ".b.other-node.999999999.1.tmp", "old_elsewhere": ".c.other-node.12.1.tmp"}
+    for name in names.values():
+        (tmp_path / name).write_text("partial")
+    hours_ago = time.time() - 2 * 3600
+    os.utime(tmp_path / names["old_elsewhere"], (hours_ago, hours_ago))
+    removed = {path.name for path in remove_stale_temporaries(tmp_path)}
+    assert removed == {names["dead_here"], names["old_elsewhere"]}
+    assert (tmp_path / names["live_here"]).exists() and (tmp_path / names["live_elsewhere"]).exists()
