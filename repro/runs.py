@@ -170,25 +170,43 @@ def cached(spec: Spec, resources: Resources) -> Run:
             # the other ranks skipped the barrier below, reading metrics.json before rank 0 wrote it
             init_distributed()
     compute = COMPUTE[spec.kind]
+    claim = run.dir / f".computing.{job_key()}"  # rank 0 holds the lock and computes it for this job
     if rank != 0:
-        # the other ranks of a torchrun job train alongside rank 0, which holds the lock and writes the files
-        compute(spec, run, resources)
-        if torch.distributed.is_initialized():
+        # the other ranks of a torchrun job compute alongside rank 0, which holds the lock and writes the files;
+        # they start only once it holds the lock, since another job may hold it for hours (or finish the run)
+        while not run.done and not claim.exists():
+            time.sleep(WAIT_SECONDS)
+        if claim.exists():
+            compute(spec, run, resources)
             torch.distributed.barrier()  # until rank 0 has written metrics.json
         return run
+    computed = False
     with run.lock():
         if not run.done:  # another process may have finished it while we waited for the lock
             remove_stale_temporaries(run.dir)
-            started = time.time()
-            run.log("started" if not any(run.dir.glob("checkpoint*")) else "resuming")
-            metrics = dict(compute(spec, run, resources))
-            metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
-            run.finish(metrics)
+            for stale in run.dir.glob(".computing.*"):  # a killed job's: the lock is ours now
+                stale.unlink(missing_ok=True)
+            claim.touch()
+            try:
+                started = time.time()
+                run.log("started" if not any(run.dir.glob("checkpoint*")) else "resuming")
+                metrics = dict(compute(spec, run, resources))
+                metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
+                run.finish(metrics)
+            finally:
+                claim.unlink(missing_ok=True)
+            computed = True
             run.log(f"finished in {time.time() - started:.1f}s")
             progress.note_finished(run.hash, run.kind, time.time() - started)
-    if torch.distributed.is_initialized() and spec.kind in DISTRIBUTED_KINDS:
+    if computed and torch.distributed.is_initialized() and spec.kind in DISTRIBUTED_KINDS:
         torch.distributed.barrier()
     return run
+
+
+def job_key() -> str:
+    """What the ranks of one torchrun job (one attempt of it) share and another job does not: its rendezvous."""
+    return "-".join(os.environ.get(key, "0").replace("/", "_") for key in (
+        "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID", "TORCHELASTIC_RESTART_COUNT"))
 
 
 def _wait_for(run: Run) -> None:

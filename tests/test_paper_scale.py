@@ -8,6 +8,7 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -289,7 +290,8 @@ def all_ranks(spec, run, resources):
     return {"ranks": float(ranks)}
 
 COMPUTE["eval"] = all_ranks
-print("rank", os.environ["RANK"], cached(Spec("eval", {"probe": 1}), Resources(runs_root=sys.argv[1])).metrics["ranks"])
+probe = Spec("eval", {"probe": int(sys.argv[2]) if len(sys.argv) > 2 else 1})
+print("rank", os.environ["RANK"], cached(probe, Resources(runs_root=sys.argv[1])).metrics["ranks"])
 """
 
 
@@ -303,6 +305,35 @@ def test_an_evaluation_computed_first_under_torchrun_runs_in_the_process_group(t
                           env={**ENV, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert sorted(done.stdout.split("\n"))[1:] == ["rank 0 2.0", "rank 1 2.0"]
+
+
+def test_a_torchrun_job_waits_for_a_run_another_job_is_computing(tmp_path):
+    """While another job holds a run's lock (Table 3 and Table 4 queued at once share a student), the ranks of a
+    torchrun job that needs it all wait, and read the other job's result; before, the other ranks started
+    computing at once while rank 0 waited for the lock, their collectives timing out after 10-30 minutes."""
+    import fcntl
+
+    from repro.runs import Run
+    from repro.specs import Spec
+
+    (tmp_path / "probe.py").write_text(PROBE)
+    run = Run(Spec("eval", {"probe": 2}), tmp_path / "runs").create()
+    with open(run.dir / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the other job, computing
+        job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                                "2", str(tmp_path / "probe.py"), str(tmp_path / "runs"), "2"], cwd=REPO,
+                               env={**ENV, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+        time.sleep(8)
+        (run.dir / "metrics.json").write_text('{"ranks": -1.0}')  # the other job's result
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    try:
+        out, err = job.communicate(timeout=90)
+    finally:
+        if job.poll() is None:  # a job whose ranks disagree hangs in its collectives
+            os.killpg(job.pid, signal.SIGKILL)
+    assert job.returncode == 0, err[-2000:]
+    assert sorted(out.split("\n"))[1:] == ["rank 0 -1.0", "rank 1 -1.0"]  # neither computed it again
 
 
 @pytest.mark.slow
