@@ -342,3 +342,23 @@ def test_imagenet_c_is_scored_whole_as_released_and_the_worlds_is_cut_to_the_eva
     with pytest.raises(ValueError, match="at least 32 x 32 pixels, not 24 x 24"):
         write_imagenet_c(imagenet.root, relpaths, labels, tmp_path / "d", ["fog"], [1], seed=0, size=24, crop_pct=1.0,
                          progress=False)
+
+
+def test_a_world_built_before_the_font_was_installed_is_not_scored_as_empty(tmp_path, monkeypatch):
+    """The world's rendition set is written only where Noto Color Emoji is installed; a world built before it was
+    stays without rendition/ under the same hash. Without the font the column is empty (a warning says why); with
+    it installed since, the evaluation stops, naming how to rebuild, instead of caching an empty result."""
+    import json
+    from types import SimpleNamespace
+
+    import repro.world.glyphs as glyphs
+
+    (tmp_path / "stats.json").write_text(json.dumps(
+        {"rendition": {"written": False, "reason": "fonts-noto-color-emoji not installed"}}))
+    world = SimpleNamespace(root=tmp_path)
+    rendition = build_evaluator({"type": "rendition"})
+    monkeypatch.setattr(glyphs, "noto_font_path", lambda: None)
+    assert rendition.evaluate(None, world, VIEW, Resources(runs_root=tmp_path)) == {"rendition_images": 0}
+    monkeypatch.setattr(glyphs, "noto_font_path", lambda: Path("/usr/share/fonts/NotoColorEmoji.ttf"))
+    with pytest.raises(FileNotFoundError, match="built before Noto Color Emoji was installed"):
+        rendition.evaluate(None, world, VIEW, Resources(runs_root=tmp_path))

@@ -7,6 +7,7 @@ folder under the data root (the world's `rendition/`).
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -168,7 +169,16 @@ class Rendition(Evaluator):
     def evaluate(self, model, data, view, resources):
         if self.options["source"] is None and not (data.root / "rendition").is_dir():
             from repro.notices import warn_once
+            from repro.world.glyphs import noto_font_path
 
+            stats = data.root / "stats.json"
+            built_without = stats.exists() and "not installed" in json.loads(stats.read_text())["rendition"].get(
+                "reason", "")
+            if built_without and noto_font_path() is not None:  # an empty result cached now would stay
+                raise FileNotFoundError(
+                    f"the world at {data.root} was built before Noto Color Emoji was installed, so it has no "
+                    f"rendition/: move that folder away and rerun to rebuild it with the set (its other files come "
+                    f"out byte-identical, so every cached run stays valid)")
             warn_once(f"no rendition/ in the world at {data.root} (built without the Noto Color Emoji font, "
                       f"fonts-noto-color-emoji): the rendition column stays empty")
             return {"rendition_images": 0}
