@@ -2,10 +2,10 @@
 
 - Generation: the wall time of the annotator's pass over the training images (the cached label-map run's
   `generation_seconds`, on one device) as a share of one original-label training run of the student (its
-  `train_seconds` in device-seconds: times the GPUs it ran on, `repro.costs.device_seconds`); the paper: 10 GPU-hours against 328, 3.3%. At the embedded scale the annotator is trained
-  and run on a CPU at a higher resolution than the student, with a small student recipe, so the share differs
-  from ImageNet's; the claim allows up to 25%. The annotator's own training is reported beside it (the paper
-  downloads its annotator).
+  `train_seconds` in device-seconds: times the GPUs it ran on, `repro.costs.device_seconds`); the paper: 10
+  GPU-hours against 328, 3.3%. At the embedded scale the annotator is trained and run on a CPU at a higher
+  resolution than the student, with a small student recipe, so the share differs from ImageNet's; the claim allows
+  up to 25%. The annotator's own training is reported beside it (the paper downloads its annotator).
 - LabelPooling: an in-process micro-benchmark on one batch of the student's recipe (`repro.costs.
   pooling_benchmark`): reading the batch's maps plus pooling them, against one training step; the paper: 0.5%
   more training time. The ReLabel student's measured train_seconds against the original one's is reported too.

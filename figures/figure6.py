@@ -1,15 +1,16 @@
 """Figure 6: top-1 against training cost for ReLabel and for online knowledge distillation (KD).
 
-KD students learn from teachers of several sizes (`repro.sweeps.kd_teachers`: at paper scale EfficientNet-B1 to
-B7; at the embedded scale ResNets trained by the pipeline like the annotator, the profile's annotator among
-them), each fed the crop at the teacher's resolution (`repro.pipeline.kd_changes`), under the profile's "kd"
-recipe if it has one (at paper scale Appendix D.2's batch of 256, `kd_student_changes`). Costs are measured
-device-seconds, as the paper's GPU-days (`repro.costs.device_seconds`: wall time times the processes that ran it,
-so a student trained on eight GPUs compares with label maps made on one; in one process, wall time): a KD
-student's train_seconds include its teacher's forward passes (teacher_seconds); ReLabel's cost is its student's
-train_seconds plus the one-time label-map generation. The annotators' and teachers' own training is not counted
-(the paper downloads them); the ReLabel annotator's is drawn as a second, open marker. The paper (GPU-days): KD with small teachers is worse than ReLabel and costs more; KD with B7 matches it (79.0 vs 78.8) at
-78 GPU-days against 13.6. Writes figure6_points.csv (one row per student: top-1 and costs) beside the PNG.
+KD students learn from teachers of several sizes (`repro.sweeps.kd_teachers`: at paper scale EfficientNet-B1 to B7;
+at the embedded scale ResNets trained by the pipeline like the annotator, the profile's annotator among them), each
+fed the crop at the teacher's resolution (`repro.pipeline.kd_changes`), under the profile's "kd" recipe if it has
+one (at paper scale Appendix D.2's batch of 256, `kd_student_changes`). Costs are measured device-seconds, as the
+paper's GPU-days (`repro.costs.device_seconds`: wall time times the processes that ran it, so a student trained on
+eight GPUs compares with label maps made on one; in one process, wall time): a KD student's train_seconds include
+its teacher's forward passes (teacher_seconds); ReLabel's cost is its student's train_seconds plus the one-time
+label-map generation. The annotators' and teachers' own training is not counted (the paper downloads them); the
+ReLabel annotator's is drawn as a second, open marker. The paper (GPU-days): KD with small teachers is worse than
+ReLabel and costs more; KD with B7 matches it (79.0 vs 78.8) at 78 GPU-days against 13.6. Writes figure6_points.csv
+(one row per student: top-1 and costs) beside the PNG.
 """
 from __future__ import annotations
 

@@ -154,13 +154,15 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
         return load_model(path, **overrides)
     if spec is None:
         raise ValueError(f"{path} is a plain state dict: name its timm architecture (annotator.model, or --arch)")
-    model = create_model(spec, num_classes=saved_head_classes(saved, path, spec), **overrides)
-    load_fitting(model, state_dict_of(saved, path), path, spec)
+    state, head = timm_state(saved, path, spec)
+    model = create_model(spec, num_classes=head, **overrides)
+    load_fitting(model, state, path, spec)
     return model.eval()
 
 
-def saved_head_classes(saved, path: Path, spec: Mapping) -> int:
-    """The class count of the head in `saved`, a plain state dict of timm's architecture `spec`."""
+def timm_state(saved, path: Path, spec: Mapping) -> tuple[dict, int]:
+    """`saved`, a plain state dict of timm's architecture `spec`, in timm's parameter names (`timm_names`), and the
+    class count of its head."""
     with torch.device("meta"):  # names and shapes only: no time spent initialising a large model's weights
         probe = create_model(spec, num_classes=None)
     state = timm_names(state_dict_of(saved, path), probe)
@@ -168,7 +170,7 @@ def saved_head_classes(saved, path: Path, spec: Mapping) -> int:
     if head_key not in state:
         raise ValueError(f"{path} has no {head_key}: is it a {spec['name']} state dict? (first keys: "
                          f"{', '.join(list(state)[:3])})")
-    return int(state[head_key].shape[0])
+    return state, int(state[head_key].shape[0])
 
 
 def timm_names(state: dict, model: nn.Module) -> dict:
@@ -179,11 +181,11 @@ def timm_names(state: dict, model: nn.Module) -> dict:
 
 
 def load_fitting(model: nn.Module, state: dict, path: Path, spec: Mapping) -> None:
-    """`state` (converted by `timm_names`) loaded into `model`, every parameter and shape matching, or a one-line
+    """`state` (in timm's names: `timm_state`) loaded into `model`, every parameter and shape matching, or a one-line
     error naming the file and the first misfit. On a model built on the meta device it only checks (assigned, no
     copy), as the pre-flight check does."""
     try:
-        model.load_state_dict(timm_names(state, model), assign=next(model.parameters()).is_meta)
+        model.load_state_dict(state, assign=next(model.parameters()).is_meta)
     except RuntimeError as error:  # torch lists every mismatch; the first names the kind of misfit
         first = next((line.strip() for line in str(error).splitlines()[1:] if line.strip()), str(error))
         raise ValueError(f"{path} does not fit timm's {spec['name']} with kwargs {spec.get('kwargs') or {}}: "

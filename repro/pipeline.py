@@ -409,7 +409,8 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     if cfg["data"]["source"] == "imagenet":
         root = Path(cfg["data"]["root"])
         return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder),
-                               **(challenge if kind == "backgrounds" else {}), **(whole if kind == "imagenet_c" else {})}
+                               **(challenge if kind == "backgrounds" else {}),
+                               **(whole if kind == "imagenet_c" else {})}
                               for kind, folder in ROBUSTNESS_SETS.items()]
     world = world_spec(cfg).as_json()
     common = {"world": world, "per_class": int(rob["per_class"]), "seed": int(rob["seed"])}

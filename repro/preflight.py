@@ -330,12 +330,12 @@ def _head_classes(saved, path: Path, spec: Mapping) -> int:
     records both; a plain state dict is loaded, as the run will, into the architecture built on the meta device)."""
     import torch
 
-    from repro.models import create_model, load_fitting, saved_head_classes, state_dict_of
+    from repro.models import create_model, load_fitting, timm_state
 
     if isinstance(saved, Mapping) and "num_classes" in saved:
         return int(saved["num_classes"])
-    head = saved_head_classes(saved, path, spec)
+    state, head = timm_state(saved, path, spec)
     with torch.device("meta"):
         model = create_model(spec, num_classes=head)
-    load_fitting(model, state_dict_of(saved, path), path, spec)
+    load_fitting(model, state, path, spec)
     return head

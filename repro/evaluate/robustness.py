@@ -56,12 +56,13 @@ def set_folder(source, default: Path, resources, what: str) -> Path:
 
 
 def class_folder_top1(model: nn.Module, folder: Path, wnids, view, resources, crop_pct: float | None = None,
-                      classes: SetClasses | None = None) -> tuple[float, int, np.ndarray]:
+                      classes: SetClasses | None = None, images=None) -> tuple[float, int, np.ndarray]:
     """Top-1 (%) on `folder`/<class>/<image>, a prediction counted by the set's classes (`classes`, by default
     those of the folder: the logits restricted to the classes it holds, or ImageNet-9's super-classes); returns it,
-    the image count and the per-image hits. `crop_pct` overrides the view's (1.0: the whole image)."""
+    the image count and the per-image hits. `crop_pct` overrides the view's (1.0: the whole image); `images`, the
+    folder's listing where the caller has it."""
     classes = classes or set_classes(folder, wnids)
-    images = image_folder(folder.parent, folder.name, classes.names)
+    images = images if images is not None else image_folder(folder.parent, folder.name, classes.names)
     if not len(images):
         raise FileNotFoundError(f"no images under {folder}")
     logits = predict_logits(model, images, size=int(view["size"]), crop_pct=float(crop_pct or view["crop_pct"]),
@@ -133,17 +134,16 @@ class ImageNetC(Evaluator):
             raise FileNotFoundError(f"ImageNet-C: no folder {missing[0]}: the set needs all 15 corruptions x 5 "
                                     f"severities")
         classes = set_classes(classes_folder(self.type, root), data.wnids)
-        sizes = {(name, severity): len(image_folder(root / name, str(severity), classes.names))
-                 for name in CORRUPTIONS for severity in SEVERITIES}
+        listed = {(name, severity): image_folder(root / name, str(severity), classes.names)
+                  for name in CORRUPTIONS for severity in SEVERITIES}
+        sizes = {key: len(images) for key, images in listed.items()}
         short = min(sizes, key=sizes.get)
         if sizes[short] < max(sizes.values()):  # a part-unpacked tar would be scored on fewer images, unseen
             raise ValueError(f"ImageNet-C: {root.joinpath(short[0], str(short[1]))} holds {sizes[short]} images, "
                              f"other folders {max(sizes.values())}: unpack its tar again")
-        top1 = {}
-        for name in CORRUPTIONS:
-            for severity in SEVERITIES:
-                top1[(name, severity)], _, _ = class_folder_top1(model, root / name / str(severity), data.wnids,
-                                                                 view, resources, classes=classes)
+        top1 = {(name, severity): class_folder_top1(model, root / name / str(severity), data.wnids, view, resources,
+                                                    classes=classes, images=images)[0]
+                for (name, severity), images in listed.items()}
         return {**corruption_errors(top1), "imagenet_c_images": sum(sizes.values())}
 
 
