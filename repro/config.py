@@ -130,7 +130,7 @@ def check_change(cfg: Mapping, dotted: str, value: Any) -> None:
 
 # The student's recipe (Section 4.1 and the official configs); profiles shrink epochs, sizes and models.
 _TRAIN_PAPER = {
-    "model": {"name": "resnet50", "kwargs": {}},
+    "model": {"name": "resnet50", "kwargs": {"zero_init_last": False}},  # see _PAPER_MODELS
     "epochs": 300,
     "batch_size": 1024,
     "accum_steps": 1,
@@ -227,7 +227,10 @@ _EXTRA_DATA_PAPER = {
 # drop path.
 _EFFICIENTNETS = tuple(f"efficientnet_b{i}" for i in range(4))
 _EFFICIENTNET_REGULARISATION = {"drop_rate": 0.2, "drop_path_rate": 0.2}
-_PAPER_MODELS = {name: {"name": name, "kwargs": _EFFICIENTNET_REGULARISATION if name in _EFFICIENTNETS else {}}
+# ResNets initialised as torchvision's, which the official code trains: timm's default zero-inits each block's last
+# BatchNorm (zero_init_last), torchvision's does not
+_PAPER_MODELS = {name: {"name": name, "kwargs": _EFFICIENTNET_REGULARISATION if name in _EFFICIENTNETS else
+                        {"zero_init_last": False} if name.startswith("resnet") else {}}
                  for name in ("resnet18", "resnet50", "resnet101", *_EFFICIENTNETS, "rexnet_100")}
 
 # An architecture's own recipe: changes to `train` for every run of that architecture, vanilla and ReLabel alike
@@ -355,7 +358,8 @@ def _embedded(profile: str, train: dict, annotator: dict, labelmap: dict, extra_
         cfg[section] = deep_update(cfg[section], former)
     cfg["annotator"] = deep_update(cfg["annotator"], annotator)
     cfg["labelmap"] = deep_update(cfg["labelmap"], labelmap)
-    cfg["train"] = deep_update(cfg["train"], train)
+    # the model whole: its kwargs are not merged with the paper model's
+    cfg["train"] = {**deep_update(cfg["train"], train), "model": copy.deepcopy(train["model"])}
     cfg["extra_data"]["images"] = extra_images
     cfg["robustness"] = deep_update(cfg["robustness"], robustness or {})
     cfg["transfer"] = {**deep_update(cfg["transfer"], transfer), "root": None,

@@ -1,6 +1,8 @@
 """The official training recipe as the paper profile's default (docs/training.md, Recipe): warm-up from lr 0,
 weight decay on every parameter, PCA lighting, CutMix partners by a random permutation, EfficientNets at their own
 resolutions, Figure 6's KD students at batch 256; and the embedded profiles' specs exactly as they were."""
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,8 @@ from repro.crops import crop_rng
 from repro.data import TrainCrop, TrainCrops, image_folder, open_imagenet
 from repro.data.transforms import IMAGENET_PCA_EIGVAL, IMAGENET_PCA_EIGVEC, read_image
 from repro.figures.figure6 import kd_student_changes
+from repro.evaluate.classification import amp_dtype
+from repro.models import create_model
 from repro.pipeline import annotator_spec, kd_changes, resources, student_spec
 from repro.runs import Run
 from repro.specs import Spec
@@ -89,6 +93,22 @@ def test_the_cosine_starts_after_the_warmup_at_paper_scale(prefix):
     else:  # the cosine spanned the warm-up's epochs too
         assert after_warmup < paper["lr"] * (1 - 1e-4)
     assert profile_config("proxy")["train"]["warmup_prefix"] is False
+
+
+def test_the_cosine_ends_with_the_last_epoch_at_paper_scale_as_the_official_schedule():
+    paper = profile_config("paper")["train"]
+    epochs, warmup, per_epoch = paper["epochs"], paper["warmup_epochs"], 10
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=paper["lr"])
+    scheduler = trainer.make_scheduler(optimizer, paper, updates_per_epoch=per_epoch)
+    for update in range(warmup * per_epoch, epochs * per_epoch, 997):  # the official lr of each update after warm-up
+        scheduler.step_update(num_updates=update)
+        official = paper["lr"] * (math.cos(math.pi * (update - warmup * per_epoch) / ((epochs - warmup) * per_epoch))
+                                  + 1) / 2
+        assert optimizer.param_groups[0]["lr"] == pytest.approx(official, rel=1e-9, abs=1e-12)
+    scheduler.step_update(num_updates=epochs * per_epoch - 1)  # the last update, at a few millionths of lr
+    assert optimizer.param_groups[0]["lr"] < paper["lr"] * 1e-5
+    with pytest.raises(ValueError, match="train.epochs = 5 leaves no epoch after train.warmup_epochs = 5"):
+        trainer.make_scheduler(optimizer, {**paper, "epochs": 5}, updates_per_epoch=per_epoch)
 
 
 def _decay_of_parameters(model, train_cfg):
@@ -217,3 +237,20 @@ def test_figure6_kd_students_train_at_the_appendix_batch_and_lr_at_paper_scale()
     assert student_spec(paper)["train"]["batch_size"] == 1024
     proxy = profile_config("proxy")
     assert kd_student_changes(proxy, proxy) == kd_changes(proxy)
+
+
+def test_paper_resnets_start_as_torchvisions_which_the_official_code_trains():
+    cfg = profile_config("paper")
+    specs = [cfg["train"]["model"], *(architecture_changes(cfg, name)["train.model"]
+                                      for name in ("resnet18", "resnet50", "resnet101"))]
+    for spec in specs:  # timm's default would zero every block's last BatchNorm weight
+        model = create_model(spec, num_classes=10)
+        last_norms = [block.bn3 if hasattr(block, "bn3") else block.bn2 for block in model.layer1]
+        assert all(bool((norm.weight == 1).all()) for norm in last_norms), spec
+
+
+@pytest.mark.parametrize("native, dtype", [(False, torch.float16), (True, torch.bfloat16)])
+def test_mixed_precision_is_fp16_where_bf16_is_only_emulated(monkeypatch, native, dtype):
+    # torch's default answer counts emulated bf16 (a V100, a T4) as supported
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert amp_dtype() == dtype

@@ -23,12 +23,17 @@ from repro.data.transforms import EvalView
 from repro.models import unwrap
 
 
+def amp_dtype() -> torch.dtype:
+    """bf16 on GPUs that compute it natively (compute capability 8+), fp16 (with a GradScaler) on older ones: torch
+    reports bf16 as supported on a V100 too, where it is emulated, and slow."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported(including_emulation=False) else torch.float16
+
+
 def autocast_for(device: torch.device, amp: bool):
-    """bf16 autocast on GPUs that have it, fp16 on older ones; nothing on CPU."""
+    """`amp_dtype` autocast on a GPU; nothing on CPU."""
     if not (amp and device.type == "cuda"):
         return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast("cuda", dtype=dtype)
+    return torch.autocast("cuda", dtype=amp_dtype())
 
 
 @torch.no_grad()

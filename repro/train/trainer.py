@@ -35,7 +35,8 @@ from repro.crops import crop_rng
 from repro.data.datasets import EpochSampler, TrainCrops, batch_problems, collate_crops
 from repro.data.imagenet import ImageNetData
 from repro.data.transforms import TrainCrop
-from repro.evaluate.classification import autocast_for, eval_settings, evaluate_model, headline, predict_logits
+from repro.evaluate.classification import (amp_dtype, autocast_for, eval_settings, evaluate_model, headline,
+                                           predict_logits)
 from repro.atomic import write_stream_atomic, write_text_atomic
 from repro.models import MODEL_FILE, create_model, save_model
 from repro.runs import Resources, Run
@@ -123,11 +124,19 @@ def start_of_epoch(position: dict | None, seed: int, epoch: int, env) -> int:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates_per_epoch: int):
-    """timm's schedule with linear warm-up, stepped after every optimizer update."""
-    scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"], num_epochs=int(train_cfg["epochs"]),
+    """timm's schedule with linear warm-up, stepped after every optimizer update. Under `warmup_prefix` the decay
+    spans the epochs after the warm-up and ends with the last one, as the official schedule does (timm's
+    `num_epochs` then excludes the warm-up: given every epoch, its cosine would stop short of min_lr)."""
+    prefix = bool(added_option(train_cfg, "train", "warmup_prefix"))
+    epochs = int(train_cfg["epochs"])
+    if prefix and epochs <= train_cfg["warmup_epochs"]:
+        raise ValueError(f"train.epochs = {epochs} leaves no epoch after train.warmup_epochs = "
+                         f"{train_cfg['warmup_epochs']} for the decay (train.warmup_prefix is true): train longer, "
+                         "shorten the warm-up or set train.warmup_prefix=false")
+    scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"],
+                                       num_epochs=epochs - train_cfg["warmup_epochs"] if prefix else epochs,
                                        warmup_epochs=train_cfg["warmup_epochs"], warmup_lr=train_cfg["warmup_lr"],
-                                       min_lr=train_cfg["min_lr"], step_on_epochs=False,
-                                       warmup_prefix=bool(added_option(train_cfg, "train", "warmup_prefix")),
+                                       min_lr=train_cfg["min_lr"], step_on_epochs=False, warmup_prefix=prefix,
                                        updates_per_epoch=updates_per_epoch)
     return scheduler
 
@@ -236,7 +245,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         model = model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, train_cfg)
     scheduler = make_scheduler(optimizer, train_cfg, updates_per_epoch)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and not torch.cuda.is_bf16_supported())
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype() == torch.float16)
 
     # "position": where a mid-epoch checkpoint stopped in epoch "epoch" + 1; "skipped": unreadable images skipped
     state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0, "history": [],
