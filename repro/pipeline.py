@@ -179,13 +179,19 @@ def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str, list[str]
     """(the maps that are stored: released or generated, their top-k, their dtype, and the data's wnids where
     the released maps' ImageNet-1k ids must be renumbered to a subset of its classes)."""
     official = cfg["labelmap"].get("official_dir")
-    if official and split == "train":
+    if reads_released_maps(cfg, split):
         from repro.labelmaps import open_labelmaps
 
         stored = open_labelmaps(official).describe()
         return (official_ref(official), int(stored["topk"]), str(stored["dtype"]),
                 _released_maps_renumbering(cfg, int(stored["num_classes"])))
     return generated_labelmaps_spec(cfg, split).as_json(), BASE_TOPK, "fp32", None
+
+
+def reads_released_maps(cfg: Mapping, split: str) -> bool:
+    """Whether a student of `cfg` reads the maps of `labelmap.official_dir` for `split` (the released maps cover the
+    training images only; every other split's maps are generated)."""
+    return bool(cfg["labelmap"].get("official_dir")) and split == "train"
 
 
 def _released_maps_renumbering(cfg: Mapping, maps_classes: int) -> list[str] | None:
@@ -223,11 +229,17 @@ def stored_labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
 
 
 def labelmaps_ref(cfg: Mapping, split: str = "train") -> dict:
-    """The label maps a student of `cfg` reads for `split`, as its spec holds them: the stored ones' ref, or under
-    `labelmap.transpose` {"transposed": that ref} (read with H and W swapped; the false default adds nothing, so
-    the specs of students that read maps as stored are unchanged)."""
+    """The label maps a student of `cfg` reads for `split`, as its spec holds them: the stored ones' ref, or for the
+    released maps under `labelmap.transpose` {"transposed": that ref} (read with H and W swapped; the false default
+    adds nothing, so the specs of students that read maps as stored are unchanged). The maps the suite generates
+    (Table 5's extra pool among them) are [k, H, W] by construction and always read as stored."""
     ref = stored_labelmaps_ref(cfg, split)
-    return {"transposed": ref} if cfg["labelmap"].get("transpose") else ref
+    if not cfg["labelmap"].get("transpose"):
+        return ref
+    if not cfg["labelmap"].get("official_dir"):
+        raise ValueError("labelmap.transpose = true turns the released maps of labelmap.official_dir, which is not "
+                         "set; the maps the suite generates are [k, H, W]: set labelmap.transpose=false")
+    return {"transposed": ref} if reads_released_maps(cfg, split) else ref
 
 
 def multilabel_annotator_ref(cfg: Mapping) -> dict:

@@ -45,7 +45,7 @@ def relabel_config(**changes):
 
 
 @pytest.mark.parametrize("extra", [False, True])
-def test_transpose_wraps_the_maps_a_student_reads_and_false_leaves_its_spec_as_before(extra):
+def test_transpose_wraps_the_released_maps_only_and_false_leaves_a_students_spec_as_before(extra, tmp_path):
     cfg = relabel_config(**{"extra_data.enabled": extra})
     as_stored = student_spec(cfg)
     # the code path before the key existed: a config without it builds the very same spec
@@ -54,14 +54,21 @@ def test_transpose_wraps_the_maps_a_student_reads_and_false_leaves_its_spec_as_b
     assert as_stored == student_spec(without_key)
     assert "transposed" not in json.dumps(as_stored.body)
     assert as_stored["labelmaps"] == stored_labelmaps_ref(cfg)
+    # the maps the suite generates are [k, H, W]: nothing to turn
+    with pytest.raises(ValueError, match="labelmap.transpose = true turns the released maps of "
+                                         "labelmap.official_dir, which is not set"):
+        student_spec(with_changes(cfg, {"labelmap.transpose": True}))
 
-    transposed = student_spec(with_changes(cfg, {"labelmap.transpose": True}))
-    assert transposed.hash != as_stored.hash
-    assert transposed["labelmaps"] == {"transposed": as_stored["labelmaps"]}
-    if extra:
-        assert transposed["extra_data"]["labelmaps"] == {"transposed": as_stored["extra_data"]["labelmaps"]}
+    relpaths = [f"train/{WNIDS[0]}/{WNIDS[0]}_{i}.JPEG" for i in range(3)]
+    official = write_official_maps(tmp_path / "official", relpaths, *random_maps(3, GRID, GRID))
+    released = with_changes(cfg, {"labelmap.official_dir": str(official)})
+    transposed = student_spec(with_changes(released, {"labelmap.transpose": True}))
+    assert transposed["labelmaps"] == {"transposed": student_spec(released)["labelmaps"]}
+    if extra:  # the pool's maps are generated, [k, H, W], and read as stored (a real paper-scale Table 5 case)
+        assert transposed["extra_data"]["labelmaps"] == as_stored["extra_data"]["labelmaps"]
+        assert "transposed" not in json.dumps(transposed["extra_data"])
     # the stored maps a transposing student needs are the same runs: nothing is generated twice
-    assert transposed.dependencies() == as_stored.dependencies()
+    assert transposed.dependencies() == student_spec(released).dependencies()
 
 
 def random_maps(count, height, width, seed=0):
