@@ -1,5 +1,6 @@
 """Loaders: class folders, ImageNetV2's integer folders, ReaL-format label sets, training crops and their boxes."""
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from repro.data import (EpochSampler, EvalView, TrainCrop, TrainCrops, image_fol
                         open_imagenet, read_classes, read_image, read_label_sets, timm_real_json,
                         unlabelled_folder)
 from repro.data.transforms import INTERPOLATION
+from repro.imagefiles import list_images
 from tests.fixtures import HEIGHT, NUM_CLASSES, WIDTH
 
 
@@ -19,6 +21,17 @@ def test_classes_come_from_the_synset_mapping_in_sorted_order(imagenet):
     wnids, names = read_classes(imagenet.root)
     assert wnids == sorted(wnids) == imagenet.wnids
     assert names[3] == "class 3, thing"
+
+
+def test_a_hidden_folder_is_never_a_class_nor_read_for_images(imagenet, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(imagenet.root / "train", root / "train")  # no synset mapping: the classes are the folders
+    checkpoints = root / "train" / ".ipynb_checkpoints"  # sorts before every wnid: it would be class 0
+    checkpoints.mkdir()
+    shutil.copy(image_folder(imagenet.root, "train", imagenet.wnids).path(0), checkpoints / "x.JPEG")
+    assert read_classes(root)[0] == imagenet.wnids
+    assert len(image_folder(root, "train", imagenet.wnids)) == 4 * NUM_CLASSES
+    assert not any("ipynb" in path for path in list_images(root, "train"))
 
 
 def test_image_folder_labels_by_wnid_and_unions_splits(imagenet):

@@ -95,6 +95,12 @@ def test_released_maps_of_other_classes_are_refused(paper, tmp_path):
     shutil.copytree(paper.root / "train" / paper.wnids[0], root / "train" / "n99999999")
     with pytest.raises(ValueError, match="not a subset of ImageNet-1k"):
         labelmaps_ref(_cfg(paper, **{"data.root": str(root), "labelmap.official_dir": str(paper.maps)}))
+    # ImageNet's classes and a stray folder: the message names the folder
+    for wnid in paper.wnids:
+        (root / "train" / wnid).symlink_to(paper.root / "train" / wnid, target_is_directory=True)
+    with pytest.raises(ValueError, match=r"not a subset of ImageNet-1k's \(1 of them not ImageNet-1k classes: "
+                                         r"n99999999; if they are stray folders of the data, move them out\)"):
+        labelmaps_ref(_cfg(paper, **{"data.root": str(root), "labelmap.official_dir": str(paper.maps)}))
 
 
 # --- annotators from anywhere --------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from repro.imagefiles import is_image, list_images
+from repro.imagefiles import class_folders, is_hidden, is_image, list_images
 
 SYNSET_MAPPING = "LOC_synset_mapping.txt"
 VAL_SOLUTION = "LOC_val_solution.csv"  # ImageNet's val boxes, whose first wnid per image labels a flat val/
@@ -58,7 +58,7 @@ def read_classes(root: str | os.PathLike) -> tuple[list[str], list[str]]:
         return wnids, names
     for split in ("train", "val", "extra"):
         if (root / split).is_dir():
-            wnids = sorted(entry.name for entry in os.scandir(root / split) if entry.is_dir())
+            wnids = class_folders(root / split)
             return wnids, list(wnids)
     raise FileNotFoundError(f"{root} has neither {SYNSET_MAPPING} nor a train/, val/ or extra/ folder: set data.root "
                             "to the folder that holds ImageNet's train/ and val/")
@@ -77,7 +77,7 @@ def image_folder(root: str | os.PathLike, splits: str | Sequence[str], wnids: Se
         split_dir = root / split
         if not split_dir.is_dir():
             raise FileNotFoundError(f"no split folder {split_dir}")
-        for wnid in sorted(entry.name for entry in os.scandir(split_dir) if entry.is_dir()):
+        for wnid in class_folders(split_dir):
             if wnid not in class_index:
                 raise ValueError(f"{split_dir / wnid} is not one of the {len(wnids)} classes")
             files = _sorted_files(split_dir / wnid)
@@ -96,7 +96,7 @@ def val_folder(root: str | os.PathLike, wnids: Sequence[str], labels_file: str |
     root = Path(root)
     val_dir = root / "val"
     entries = list(os.scandir(val_dir))
-    folders = [entry.name for entry in entries if entry.is_dir()]
+    folders = [entry.name for entry in entries if entry.is_dir() and not is_hidden(entry.name)]
     files = sorted(entry.name for entry in entries if entry.is_file() and is_image(entry.name))
     if folders and files:
         raise ValueError(f"{val_dir} holds both class folders and {len(files)} images: keep one layout "

@@ -68,9 +68,13 @@ def released_maps_classes(wnids: Sequence[str], maps_classes: int, where) -> lis
     if imagenet_subset_indices(wnids) is not None:
         return list(wnids)
     if len(wnids) != maps_classes:
+        imagenet = set(imagenet1k_wnids())
+        strangers = [wnid for wnid in wnids if wnid not in imagenet]
+        stray = (f" ({len(strangers)} of them not ImageNet-1k classes: {', '.join(strangers[:3])}; if they are "
+                 "stray folders of the data, move them out)" if len(strangers) < len(wnids) else "")
         raise ValueError(f"{where} holds {maps_classes}-class ids but the data have {len(wnids)} classes that are "
-                         "not a subset of ImageNet-1k's: give maps of the data's own classes (python -m repro "
-                         "relabel)")
+                         f"not a subset of ImageNet-1k's{stray}: give maps of the data's own classes (python -m "
+                         "repro relabel)")
     return None
 
 

@@ -15,6 +15,7 @@ import numpy as np
 
 from repro.data.folders import ImageList, image_folder
 from repro.data.imagenet import EvalSet, ImageNetData
+from repro.imagefiles import class_folders
 
 # task -> (torchvision class, training split(s), test split, the folder the class reads under the root)
 TORCHVISION_TASKS = {
@@ -73,7 +74,7 @@ def _world_task(task: str, world_root: Path) -> tuple[list[str], ImageList, Imag
         tasks = sorted(path.parent.name for path in (world_root / "downstream").glob("*/train"))
         raise FileNotFoundError(f"transfer task {task}: no {folder / 'train'}; the world's tasks are "
                                 f"{', '.join(tasks) or 'none'}")
-    classes = sorted(entry.name for entry in os.scandir(folder / "train") if entry.is_dir())
+    classes = class_folders(folder / "train")
     return classes, image_folder(folder, "train", classes), image_folder(folder, "test", classes)
 
 

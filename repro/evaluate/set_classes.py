@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from repro.imagefiles import class_folders
+
 IMAGENET9 = Path(__file__).resolve().parent.parent / "data" / "imagenet9.json"
 
 
@@ -47,7 +49,7 @@ def set_classes(folder: str | os.PathLike, wnids: Sequence[str]) -> SetClasses:
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no folder {folder}")
-    names = tuple(sorted(entry.name for entry in os.scandir(folder) if entry.is_dir()))
+    names = tuple(class_folders(folder))
     if not names:
         raise FileNotFoundError(f"no class folders under {folder}")
     index = {wnid: i for i, wnid in enumerate(wnids)}
