@@ -1,12 +1,14 @@
 """Evaluators: top-1/top-5, ReaL-style multi-label accuracy with empty sets excluded, per-class accuracy, and every
 eval set of an installation scored by a model."""
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
 
-from repro.data import ImageList, open_imagenet
+from repro.data import ImageList, image_folder, open_imagenet
+from repro.data.datasets import UnreadableImage
 from repro.data.imagenet import EvalSet
 from repro.evaluate import evaluate_model, multilabel_accuracy, per_class_accuracy, predict_logits, set_metrics
 from repro.models import create_model
@@ -64,3 +66,18 @@ def test_evaluate_model_scores_every_set_of_the_installation(imagenet):
     top1 = logits.argmax(dim=1).numpy()
     assert metrics["imagenet_top1"] == pytest.approx(100.0 * np.mean(top1 == val.images.labels))
     assert metrics["real_top1"] == pytest.approx(multilabel_accuracy(top1, val.label_sets["real"])[0])
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_unreadable_evaluation_image_stops_with_one_line_naming_it(imagenet, tmp_path, workers):
+    root = tmp_path / "root"
+    shutil.copytree(imagenet.root / "val", root / "val")
+    val = image_folder(root, "val", imagenet.wnids)
+    damaged = val.path(3)
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    model = create_model(TINY_MODEL, NUM_CLASSES)
+    with pytest.raises(UnreadableImage) as caught:
+        predict_logits(model, val, size=32, crop_pct=1.0, batch_size=4, workers=workers)
+    message = str(caught.value)  # not wrapped in a loader worker's traceback
+    assert "\n" not in message and message.startswith(f"cannot read evaluation image {damaged}: ")
+    assert message.endswith("replace the file (an evaluation set is scored whole)")

@@ -10,7 +10,7 @@ unreadable image under `data.skip_unreadable`.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class UnreadableImage(ValueError):
-    """A training image cannot be decoded; the message names the file."""
+    """A training or evaluation image cannot be decoded; the message names the file."""
 
 
 def sample_label(label) -> int | torch.Tensor:
@@ -144,5 +144,26 @@ class EvalImages(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, int | torch.Tensor, int]:
-        return self.view(read_image(self.images.path(index))), sample_label(self.images.labels[index]), index
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | str, int | torch.Tensor | None, int]:
+        path = self.images.path(index)
+        try:
+            view = self.view(read_image(path))
+        except IMAGE_ERRORS as error:  # raised by `eval_batches` in the main process, as one line
+            return f"cannot read evaluation image {path}: {error}", None, index
+        return view, sample_label(self.images.labels[index]), index
+
+
+def collate_views(samples: list[tuple]) -> tuple | str:
+    """torch's collation of `EvalImages` samples, or the message of the first that could not be read (raised by
+    `eval_batches`: an error raised in a loader worker reaches the user inside the worker's traceback)."""
+    unreadable = next((view for view, _, _ in samples if isinstance(view, str)), None)
+    return unreadable if unreadable is not None else default_collate(samples)
+
+
+def eval_batches(loader: Iterable) -> Iterator[tuple]:
+    """The batches of a loader of `EvalImages` (collated by `collate_views`); an image that cannot be read stops
+    the evaluation with one line naming it."""
+    for batch in loader:
+        if isinstance(batch, str):
+            raise UnreadableImage(f"{batch}: replace the file (an evaluation set is scored whole)")
+        yield batch

@@ -16,7 +16,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from repro.data.datasets import EvalImages
+from repro.data.datasets import EvalImages, collate_views, eval_batches
 from repro.data.folders import ImageList
 from repro.data.imagenet import EvalSet
 from repro.data.transforms import EvalView
@@ -50,10 +50,10 @@ def predict_logits(model: nn.Module, images: ImageList, *, size: int, crop_pct: 
     view = EvalView(size, crop_pct, whole=images.labels.ndim == 2)
     shard = Subset(EvalImages(images, view), range(rank, len(images), world))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", collate_fn=collate_views)
     model.eval()
     indices, logits = [], []
-    for batch, _, index in loader:
+    for batch, _, index in eval_batches(loader):
         batch = batch.to(device, non_blocking=True)
         if channels_last:
             batch = batch.contiguous(memory_format=torch.channels_last)

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from repro.data.datasets import EvalImages
+from repro.data.datasets import EvalImages, collate_views, eval_batches
 from repro.data.folders import image_folder
 from repro.data.transforms import EvalView, read_image
 from repro.evaluate.classification import autocast_for, predict_logits
@@ -102,10 +102,11 @@ def fgsm_top1(model: nn.Module, images, epsilons: list[float], view, resources) 
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     view_fn = EvalView(int(view["size"]), float(view["crop_pct"]), normalized=False)
     shard = Subset(EvalImages(images, view_fn), range(rank, len(images), world))
-    loader = DataLoader(shard, batch_size=resources.batch_size_eval, num_workers=resources.workers)
+    loader = DataLoader(shard, batch_size=resources.batch_size_eval, num_workers=resources.workers,
+                        collate_fn=collate_views)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in view_fn.mean_std)
     correct = torch.zeros(len(epsilons), dtype=torch.float64)
-    for pixels, labels, _ in loader:
+    for pixels, labels, _ in eval_batches(loader):
         pixels, labels = pixels.to(device), labels.to(device)
         pixels.requires_grad_(True)
         loss = F.cross_entropy(model((pixels - mean) / std), labels)
