@@ -67,6 +67,19 @@ def test_a_flat_val_without_its_labels_is_an_error_naming_the_file(paper, tmp_pa
     labels.write_text("".join(solution[name[:-5]] + "\n" for name in sorted(os.listdir(root / "val"))))
     val = open_imagenet(root, {"source": "imagenet", "val_labels": str(labels)}).eval_sets[0]
     assert len(val.images) == CLASSES * VAL_PER_CLASS
+    # class numbers (the devkit's count from 1 in its own class order) and "name label" lines are refused by line
+    numbers = tmp_path / "ILSVRC2012_validation_ground_truth.txt"
+    numbers.write_text("".join(f"{1 + i % 1000}\n" for i in range(len(solution))))
+    pairs = tmp_path / "val.txt"
+    pairs.write_text("".join(f"{name} 0\n" for name in sorted(os.listdir(root / "val"))))
+    for wrong, line in ((numbers, "'1'"), (pairs, r"'ILSVRC2012_val_\d{8}\.JPEG 0'")):
+        with pytest.raises(ValueError, match=f"{wrong}: label 1 reads {line}, where a labels file gives each val "
+                                             "image's wnid"):
+            open_imagenet(root, {"source": "imagenet", "val_labels": str(wrong)})
+    # wnids of another class list: every image would be left out
+    labels.write_text("n99999999\n" * len(solution))
+    with pytest.raises(ValueError, match=f"{labels} gives none of the {len(solution)} val images a class of the data"):
+        open_imagenet(root, {"source": "imagenet", "val_labels": str(labels)})
 
 
 def test_a_v2_root_that_is_set_must_exist(paper, tmp_path):

@@ -107,17 +107,22 @@ def val_folder(root: str | os.PathLike, wnids: Sequence[str], labels_file: str |
     if not labels_file.exists():
         raise FileNotFoundError(f"{val_dir} holds {len(files)} images without class folders: put ImageNet's "
                                 f"{VAL_SOLUTION} at {root / VAL_SOLUTION} or set data.val_labels to a labels file")
-    by_image = read_val_labels(labels_file, files, wnids)
+    by_image = read_val_labels(labels_file, files)
     class_index = {wnid: i for i, wnid in enumerate(wnids)}
     kept = [name for name in files if by_image[name] in class_index]
+    if not kept:
+        raise ValueError(f"{labels_file} gives none of the {len(files)} val images a class of the data (e.g. "
+                         f"{by_image[files[0]]!r} for {files[0]}, the data's first class is {wnids[0]}): give the "
+                         "labels of this val set")
     return ImageList(root, tuple(f"val/{name}" for name in kept),
                      np.asarray([class_index[by_image[name]] for name in kept], dtype=np.int64))
 
 
-def read_val_labels(path: str | os.PathLike, files: Sequence[str], wnids: Sequence[str]) -> dict[str, str]:
+def read_val_labels(path: str | os.PathLike, files: Sequence[str]) -> dict[str, str]:
     """file name -> wnid for the flat val images `files`, from ImageNet's LOC_val_solution.csv (the first box's
-    wnid) or a text file of one wnid (or class index into `wnids`) per line in sorted file-name order
-    (tensorflow-datasets' validation_labels.txt)."""
+    wnid) or a text file of one wnid per line in sorted file-name order (tensorflow-datasets'
+    validation_labels.txt). Class numbers are refused: the devkit's ground truth counts from 1 in its own class
+    order, other files from 0 in sorted-wnid order, and read the wrong way every label would be wrong."""
     from repro.data.localisation import read_loc_solution
 
     path = Path(path)
@@ -127,11 +132,16 @@ def read_val_labels(path: str | os.PathLike, files: Sequence[str], wnids: Sequen
         by_stem = {stem: boxes[0][0] for stem, boxes in read_loc_solution(path).items()}
     else:
         lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        for number, line in enumerate(lines, start=1):
+            if len(line.split()) != 1 or line.isdigit():
+                raise ValueError(f"{path}: label {number} reads {line!r}, where a labels file gives each val "
+                                 "image's wnid, one per line in sorted file-name order (class numbers are not read: "
+                                 "the devkit's count from 1 in its own order): give such a file or "
+                                 f"{VAL_SOLUTION}")
         if len(lines) != len(files):
             raise ValueError(f"{path} has {len(lines)} labels for the {len(files)} images of val/: a labels file "
                              "lists one wnid per val image in sorted file-name order")
-        by_stem = {Path(name).stem: wnids[int(label)] if label.isdigit() else label
-                   for name, label in zip(files, lines)}
+        by_stem = {Path(name).stem: label for name, label in zip(files, lines)}
     missing = [name for name in files if Path(name).stem not in by_stem]
     if missing:
         raise ValueError(f"{path} has no label for {len(missing)} val images, e.g. {missing[0]}: give the labels "
