@@ -1,5 +1,6 @@
 """Which files are images, and the images under a folder: the one lister that the data loaders, label-map
-generation and verification share, so a store is made and checked for exactly the images that training reads.
+generation and verification share, so a store is made and checked for exactly the images that training reads;
+and how a loader of images reports one it cannot read (`collate_readable`, `readable_batches`).
 
 Kept outside `repro.data`, whose package imports the datasets and so the label-map reader: the label-map package
 can list images without importing itself back.
@@ -8,6 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Iterator
+
+from torch.utils.data import default_collate
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
 
@@ -39,3 +43,20 @@ def list_images(root: str | os.PathLike, split: str) -> list[str]:
         subfolders[:] = [name for name in subfolders if not is_hidden(name)]
         paths.extend(f"{Path(folder).relative_to(root).as_posix()}/{name}" for name in files if is_image(name))
     return sorted(paths)
+
+
+def collate_readable(samples: list[tuple]) -> tuple | str:
+    """torch's collation of (image or the message of an image that could not be read, ...) samples, or the first
+    such message, which `readable_batches` raises in the main process: raised in a loader worker, it would reach
+    the user inside the worker's traceback."""
+    unreadable = next((sample[0] for sample in samples if isinstance(sample[0], str)), None)
+    return unreadable if unreadable is not None else default_collate(samples)
+
+
+def readable_batches(loader: Iterable, error: type[Exception], advice: str) -> Iterator[tuple]:
+    """The batches of a loader collated by `collate_readable`; an image that could not be read raises `error`,
+    one line naming it, followed by `advice`."""
+    for batch in loader:
+        if isinstance(batch, str):
+            raise error(f"{batch}: {advice}")
+        yield batch

@@ -503,13 +503,33 @@ def test_official_format_generation_and_resume(tmp_path, image_root, tiny_checkp
                            **{**GENERATE, "dtype": "fp16"})
 
 
-def test_generation_names_an_unreadable_image(tmp_path, image_root, tiny_checkpoint):
+@pytest.mark.parametrize("workers", [0, 1])
+def test_generation_names_an_unreadable_image_and_resumes_once_it_is_replaced(tmp_path, image_root, tiny_checkpoint,
+                                                                              monkeypatch, workers):
     root = tmp_path / "root"
     shutil.copytree(image_root, root)
-    (root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG").write_bytes(b"not an image")
+    damaged = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"  # the 7th of 12 images
+    readable = damaged.read_bytes()
+    damaged.write_bytes(b"not an image")
     annotator = build_annotator(tiny_checkpoint, output_stride=8)
-    with pytest.raises(LabelMapError, match=f"cannot read image .*{WNIDS[1]}_2.JPEG"):
-        generate_labelmaps(annotator, list_images(root, "train"), root, tmp_path / "out", **GENERATE)
+    settings = {**GENERATE, "workers": workers}
+    monkeypatch.setattr(generate_module, "PROGRESS_IMAGES", 1)  # progress recorded after every batch
+    with pytest.raises(LabelMapError) as caught:
+        generate_labelmaps(annotator, list_images(root, "train"), root, tmp_path / "out", **settings)
+    message = str(caught.value)  # one line, not inside a loader worker's traceback
+    assert "\n" not in message and message.startswith(f"cannot read image {damaged}: ")
+    assert message.endswith(generate_module.UNREADABLE_ADVICE)
+    assert json.loads((tmp_path / "out.partial" / "progress.json").read_text())["done"] == 6
+    damaged.unlink()  # what the advice says not to do
+    with pytest.raises(LabelMapError, match="out.partial holds an interrupted generation of another image list"):
+        generate_labelmaps(annotator, list_images(root, "train"), root, tmp_path / "out", **settings)
+    damaged.write_bytes(readable)  # what it says to do: the pass resumes and ends as an uninterrupted one
+    resumed = open_labelmaps(generate_labelmaps(annotator, list_images(root, "train"), root, tmp_path / "out",
+                                                **settings))
+    reference = open_labelmaps(generate_labelmaps(annotator, list_images(image_root, "train"), image_root,
+                                                  tmp_path / "reference", **GENERATE))
+    for a, b in zip(read_all(resumed), read_all(reference)):
+        assert torch.equal(a, b)
 
 
 # ---- commands ----

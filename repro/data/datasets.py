@@ -20,6 +20,7 @@ from torch.utils.data import Dataset, DistributedSampler, default_collate
 from repro.crops import crop_rng
 from repro.data.folders import ImageList
 from repro.data.transforms import EvalView, TrainCrop, read_image
+from repro.imagefiles import readable_batches
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.reader import open_labelmaps
 
@@ -148,22 +149,12 @@ class EvalImages(Dataset):
         path = self.images.path(index)
         try:
             view = self.view(read_image(path))
-        except IMAGE_ERRORS as error:  # raised by `eval_batches` in the main process, as one line
+        except IMAGE_ERRORS as error:  # raised by `readable_batches` in the main process, as one line
             return f"cannot read evaluation image {path}: {error}", None, index
         return view, sample_label(self.images.labels[index]), index
 
 
-def collate_views(samples: list[tuple]) -> tuple | str:
-    """torch's collation of `EvalImages` samples, or the message of the first that could not be read (raised by
-    `eval_batches`: an error raised in a loader worker reaches the user inside the worker's traceback)."""
-    unreadable = next((view for view, _, _ in samples if isinstance(view, str)), None)
-    return unreadable if unreadable is not None else default_collate(samples)
-
-
 def eval_batches(loader: Iterable) -> Iterator[tuple]:
-    """The batches of a loader of `EvalImages` (collated by `collate_views`); an image that cannot be read stops
+    """The batches of a loader of `EvalImages` (collated by `collate_readable`); an image that cannot be read stops
     the evaluation with one line naming it."""
-    for batch in loader:
-        if isinstance(batch, str):
-            raise UnreadableImage(f"{batch}: replace the file (an evaluation set is scored whole)")
-        yield batch
+    return readable_batches(loader, UnreadableImage, "replace the file (an evaluation set is scored whole)")

@@ -16,10 +16,11 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from repro.data.datasets import EvalImages, collate_views, eval_batches
+from repro.data.datasets import EvalImages, eval_batches
 from repro.data.folders import ImageList
 from repro.data.imagenet import EvalSet
 from repro.data.transforms import EvalView
+from repro.imagefiles import collate_readable
 from repro.models import unwrap
 
 
@@ -50,7 +51,7 @@ def predict_logits(model: nn.Module, images: ImageList, *, size: int, crop_pct: 
     view = EvalView(size, crop_pct, whole=images.labels.ndim == 2)
     shard = Subset(EvalImages(images, view), range(rank, len(images), world))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda", collate_fn=collate_views)
+                        pin_memory=device.type == "cuda", collate_fn=collate_readable)
     model.eval()
     indices, logits = [], []
     for batch, _, index in eval_batches(loader):

@@ -17,13 +17,14 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from tqdm import tqdm
 
-from repro.data.datasets import EvalImages, collate_views, eval_batches
+from repro.data.datasets import EvalImages, eval_batches
 from repro.data.folders import image_folder
 from repro.data.transforms import EvalView, read_image
 from repro.evaluate.classification import autocast_for, predict_logits
 from repro.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corruption_errors
 from repro.evaluate.evaluators import Evaluator, named_eval_set, register_evaluator
 from repro.evaluate.set_classes import SetClasses, set_classes
+from repro.imagefiles import collate_readable
 from repro.models import unwrap
 from repro.specs import Spec, digest_path, is_spec_json
 
@@ -103,7 +104,7 @@ def fgsm_top1(model: nn.Module, images, epsilons: list[float], view, resources) 
     view_fn = EvalView(int(view["size"]), float(view["crop_pct"]), normalized=False)
     shard = Subset(EvalImages(images, view_fn), range(rank, len(images), world))
     loader = DataLoader(shard, batch_size=resources.batch_size_eval, num_workers=resources.workers,
-                        collate_fn=collate_views)
+                        collate_fn=collate_readable)
     mean, std = (torch.tensor(v, device=device).view(1, 3, 1, 1) for v in view_fn.mean_std)
     correct = torch.zeros(len(epsilons), dtype=torch.float64)
     for pixels, labels, _ in eval_batches(loader):

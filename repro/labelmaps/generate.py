@@ -28,6 +28,7 @@ from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from repro.atomic import write_text_atomic
+from repro.imagefiles import collate_readable, readable_batches
 from repro.labelmaps.annotator import Annotator
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
@@ -37,6 +38,9 @@ from repro.labelmaps.progress import PROGRESS, commit_progress, output_lock, rec
 from repro.labelmaps.quantize import check_dtype
 
 FORMATS = ("packed", "official")
+# the image list is part of the settings a resumed pass must match, so the file is replaced rather than removed
+UNREADABLE_ADVICE = ("replace it with a readable copy and rerun, which resumes (removing it would change the image "
+                     "list, and the pass would start again)")
 PROGRESS_IMAGES, PROGRESS_SECONDS = 256, 30.0  # a kill loses at most about this much work
 
 
@@ -56,13 +60,13 @@ class ImageFiles(Dataset):
     def __len__(self) -> int:
         return len(self.relpaths)
 
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor]:
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | str, int]:
         path = self.root / self.relpaths[index]
         try:
             with Image.open(path) as image:
-                return index, image_tensor(image, self.input_size)
-        except (OSError, ValueError) as error:
-            raise LabelMapError(f"cannot read image {path}: {error}") from None
+                return image_tensor(image, self.input_size), index
+        except (OSError, ValueError) as error:  # raised by `readable_batches` in the main process, as one line
+            return f"cannot read image {path}: {error}", index
 
 
 @torch.inference_mode()
@@ -86,7 +90,12 @@ def _resume_point(partial: Path, settings: dict) -> int | None:
     if recorded is None:
         return None
     if recorded[0] != settings:
-        raise LabelMapError(f"{partial} holds an interrupted generation with other settings; "
+        changed = sorted(key for key in settings if recorded[0].get(key) != settings[key])
+        if changed == ["paths_sha256"]:
+            raise LabelMapError(f"{partial} holds an interrupted generation of another image list (an image was "
+                                "added, removed or renamed since it started): restore the images to resume it, or "
+                                "delete it to start again")
+        raise LabelMapError(f"{partial} holds an interrupted generation with other settings ({', '.join(changed)}); "
                             f"delete it or rerun with the same annotator, images and options")
     return recorded[1]
 
@@ -157,11 +166,11 @@ def _annotated_batches(annotator: Annotator, dataset: ImageFiles, topk: int, bat
                        device: torch.device, done: int, total: int, progress: bool):
     """(first index in dataset, values, ids) per batch, with a progress bar counting images per second."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                        pin_memory=device.type == "cuda")
+                        pin_memory=device.type == "cuda", collate_fn=collate_readable)
     bar = tqdm(total=total, initial=done, unit="img", desc="label maps", disable=not progress, dynamic_ncols=True)
     started, count = time.perf_counter(), 0
     try:
-        for indices, images in loader:
+        for images, indices in readable_batches(loader, LabelMapError, UNREADABLE_ADVICE):
             with torch.inference_mode():
                 values, ids = annotator(images.to(device, non_blocking=True), topk)
             yield int(indices[0]), values.float().cpu(), ids.cpu()
