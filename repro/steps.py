@@ -281,7 +281,7 @@ def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
     rows, top1 = balanced_top1_subsample(pool, per_class)
     kept = ImageList(data.root, tuple(pool.paths[row] for row in rows), top1)
     train = ImageList(data.root, data.train.relpaths + kept.relpaths, np.concatenate([data.train.labels, top1]))
-    maps = ConcatLabelMaps([(store, store.rows_for(data.train.relpaths)), (pool, rows)])
+    maps = ConcatLabelMaps([(store, store.rows_for(data.train.relpaths)), (pool, rows)], train.relpaths)
     per_class_counts = np.bincount(top1, minlength=data.num_classes)
     summary = {"extra_pool_images": pool.num_images, "extra_images": len(kept),
                "extra_images_per_class_min": int(per_class_counts.min()),

@@ -210,7 +210,8 @@ def test_concatenated_stores_read_the_chosen_rows_of_each(tmp_path):
     first = open_labelmaps(write_packed(tmp_path / "a", RELPATHS[:5], values[:5], ids[:5], num_classes=20))
     extra_paths = [f"extra/x/{i}.JPEG" for i in range(4)]
     second = open_labelmaps(write_packed(tmp_path / "b", extra_paths, values[5:], ids[5:], num_classes=20))
-    maps = ConcatLabelMaps([(first, [4, 0]), (second, [3, 1])])
+    maps = ConcatLabelMaps([(first, [4, 0]), (second, [3, 1])],
+                           [RELPATHS[4], RELPATHS[0], extra_paths[3], extra_paths[1]])
     assert maps.paths == [RELPATHS[4], RELPATHS[0], extra_paths[3], extra_paths[1]]
     assert open_labelmaps(maps) is maps
     read_values, read_ids = maps.read(maps.rows_for([extra_paths[1], RELPATHS[0], extra_paths[3]]))
@@ -220,7 +221,23 @@ def test_concatenated_stores_read_the_chosen_rows_of_each(tmp_path):
     assert torch.equal(restored.read([2])[1], ids[8][None])
     fp16 = open_labelmaps(derive_store(tmp_path / "b", tmp_path / "b16", dtype="fp16"))
     with pytest.raises(LabelMapError, match="does not match"):
-        ConcatLabelMaps([(first, [0]), (fp16, [0])])
+        ConcatLabelMaps([(first, [0]), (fp16, [0])], RELPATHS[:2])
+
+
+def test_concatenated_released_maps_find_a_training_image_whose_name_a_pool_file_shares(tmp_path):
+    # the released store names its rows <wnid>/<stem>; the pool holds a file of the same name (ImageNet-21k keeps
+    # ImageNet-1k's file names)
+    values, ids = make_maps(4, k=3, height=4, width=4, classes=20)
+    released = open_labelmaps(packed_to_official(write_packed(tmp_path / "a", RELPATHS[:3], values[:3], ids[:3],
+                                                              num_classes=20), tmp_path / "official"))
+    twin = "extra/" + RELPATHS[0].split("/", 1)[1]
+    pool = open_labelmaps(write_packed(tmp_path / "pool", [twin], values[3:], ids[3:], num_classes=20))
+    train = [RELPATHS[0], RELPATHS[2], twin]
+    maps = ConcatLabelMaps([(released, released.rows_for(train[:2])), (pool, [0])], train)
+    read_values, _ = maps.read(maps.rows_for(train))
+    torch.testing.assert_close(read_values, values[[0, 2, 3]])
+    with pytest.raises(LabelMapError, match="2 image paths for 3 rows"):
+        ConcatLabelMaps([(released, released.rows_for(train[:2])), (pool, [0])], train[:2])
 
 
 def test_balanced_subsample_keeps_the_most_confident_images_of_each_top1_class(tmp_path):

@@ -145,10 +145,12 @@ class LabelMaps(ABC):
 
 class ConcatLabelMaps(LabelMaps):
     """Chosen rows of several stores read as one, e.g. a training set whose images come from two pools (Table 5's
-    extra data). The parts must agree in grid, top-k, dtype and classes."""
+    extra data). The parts must agree in grid, top-k, dtype and classes. `paths` names the image of each row, in
+    order: the stores' own names may collide (a released store names its rows <wnid>/<stem>, and a pool's file of
+    a training image's name has the same key)."""
     format = "concat"
 
-    def __init__(self, parts: Sequence[tuple[LabelMaps, Sequence[int]]]):
+    def __init__(self, parts: Sequence[tuple[LabelMaps, Sequence[int]]], paths: Sequence[str]):
         super().__init__()
         if not parts:
             raise LabelMapError("no label maps to concatenate")
@@ -165,7 +167,9 @@ class ConcatLabelMaps(LabelMaps):
         self.path, self.settings = first.path, first.settings
         self.grid, self.topk, self.dtype, self.num_classes = shape(first)
         self._starts = np.cumsum([0] + [len(rows) for _, rows in self.parts])
-        self._paths = [maps.paths[row] for maps, rows in self.parts for row in rows]
+        if len(paths) != self._starts[-1]:
+            raise LabelMapError(f"{len(paths)} image paths for {self._starts[-1]} rows of label maps")
+        self._paths = list(paths)
 
     @property
     def paths(self) -> list[str]:
