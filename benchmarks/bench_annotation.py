@@ -55,7 +55,7 @@ def images_in_memory(batch: torch.Tensor):
             return self.count
 
         def __getitem__(self, index: int):
-            return index, batch[index % len(batch)]
+            return batch[index % len(batch)], index
 
     with mock.patch.object(generate, "ImageFiles", MemoryImages):
         yield

@@ -83,6 +83,8 @@ def test_a_change_of_any_config_key_that_can_change_a_student_changes_its_hash()
         dotted = ".".join(str(p) for p in path)
         if any(dotted.startswith(skip) for skip in NOT_IN_A_RELABEL_STUDENT) or isinstance(path[-1], int):
             continue
+        if dotted == "labelmap.transpose":  # turns released maps only: tests/test_orientation.py checks its hash
+            continue
         changed = copy.deepcopy(cfg)
         _set(changed, path, _perturbed(get_path(cfg, dotted)))
         assert student_spec(changed).hash != base, dotted
