@@ -87,10 +87,13 @@ EXPERIMENT = Experiment(
     inputs=lambda ctx: boxes_file(ctx.config["data"]),
     metrics=list(METRICS.values()),
     absolute_tolerances={metric: BANDS[key] for key, metric in METRICS.items()},  # fractions, not percent
-    claims=[
-        Claim("about 8% of random crops miss the object (IoU = 0)", kind="range", metric=METRICS["iou_zero"],
-              better=SETTING, low=_band("iou_zero")[0], high=_band("iou_zero")[1]),
-        Claim("about 23.5% of random crops have IoU > 0.5", kind="range", metric=METRICS["iou_gt_0.5"],
-              better=SETTING, low=_band("iou_gt_0.5")[0], high=_band("iou_gt_0.5")[1]),
-    ],
+    # on ImageNet's boxes these are evidence; the world is built to keep them in these bands, so there they only
+    # check that its calibration held
+    claims=[Claim(text + suffix, kind="range", metric=METRICS[key], better=SETTING, low=_band(key)[0],
+                  high=_band(key)[1], scale=scale)
+            for key, text in (("iou_zero", "about 8% of random crops miss the object (IoU = 0)"),
+                              ("iou_gt_0.5", "about 23.5% of random crops have IoU > 0.5"))
+            for scale, suffix in (("paper", ""),
+                                  ("embedded", " (the world is calibrated to this band: a check of the world, not "
+                                               "evidence)"))],
 )

@@ -3,7 +3,8 @@
 Comparisons between two settings use the paired per-seed difference (seed i of one against seed i of the other).
 With n >= 2 paired seeds the verdict reads the 95% t-interval of the mean difference: `holds` when the whole
 interval supports the claim, `fails` when the whole interval contradicts it, `not shown` otherwise. With a single
-seed there is no interval; the verdict then reads the point estimate and says n=1.
+seed there is no interval; the verdict then reads the point estimate and says n=1. A seed measured on one side only, or NaN on
+either, is left out of the pairing, and the detail names it.
 """
 from __future__ import annotations
 
@@ -54,14 +55,26 @@ def _values(measured: pd.DataFrame, setting: str, metric: str, model: str | None
         rows = rows[rows.model == model]
     for column, value in (where or {}).items():  # further key columns, e.g. {"task": "flags"}
         rows = rows[rows[column].astype(str) == str(value)]
-    return rows.groupby("seed")["value"].mean()
+    per_seed = rows.groupby("seed")["value"]
+    if len(rows) and per_seed.size().max() > 1:  # rows of several models or tasks: which one is the claim's?
+        raise ValueError(f"a claim reads {per_seed.size().max()} rows per seed of {setting} {metric}: give it the "
+                         "model (or `where`) that picks one")
+    return per_seed.first()
 
 
-def paired_difference(measured, metric, better, worse, model=None, worse_model=None, where=None) -> np.ndarray:
+def paired_difference(measured, metric, better, worse, model=None, worse_model=None,
+                      where=None) -> tuple[np.ndarray, list]:
+    """The per-seed differences better - worse over the seeds measured on both sides, and the seeds left out (on
+    one side only, or NaN)."""
     a = _values(measured, better, metric, model, where)
     b = _values(measured, worse, metric, worse_model if worse_model is not None else model, where)
-    seeds = a.index.intersection(b.index)
-    return (a[seeds] - b[seeds]).to_numpy()
+    seeds = a.index.union(b.index)
+    paired = [seed for seed in seeds if seed in a.index and seed in b.index and np.isfinite(a[seed] - b[seed])]
+    return (a[paired] - b[paired]).to_numpy(), [seed for seed in seeds if seed not in paired]
+
+
+def _left_out(seeds: list) -> str:
+    return f"; seed(s) {', '.join(map(str, seeds))} left out (measured on one side only, or NaN)" if seeds else ""
 
 
 def _three_way(supports_low: float, supports_high: float, n: int, ok: Callable[[float], bool],
@@ -123,21 +136,26 @@ class Claim:
             verdict, detail = self.check(measured)
             return Verdict(self.text, verdict, detail, checked=verdict != NO_DATA)
         if self.kind == "range":
-            values = _values(measured, self.better, self.metric, self.model, self.where).to_numpy()
-            if len(values) == 0:
-                return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}", checked=False)
-            verdict, est = band_verdict(values, self.low, self.high)
-            return Verdict(self.text, verdict, f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]")
-        diff = paired_difference(measured, self.metric, self.better, self.worse, self.model, self.worse_model,
-                                 self.where)
+            values = _values(measured, self.better, self.metric, self.model, self.where)
+            finite = values[np.isfinite(values)]
+            left_out = _left_out([seed for seed in values.index if seed not in finite.index])
+            if len(finite) == 0:
+                return Verdict(self.text, NO_DATA, f"no {self.metric} for {self.better}{left_out}", checked=False)
+            verdict, est = band_verdict(finite.to_numpy(), self.low, self.high)
+            return Verdict(self.text, verdict,
+                           f"{self.metric} = {str(est).lstrip('+')} vs [{self.low}, {self.high}]{left_out}")
+        diff, unpaired = paired_difference(measured, self.metric, self.better, self.worse, self.model,
+                                           self.worse_model, self.where)
         if len(diff) == 0:
-            return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}", checked=False)
+            return Verdict(self.text, NO_DATA, f"no paired seeds for {self.better} vs {self.worse}"
+                           f"{_left_out(unpaired)}", checked=False)
         if self.kind == "within":
             verdict, est = band_verdict(diff, -self.margin, self.margin)
         else:
             ok = {"greater": lambda d: d > 0, "not_worse": lambda d: d >= -self.margin}[self.kind]
             verdict, est = interval_verdict(diff, ok)
-        return Verdict(self.text, verdict, f"{self.metric}: {self.better} − {self.worse} = {est}")
+        return Verdict(self.text, verdict, f"{self.metric}: {self.better} − {self.worse} = {est}"
+                                           f"{_left_out(unpaired)}")
 
 
 def evaluate_claims(claims, measured: pd.DataFrame) -> list[Verdict]:

@@ -86,8 +86,11 @@ EXPERIMENT = TrainingExperiment(
               better="relabel_8bit_top5", worse="relabel_fp32_top5"),
         Claim("compact maps within 0.3 pp of fp32", kind="not_worse", margin=0.3,
               better="relabel_compact_top5", worse="relabel_fp32_top5"),
-        Claim("k = 5 a good trade-off: within 0.3 pp of k = 10", kind="not_worse", margin=0.3,
-              better="relabel_fp32_top5", worse="relabel_fp32_top10"),
-        Claim("k = 5 beats k = 1", better="relabel_fp32_top5", worse="relabel_fp32_top1"),
+        # the paper gives no numbers for k, only that k = 5 is "a good performance-efficiency trade-off": the two
+        # claims below are this suite's reading of that sentence
+        Claim("k = 5 a good trade-off (the paper's words; no numbers given): within 0.3 pp of k = 10",
+              kind="not_worse", margin=0.3, better="relabel_fp32_top5", worse="relabel_fp32_top10"),
+        Claim("k = 5 beats k = 1 (the same sentence read; no numbers given)", better="relabel_fp32_top5",
+              worse="relabel_fp32_top1"),
     ],
 )

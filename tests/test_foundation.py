@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from repro import results
-from repro.claims import Claim, FAILS, HOLDS, NOT_SHOWN, band_verdict
+from repro.claims import Claim, FAILS, HOLDS, NO_DATA, NOT_SHOWN, band_verdict
 from repro.config import ConfigError, parse_overrides, profile_config, with_changes
 from repro.experiment import compare, discover
 from repro.pipeline import student_spec
@@ -118,6 +118,26 @@ def test_claim_verdicts_use_the_paired_interval():
     assert Claim("x", better="relabel", worse="original").evaluate(noisy).verdict == NOT_SHOWN
     within = Claim("x", kind="within", margin=0.5, better="label_cleaning", worse="original")
     assert within.evaluate(measured).verdict == HOLDS
+
+
+def test_a_seed_measured_on_one_side_only_or_nan_is_left_out_and_named_and_two_rows_per_seed_are_refused():
+    measured = _hand_made(1.0)
+    claim = Claim("x", better="relabel", worse="original")
+    nan = measured.copy()
+    nan.loc[(nan.setting == "relabel") & (nan.seed == 2) & (nan.metric == "imagenet_top1"), "value"] = float("nan")
+    verdict = claim.evaluate(nan)  # a NaN never reads as a failure
+    assert verdict.verdict == HOLDS and "(n=2)" in verdict.detail
+    assert verdict.detail.endswith("; seed(s) 2 left out (measured on one side only, or NaN)")
+    one_sided = measured[~((measured.setting == "original") & (measured.seed == 0))]
+    assert "seed(s) 0 left out" in claim.evaluate(one_sided).detail
+    all_nan = measured.assign(value=float("nan"))
+    assert claim.evaluate(all_nan).verdict == NO_DATA
+    band = Claim("x", kind="range", better="relabel", low=0, high=100)
+    assert band.evaluate(nan).detail.endswith("seed(s) 2 left out (measured on one side only, or NaN)")
+    two_models = pd.concat([measured, measured.assign(model="resnet18", value=measured.value - 20)])
+    with pytest.raises(ValueError, match="a claim reads 2 rows per seed of relabel imagenet_top1: give it the model"):
+        claim.evaluate(two_models)  # averaging the two would decide the claim on neither
+    assert Claim("x", better="relabel", worse="original", model="resnet50").evaluate(two_models).verdict == HOLDS
 
 
 def test_a_band_claim_whose_interval_spans_the_whole_band_is_not_shown_rather_than_failed():

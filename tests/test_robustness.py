@@ -362,3 +362,12 @@ def test_a_world_built_before_the_font_was_installed_is_not_scored_as_empty(tmp_
     monkeypatch.setattr(glyphs, "noto_font_path", lambda: Path("/usr/share/fonts/NotoColorEmoji.ttf"))
     with pytest.raises(FileNotFoundError, match="built before Noto Color Emoji was installed"):
         rendition.evaluate(None, world, VIEW, Resources(runs_root=tmp_path))
+
+
+def test_table7_claims_no_gain_where_the_papers_own_numbers_show_none():
+    from robustness.table7 import EXPERIMENT
+
+    texts = {claim.text for claim in EXPERIMENT.claims}
+    assert "relabel_cutmix > relabel on bcg_top1" not in texts  # the slides: 34.1 after ReLabel's 34.6
+    assert {"relabel > vanilla on bcg_top1", "relabel_cutmix > relabel on fgsm_top1",
+            "relabel_cutmix below relabel on imagenet_c_mce"} <= texts  # mCE, unreported, follows its top-1
