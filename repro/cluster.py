@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import shlex
 import shutil
 import signal
@@ -26,6 +27,10 @@ TRAINING_KINDS = ("train", "annotator", "detector")  # one task per GPU, on ever
 LOG_FOLDER = "submitit"  # under the run cache: <runs>/submitit/<job id>/
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # local jobs run to their end (the local executor's own default is 2 minutes)
 POLL_SECONDS = {"local": 1.0, "slurm": 30.0}
+# submitit's notice before a job's time limit (its SUBMITIT_PREEMPT_SIGNAL, USR2 unless set), upon which it requeues
+REQUEUE_SIGNAL = signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]
+REQUEUE_WAIT_SECONDS = 120  # the requeue ends every task within submitit's 90 s notice
+MAX_TIMEOUT_REQUEUES = 30  # a job's requeues at its time limit (submitit's default, 3, is 4 days at 24 h)
 # JobOptions field -> its flag, read into args.slurm_<field>: the options that only a Slurm submission reads
 SLURM_FLAGS = {"partition": "--slurm-partition", "gpus_per_node": "--slurm-gpus-per-node", "nodes": "--slurm-nodes",
                "time_min": "--slurm-time", "cpus_per_task": "--slurm-cpus-per-task", "mem_gb": "--slurm-mem-gb",
@@ -107,27 +112,53 @@ def job_parameters(spec: Spec, options: JobOptions, after: list[str]) -> dict:
     return parameters
 
 
-def compute_run(spec_json: dict, resource_fields: dict) -> str:
+class ComputeRun:
     """A job's work: the run of one spec, computed (or found done) in the run cache; returns its folder.
 
     A job of several tasks trains one run in one process group: its inputs are made sure of first, each by one
     process under its lock (the non-training steps are not distributed), then every task joins the group with
-    torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), which the trainer reads."""
-    import submitit
+    torchrun's variables (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), which the trainer reads.
 
-    from repro import steps  # noqa: F401  (registers each kind's compute)
+    A job past its time limit goes on as the same job: submitit signals it (SIGUSR2) 90 s before the limit, the
+    trainer writes its checkpoint and stops, and the signal is then handed back to submitit, which requeues the job
+    under its id (`checkpoint`: the same arguments), so the jobs that need its run stay queued instead of being
+    cancelled; the requeued job resumes from the checkpoint."""
 
-    # submitit's job process ignores SIGTERM, and forked workers inherit that: a process pool (the world's
-    # drawing) stops its workers with SIGTERM and would wait for them forever
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    spec = Spec.from_json(spec_json)
-    resources = Resources(**{**resource_fields, "runs_root": Path(resource_fields["runs_root"])})
-    if submitit.JobEnvironment().num_tasks > 1:
-        for dependency in with_inputs(spec.dependencies()):
-            cached(dependency, resources)
-        # every task sees all GPUs of its node and takes cuda:LOCAL_RANK (repro.train.distributed)
-        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    return str(cached(spec, resources).dir)
+    def __call__(self, spec_json: dict, resource_fields: dict) -> str:
+        import submitit
+
+        from repro import steps  # noqa: F401  (registers each kind's compute)
+        from repro.preemption import Preempted
+
+        # submitit's job process ignores SIGTERM, and forked workers inherit that: a process pool (the world's
+        # drawing) stops its workers with SIGTERM and would wait for them forever
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        spec = Spec.from_json(spec_json)
+        resources = Resources(**{**resource_fields, "runs_root": Path(resource_fields["runs_root"])})
+        if submitit.JobEnvironment().num_tasks > 1:
+            for dependency in with_inputs(spec.dependencies()):
+                cached(dependency, resources)
+            # every task sees all GPUs of its node and takes cuda:LOCAL_RANK (repro.train.distributed)
+            submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+        try:
+            return str(cached(spec, resources).dir)
+        except Preempted as stopped:
+            if stopped.signal_name != REQUEUE_SIGNAL.name:
+                raise
+            # the trainer's handler took submitit's notice: now that the checkpoint is written, submitit's own
+            # (restored) handler requeues the job and exits on rank 0; other ranks end with the job
+            os.kill(os.getpid(), REQUEUE_SIGNAL)
+            time.sleep(REQUEUE_WAIT_SECONDS)
+            raise
+
+    def checkpoint(self, *args, **kwargs):
+        """submitit's requeue: this job again with the same arguments (the run's checkpoint holds its state)."""
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(self, *args, **kwargs)
+
+
+compute_run = ComputeRun()
 
 
 def resource_fields(resources: Resources) -> dict:
@@ -166,7 +197,8 @@ def submit(specs: list[Spec], options: JobOptions, resources: Resources) -> list
     jobs: dict[str, object] = {}
     for spec in specs:
         after = [jobs[dependency.hash].job_id for dependency in spec.dependencies() if dependency.hash in jobs]
-        executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster)
+        executor = submitit.AutoExecutor(folder=folder, cluster=options.cluster,
+                                         slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)
         parameters = job_parameters(spec, options, after)
         executor.update_parameters(**parameters)
         job = executor.submit(compute_run, spec.as_json(), fields)

@@ -3,6 +3,7 @@ Makefile's NPROC / SET."""
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,51 @@ def test_a_training_job_of_two_tasks_trains_its_run_in_one_process_group(imagene
     run = Run(spec, resources.runs_root)
     assert {task["run"] for task in tasks} == {str(run.dir)} and run.done
     assert (run.dir / "log.txt").read_text().count("started") == 1
+
+
+@pytest.mark.parametrize("notice, handed_on", [("SIGUSR2", True), ("SIGTERM", False)])
+def test_a_job_stopped_by_submitits_time_limit_notice_hands_it_back_to_submitit_which_requeues_it(
+        tmp_path, monkeypatch, notice, handed_on):
+    """submitit signals SIGUSR2 90 s before a job's time limit. The trainer takes it and writes its checkpoint;
+    the job then passes it on to submitit's handler, which requeues the job (under its id: the jobs that need its
+    run stay queued) with what `checkpoint` returns, this job again."""
+    submitit = pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    from types import SimpleNamespace
+
+    from repro import cluster
+    from repro.preemption import Preempted
+
+    def stopped_by_the_notice(spec, resources):
+        raise Preempted("checkpoint written in epoch 3 after step 7", signal_name=notice)
+
+    monkeypatch.setattr(cluster, "cached", stopped_by_the_notice)
+    monkeypatch.setattr(cluster, "REQUEUE_WAIT_SECONDS", 0)
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(num_tasks=1))
+    spec_json = student_spec(tiny_config()).as_json()
+    fields = resource_fields(config_resources(tiny_config(), tmp_path / "runs"))
+    received = []
+    former = {number: signal.getsignal(number) for number in (signal.SIGUSR2, signal.SIGTERM)}
+    signal.signal(signal.SIGUSR2, lambda number, frame: received.append(number))  # where submitit's handler is
+    try:
+        with pytest.raises(Preempted):  # on a rank other than 0 submitit's handler returns, and the task ends
+            cluster.compute_run(spec_json, fields)
+    finally:
+        for number, handler in former.items():
+            signal.signal(number, handler)
+    assert received == ([signal.SIGUSR2] if handed_on else [])
+    again = cluster.compute_run.checkpoint(spec_json, fields)
+    assert again.function is cluster.compute_run and again.args == (spec_json, fields)
+
+
+def test_the_trainer_stops_at_submitits_time_limit_notice():
+    import torch
+    from types import SimpleNamespace
+
+    from repro.preemption import CheckpointPacer
+
+    pacer = CheckpointPacer(0, SimpleNamespace(device=torch.device("cpu"), distributed=False, is_main=True))
+    try:
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert pacer.poll() == (True, True) and pacer.signal_name == "SIGUSR2"
+    finally:
+        pacer.close()

@@ -313,7 +313,7 @@ def assert_same_as_uninterrupted(root: Path, straight: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 def test_a_stop_signal_mid_epoch_checkpoints_exits_75_and_resumes_bit_for_bit(paper, tmp_path, uninterrupted, stop):
     root = copy_of(paper, tmp_path)
     process = child(table3_args(root, "train.epochs=2"), hook="pause_at_update", at=8)
@@ -329,7 +329,7 @@ def test_a_stop_signal_mid_epoch_checkpoints_exits_75_and_resumes_bit_for_bit(pa
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGUSR1", "SIGUSR2"])
 def test_a_stop_signal_to_every_process_of_the_job_leaves_the_stop_to_the_trainer(paper, tmp_path, uninterrupted,
                                                                                    stop):
     """A cluster signals every process of a job (Slurm's time limit, scancel, pre-emption), the loader workers

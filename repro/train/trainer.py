@@ -3,7 +3,7 @@
 Single process on CPU, or one process per GPU under torchrun (DDP). Global batch = train.batch_size =
 per-device batch x world size x train.accum_steps. timm models, optimizers and cosine schedule with warm-up
 (stepped per optimizer update). Every epoch ends with an atomic checkpoint in the run directory, and so does the
-optimizer update after a SIGTERM or SIGUSR1 (the run then stops) or after resources.checkpoint_minutes
+optimizer update after a SIGTERM, SIGUSR1 or SIGUSR2 (the run then stops) or after resources.checkpoint_minutes
 (`repro.preemption`). A restarted run resumes from the checkpoint and ends with the same weights as an
 uninterrupted one: all randomness is a function of the seed, the epoch, the sample and the rank (crops of
 (seed, epoch, index), shuffling of (seed, epoch), CutMix of (seed, epoch, step, rank), and torch's generator, for
@@ -335,7 +335,8 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                         log(f"stopped by {pacer.signal_name or 'another rank'} in epoch {epoch + 1} after step "
                             f"{micro + 1}; rerunning the same command resumes there")
                         raise Preempted(f"checkpoint written in epoch {epoch + 1} after step {micro + 1} to "
-                                        f"{run.checkpoint_path}; rerun the same command to resume")
+                                        f"{run.checkpoint_path}; rerun the same command to resume",
+                                        signal_name=pacer.signal_name)
             if cuda:
                 torch.cuda.synchronize(device)
             seconds = carried["seconds"] + time.perf_counter() - started
