@@ -44,6 +44,9 @@ def collect(ctx: Context):
         print(f"== table9 detector {i}/{len(jobs)}: {detector} from {backbone} seed {seed}", file=sys.stderr,
               flush=True)
         metrics = cached(spec, resources(ctx.config, ctx.runs_root)).metrics
+        if metrics.get("empty_detections"):
+            print(f"warning: table9: {detector} from {backbone} seed {seed} detected nothing on the val split: its "
+                  f"AP is 0 (run {spec.hash})", file=sys.stderr, flush=True)
         prefix = DETECTORS[detector][1]
         measured += [{"model": "resnet50", "setting": backbone, "seed": seed, "metric": metric, "value": value}
                      for metric, value in metrics.items() if metric.startswith(f"{prefix}_")]

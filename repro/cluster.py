@@ -248,6 +248,13 @@ def launch(args: argparse.Namespace, experiments: list, ctx) -> int | None:
     planned = check_experiments(experiments, ctx)
     resources = config_resources(ctx.config, Path(ctx.runs_root).resolve())
     needed = with_inputs(planned)
+    if options.cluster == "slurm":
+        from repro.preflight import check_cluster_jobs
+
+        if problems := check_cluster_jobs(needed, options.nodes * max(options.gpus_per_node, 1),
+                                          options.gpus_per_node > 0):
+            print("\n".join(map(str, problems)), file=sys.stderr)
+            return 2
     to_run = [spec for spec in needed if not Run(spec, resources.runs_root).done]
     print(f"{len(to_run)} run(s) to compute of {len(needed)}; jobs' logs in "
           f"{resources.runs_root / LOG_FOLDER}/<job id>/", flush=True)

@@ -44,8 +44,10 @@ SUITE_KEYS = ("model.backbone", "model.neck.in_channels", "train_dataloader", "v
               "load_from", "resume", "default_hooks.checkpoint", "env_cfg")
 
 
-def missing_packages() -> str | None:
-    """None where the detection extra is installed at the pinned versions, else one line saying what to do."""
+def missing_packages(on_gpu: bool | None = None) -> str | None:
+    """None where the detection extra is installed at the pinned versions, else one line saying what to do.
+    `on_gpu`: whether the detectors will train on a GPU (default: whether this machine has one; a Slurm submission
+    from a login node says so for its GPU nodes)."""
     found = {}
     for package, wanted in PACKAGES.items():
         try:
@@ -63,8 +65,9 @@ def missing_packages() -> str | None:
     import torch
 
     # mmengine trains on the GPU where there is one, and ops built without CUDA fail at the first RoIAlign there
-    if torch.cuda.is_available() and mmcv.ops.get_compiling_cuda_version() == "not available":
-        return (f"mmcv {PACKAGES['mmcv']}'s ops were built without CUDA and this machine's GPU would run the "
+    on_gpu = torch.cuda.is_available() if on_gpu is None else on_gpu
+    if on_gpu and mmcv.ops.get_compiling_cuda_version() == "not available":
+        return (f"mmcv {PACKAGES['mmcv']}'s ops were built without CUDA and a GPU would run the "
                 "detectors: rebuild them with `rm .venv/.detection; make detection` on a GPU node (mmcv builds CUDA "
                 "ops where it sees a GPU), or with FORCE_CUDA=1 TORCH_CUDA_ARCH_LIST=<the GPUs' arch> where nvcc is "
                 "found (docs/detection.md)")
@@ -319,7 +322,8 @@ def coco_metrics(detector: str, metrics: Mapping) -> dict:
     """CocoMetric's results (fractions, `coco/bbox_mAP`, ...) as the table's metrics in % (`faster_rcnn_bbox_ap`,
     `_ap50`, `_ap75`; Mask R-CNN's mask AP from `segm`), every raw value kept beside them. A detector that detects
     nothing on the val split gets no results from CocoMetric (it logs "The testing results of the whole dataset
-    is empty"); its AP is 0 (no recall at any threshold), and `empty_detections` says so."""
+    is empty"); its AP is 0 (no recall at any threshold), and `empty_detections` says so (the world's small
+    detectors; on COCO `train_detector` stops instead)."""
     _, prefix, kinds = DETECTORS[detector]
     empty = not metrics
     out = {}
@@ -368,5 +372,11 @@ def train_detector(spec, run, resources) -> dict:
     runner.train()
     trained = time.time()
     metrics = runner.test()
+    if not metrics and body["data"]["source"] != "world":
+        # on COCO a detector that finds nothing has diverged (mmengine trains on through NaN losses): an AP of 0
+        # cached as this run's would decide Table 9's claims
+        raise ValueError(f"detector run {run.hash}: no detection on COCO's val split, so its training diverged or "
+                         f"failed (see the log in {work_dir}); the run is left unfinished: delete {work_dir} to "
+                         "train it again")
     return {**coco_metrics(body["detector"], metrics), "train_seconds": round(trained - started, 1),
             "test_seconds": round(time.time() - trained, 1), "in_channels": in_channels}

@@ -56,6 +56,17 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
     return list(dict.fromkeys(findings))
 
 
+def check_cluster_jobs(specs: Iterable[Spec], processes: int, gpus: bool) -> list[Finding]:
+    """What a Slurm submission's jobs would meet only on their nodes, checked on the login node: each training job's
+    batches split over its `processes` tasks (WORLD_SIZE here is 1), and with `gpus` the detectors' mmcv ops have
+    CUDA (this node may have no GPU to tell)."""
+    specs = list(specs)
+    findings = check_batch_splits(specs, processes)
+    if any(spec.kind == "detector" for spec in specs):
+        findings += [finding for finding in check_detection_packages(on_gpu=gpus) if finding.level == PROBLEM]
+    return findings
+
+
 def check_batch_splits(specs: Iterable[Spec], world_size: int) -> list[Finding]:
     """Every global batch the runs train with splits over the job's processes (and accumulation steps): a batch
     that does not failed only when its run started, after every run before it (label maps of many hours)."""
@@ -80,11 +91,12 @@ def check_batch_splits(specs: Iterable[Spec], world_size: int) -> list[Finding]:
     return list(findings.values())
 
 
-def check_detection_packages() -> list[Finding]:
-    """Table 9's detectors need the detection extra (mmcv with its compiled ops, mmengine, mmdet) at its pins."""
+def check_detection_packages(on_gpu: bool | None = None) -> list[Finding]:
+    """Table 9's detectors need the detection extra (mmcv with its compiled ops, mmengine, mmdet) at its pins;
+    `on_gpu` as `repro.detection.missing_packages` reads it."""
     from repro.detection import PACKAGES, missing_packages
 
-    problem = missing_packages()
+    problem = missing_packages(on_gpu)
     if problem is not None:
         return [Finding(PROBLEM, problem)]
     return [Finding(OK, "detection extra: " + ", ".join(f"{name} {version}" for name, version in PACKAGES.items()))]

@@ -115,18 +115,22 @@ def test_submit_checks_the_inputs_before_queueing_any_job(tmp_path, monkeypatch,
     assert "has no train/ folder" in capsys.readouterr().err and sent == []
 
 
-def test_slurm_jobs_one_per_run_training_on_every_gpu_held_until_their_inputs_succeed(tmp_path, monkeypatch,
-                                                                                     capsys):
+def _stand_in_slurm(tmp_path, monkeypatch):
+    """sbatch stand-in: job ids 101, 102, ... (submitit parses "Submitted batch job N"); srun is only looked for."""
     pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    # sbatch stand-in: job ids 101, 102, ... (submitit parses "Submitted batch job N"); srun is only looked for
     (bin_dir / "sbatch").write_text(f'#!/bin/sh\nn=$(cat {bin_dir}/count 2>/dev/null || echo 100)\n'
                                     f'n=$((n + 1)); echo $n > {bin_dir}/count; echo "Submitted batch job $n"\n')
     (bin_dir / "srun").write_text("#!/bin/sh\nexit 1\n")
     for script in bin_dir.iterdir():
         script.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+
+
+def test_slurm_jobs_one_per_run_training_on_every_gpu_held_until_their_inputs_succeed(tmp_path, monkeypatch,
+                                                                                     capsys):
+    _stand_in_slurm(tmp_path, monkeypatch)
     argv = _table3(tmp_path)
     specs = _planned_specs(argv)
     assert main(argv + ["--submit", "slurm", "--submit-no-wait", "--slurm-gpus-per-node", "4", "--slurm-nodes", "2",
@@ -202,6 +206,17 @@ def test_a_training_job_of_two_tasks_trains_its_run_in_one_process_group(imagene
     run = Run(spec, resources.runs_root)
     assert {task["run"] for task in tasks} == {str(run.dir)} and run.done
     assert (run.dir / "log.txt").read_text().count("started") == 1
+
+
+def test_a_batch_that_does_not_split_over_a_slurm_jobs_tasks_stops_before_any_job_is_queued(tmp_path, monkeypatch,
+                                                                                          capsys):
+    """The login node runs one process: the check reads the jobs' task count (nodes x GPUs per node) instead."""
+    _stand_in_slurm(tmp_path, monkeypatch)
+    argv = _table3(tmp_path) + ["--submit", "slurm", "--submit-no-wait", "--slurm-gpus-per-node", "3"]
+    assert main(argv) == 2  # the smoke profile's batch of 8 over 3 tasks
+    captured = capsys.readouterr()
+    assert "problem: train run " in captured.err and "does not split" in captured.err
+    assert "submitted job" not in captured.out and not (tmp_path / "bin" / "count").exists()
 
 
 @pytest.mark.parametrize("notice, handed_on", [("SIGUSR2", True), ("SIGTERM", False)])

@@ -43,6 +43,23 @@ def test_ops_built_without_cuda_are_refused_where_a_gpu_would_run_the_detectors(
     assert missing_packages() is None
 
 
+@needs_mmdet
+def test_a_slurm_submission_from_a_node_without_a_gpu_checks_the_ops_for_its_gpu_jobs(monkeypatch):
+    import mmcv.ops
+
+    from repro.preflight import check_cluster_jobs
+    from repro.specs import Spec
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the login node
+    monkeypatch.setattr(mmcv.ops, "get_compiling_cuda_version", lambda: "not available")
+    assert missing_packages() is None  # the detectors would train here, on this CPU
+    detector = Spec("detector", {"schedule": {"batch_size": 16}})
+    problems = check_cluster_jobs([detector], processes=8, gpus=True)
+    assert len(problems) == 1 and "ops were built without CUDA" in problems[0].message
+    assert check_cluster_jobs([detector], processes=8, gpus=False) == []
+    assert "does not split over 6 processes" in check_cluster_jobs([detector], processes=6, gpus=False)[0].message
+
+
 # --- the specs ---------------------------------------------------------------------------------------------------
 
 def test_each_detector_starts_from_table3s_vanilla_and_relabel_runs():
