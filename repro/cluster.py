@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import os
 import shlex
 import shutil
@@ -124,11 +125,16 @@ class ComputeRun:
     under its id (`checkpoint`: the same arguments), so the jobs that need its run stay queued instead of being
     cancelled; the requeued job resumes from the checkpoint."""
 
-    def __call__(self, spec_json: dict, resource_fields: dict) -> str:
+    def __call__(self, spec_json: dict, resource_fields: dict, code: str | None = None) -> str:
         import submitit
 
         from repro import steps  # noqa: F401  (registers each kind's compute)
         from repro.preemption import Preempted
+
+        if code is not None and code != (now := code_digest()):
+            raise ValueError(f"the suite's code changed since this job was submitted (sources {code} then, {now} "
+                             "now: a git pull or an edit): check out the code it was submitted with, or rerun the "
+                             "command to submit the current code (a run begun under the former resumes under it)")
 
         # submitit's job process ignores SIGTERM, and forked workers inherit that: a process pool (the world's
         # drawing) stops its workers with SIGTERM and would wait for them forever
@@ -159,6 +165,22 @@ class ComputeRun:
 
 
 compute_run = ComputeRun()
+
+
+def code_digest() -> str:
+    """A digest of the suite's Python sources (the library and the experiment packages). A job checks it against
+    the one it was submitted with: the install is editable, so a job starting days later would otherwise run
+    whatever is checked out then, under the same run hashes."""
+    import importlib
+
+    from repro.experiment import EXPERIMENT_PACKAGES
+
+    digest = hashlib.sha256()
+    for package in ("repro", *EXPERIMENT_PACKAGES):  # rglob does not enter repro's links to the experiment folders
+        folder = Path(importlib.import_module(package).__path__[0])
+        for path in sorted(folder.rglob("*.py")):
+            digest.update(f"{package}/{path.relative_to(folder)}\n".encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def resource_fields(resources: Resources) -> dict:
@@ -194,6 +216,7 @@ def submit(specs: list[Spec], options: JobOptions, resources: Resources) -> list
 
     folder = resources.runs_root / LOG_FOLDER / "%j"
     fields = resource_fields(resources)
+    code = code_digest()
     jobs: dict[str, object] = {}
     for spec in specs:
         after = [jobs[dependency.hash].job_id for dependency in spec.dependencies() if dependency.hash in jobs]
@@ -201,7 +224,7 @@ def submit(specs: list[Spec], options: JobOptions, resources: Resources) -> list
                                          slurm_max_num_timeout=MAX_TIMEOUT_REQUEUES)
         parameters = job_parameters(spec, options, after)
         executor.update_parameters(**parameters)
-        job = executor.submit(compute_run, spec.as_json(), fields)
+        job = executor.submit(compute_run, spec.as_json(), fields, code)
         jobs[spec.hash] = job
         shape = "" if options.cluster == "local" else (
             f", {parameters['nodes']} node(s) x {parameters['tasks_per_node']} task(s), "

@@ -94,7 +94,7 @@ def test_submit_sends_the_runs_of_the_claim_seeds_too(tmp_path, monkeypatch):
     import repro.cluster
 
     sent = []
-    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(wait=False))
+    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(cluster="local", wait=False))
     monkeypatch.setattr(repro.cluster, "submit", lambda runs, options, resources: sent.extend(runs) or [])
     assert main(["table3", "--profile", "proxy", "--seeds", "3", "--runs", str(tmp_path / "runs"), "--results",
                  str(tmp_path / "results"), "--submit", "local"]) == 0
@@ -108,7 +108,7 @@ def test_submit_checks_the_inputs_before_queueing_any_job(tmp_path, monkeypatch,
     import repro.cluster
 
     sent = []
-    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(wait=False))
+    monkeypatch.setattr(repro.cluster, "job_options", lambda args: types.SimpleNamespace(cluster="local", wait=False))
     monkeypatch.setattr(repro.cluster, "submit", lambda runs, options, resources: sent.extend(runs) or [])
     assert main(["table3", "--profile", "paper", "--set", f"data.root={tmp_path / 'nowhere'}", "--runs",
                  str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--submit", "local"]) == 2
@@ -265,3 +265,23 @@ def test_the_trainer_stops_at_submitits_time_limit_notice():
         assert pacer.poll() == (True, True) and pacer.signal_name == "SIGUSR2"
     finally:
         pacer.close()
+
+
+def test_a_job_refuses_to_run_other_code_than_it_was_submitted_with(tmp_path, monkeypatch):
+    """The install is editable: a git pull between the submission and a job's start would reach the job."""
+    submitit = pytest.importorskip("submitit", reason="the cluster extra is not installed: pip install -e '.[cluster]'")
+    from types import SimpleNamespace
+
+    from repro import cluster
+
+    computed = []
+    monkeypatch.setattr(cluster, "cached", lambda spec, resources: computed.append(spec) or SimpleNamespace(dir="r"))
+    monkeypatch.setattr(submitit, "JobEnvironment", lambda: SimpleNamespace(num_tasks=1))
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # compute_run's SIGTERM reset: not in pytest's process
+    spec_json = student_spec(tiny_config()).as_json()
+    fields = resource_fields(config_resources(tiny_config(), tmp_path / "runs"))
+    with pytest.raises(ValueError, match="the suite's code changed since this job was submitted \\(sources "
+                                         f"0123456789abcdef then, {cluster.code_digest()} now"):
+        cluster.compute_run(spec_json, fields, "0123456789abcdef")
+    assert computed == []
+    assert cluster.compute_run(spec_json, fields, cluster.code_digest()) == "r" and len(computed) == 1
