@@ -8,6 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterable
 
+from repro.progress import duration
 from repro.runs import Run
 from repro.specs import Spec
 
@@ -35,11 +36,16 @@ def pending_runs(specs: Iterable[Spec], runs_root: str | os.PathLike) -> dict[st
 
 def plan_total(specs: Iterable[Spec], runs_root: str | os.PathLike) -> str:
     """One line for several experiments' plans: their distinct runs (a run shared by several counted once), how
-    many are cached, and the kinds of those to run."""
+    many are cached and the compute time recorded for them (each run's last session: what a fresh cache would
+    spend on them on the same machine), and the kinds of those to run."""
     ordered = with_inputs(specs)
-    pending = Counter(pending_runs(ordered, runs_root).values())
+    to_run = pending_runs(ordered, runs_root)
+    pending = Counter(to_run.values())
     kinds = ", ".join(f"{kind} {count}" for kind, count in pending.most_common())
-    return (f"in all: {len(ordered)} distinct runs, {len(ordered) - pending.total()} cached, "
+    cached = [Run(spec, runs_root) for spec in ordered if spec.hash not in to_run]
+    seconds = sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in cached)
+    recorded = f" (recorded compute time {duration(seconds)})" if cached else ""
+    return (f"in all: {len(ordered)} distinct runs, {len(cached)} cached{recorded}, "
             f"{pending.total()} to run" + (f" ({kinds})" if kinds else ""))
 
 

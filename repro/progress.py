@@ -24,12 +24,12 @@ class RunProgress:
         overall = sum(every) / len(every)
         left = sum(sum(self.seconds[k]) / len(self.seconds[k]) if k in self.seconds else overall
                    for k in self.pending.values())
-        return (f"progress: {done}/{self.total} runs computed, {_duration(time.time() - self.started)} so far, "
-                f"about {_duration(left)} left (each kind's mean so far)" if self.pending else
-                f"progress: all {self.total} runs computed in {_duration(time.time() - self.started)}")
+        return (f"progress: {done}/{self.total} runs computed, {duration(time.time() - self.started)} so far, "
+                f"about {duration(left)} left (each kind's mean so far)" if self.pending else
+                f"progress: all {self.total} runs computed in {duration(time.time() - self.started)}")
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 

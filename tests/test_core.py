@@ -7,8 +7,9 @@ import torch
 
 from repro.cli import main
 from repro.config import get_path, profile_config, with_changes
-from repro.pipeline import annotator_spec, eval_spec, evaluate_student, kd_changes, student_spec, train_student
-from repro.plan import with_inputs
+from repro.pipeline import (annotator_spec, eval_spec, evaluate_student, kd_changes, student_spec, train_student,
+                            world_spec)
+from repro.plan import plan_total, with_inputs
 from repro.runs import Run
 from repro.specs import Spec, leaf_paths
 from repro.train.objectives import OBJECTIVES, Objective, one_hot
@@ -214,6 +215,12 @@ def test_the_plan_of_all_counts_each_shared_run_once(tmp_path, capsys):
     distinct = int(total.split()[2])
     assert distinct == len({line.split()[1] for line in out[:-1] if " to run " in line}) < listed
     assert not any(tmp_path.iterdir())
+    # a cached run counts with the compute time it recorded: what a fresh cache would spend on it
+    world = world_spec(profile_config("smoke"))
+    run = Run(world, tmp_path)
+    run.dir.mkdir(parents=True)
+    run.finish({"wall_seconds_last_session": 5400.0})
+    assert plan_total([world], tmp_path) == "in all: 1 distinct runs, 1 cached (recorded compute time 1.5 h), 0 to run"
 
 
 def test_rows_restrict_a_training_table_to_some_settings(tmp_path, capsys):
