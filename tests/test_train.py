@@ -97,8 +97,9 @@ def test_relabel_targets_pool_the_crop_box(imagenet, labelmaps, variant):
 
 def test_kd_targets_are_the_teachers_softmax_at_its_size(imagenet, labelmaps):
     torch.manual_seed(0)
-    teacher = create_model(TINY_MODEL, NUM_CLASSES).eval()
+    teacher = create_model(TINY_MODEL, NUM_CLASSES).train()  # handed over in training mode
     sup = Supervision(supervision(mode="kd", kd_input_size=48), NUM_CLASSES, 32, torch.device("cpu"), teacher)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())  # frozen by the objective
     assert sup.input_size == 48
     batch = crop_batch(imagenet, labelmaps, size=48)
     images, targets, seconds = sup(batch)
