@@ -3,8 +3,8 @@
 Comparisons between two settings use the paired per-seed difference (seed i of one against seed i of the other).
 With n >= 2 paired seeds the verdict reads the 95% t-interval of the mean difference: `holds` when the whole
 interval supports the claim, `fails` when the whole interval contradicts it, `not shown` otherwise. With a single
-seed there is no interval; the verdict then reads the point estimate and says n=1. A seed measured on one side only, or NaN on
-either, is left out of the pairing, and the detail names it.
+seed there is no interval; the verdict then reads the point estimate and says n=1. A seed measured on one side
+only, or NaN on either, is left out of the pairing, and the detail names it.
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """When a training run writes a mid-epoch checkpoint: on SIGTERM, SIGUSR1 (a cluster's pre-emption notice) or SIGUSR2
-(submitit's, 90 s before a job's time limit; the run then stops with status PREEMPTED_STATUS), and every `resources.checkpoint_minutes` (so a SIGKILL loses at
-most that much). Decided after an optimizer update, and by all ranks together."""
+(submitit's, 90 s before a job's time limit; the run then stops with status PREEMPTED_STATUS), and every
+`resources.checkpoint_minutes` (so a SIGKILL loses at most that much). Decided after an optimizer update, and by
+all ranks together."""
 from __future__ import annotations
 
 import os
@@ -16,11 +17,11 @@ PREEMPTED_STATUS = 75  # EX_TEMPFAIL: rerun the same command to resume
 
 
 def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
-    """The training loader's `worker_init_fn`. A cluster signals every process of a job (Slurm's time limit,
-    scancel, pre-emption), the loader workers too, and a worker that dies of it fails the trainer's step before
-    its checkpoint: torch's worker handler dies of a SIGTERM from anyone but its parent. So a worker ignores
-    SIGUSR1 and SIGUSR2, and a thread takes SIGTERM, ending the worker only when its parent sent it (the loader's shutdown, as
-    torch does); the trainer stops, and the workers end with its loader."""
+    """The training loader's `worker_init_fn`. A cluster signals every process of a job (Slurm's time limit, scancel,
+    pre-emption), the loader workers too, and a worker that dies of it fails the trainer's step before its
+    checkpoint: torch's worker handler dies of a SIGTERM from anyone but its parent. So a worker ignores SIGUSR1
+    and SIGUSR2, and a thread takes SIGTERM, ending the worker only when its parent sent it (the loader's shutdown,
+    as torch does); the trainer stops, and the workers end with its loader."""
     signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     signal.signal(signal.SIGUSR2, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})  # here and in every thread started after
