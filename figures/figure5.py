@@ -2,7 +2,7 @@
 
 Random crops of the val images (the crops of Figure 2, at least 100,000 in all), each pooled from the image's
 label map (LabelPooling, local_multi); confidence = the largest class probability of the pooled label. The val
-maps come from the annotator and label-map settings of the training maps (`labelmaps_dir(..., split="val")`).
+maps come from the annotator and label-map settings of the training maps (`student_labelmaps(..., split="val")`).
 The plot bins crops by IoU (IoU = 0 on its own, then steps of 0.1): mean confidence and its 10th-90th percentile
 band. The paper: confidence follows the object's presence, and is below 0.6 when the crop misses the object.
 Writes figure5_bins.csv (the plotted bins per seed) beside the PNG.
@@ -19,8 +19,7 @@ from repro.boxes import boxes_file, iou_bins, val_boxes
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import crop_confidences
-from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
+from repro.pipeline import data_root, labelmaps_specs, student_labelmaps
 from repro.plotting import plt, wrapped_title
 
 MIN_CROPS = 100_000
@@ -33,7 +32,7 @@ UPPER_AT_IOU_ZERO = float(results.reported_for("figure5")["value"].iloc[0])
 def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     val = val_boxes(data_root(cfg, ctx.runs_root), cfg["data"])
-    maps = open_labelmaps(labelmaps_dir(cfg, ctx.runs_root, split="val"))
+    maps = student_labelmaps(cfg, ctx.runs_root, split="val")
     crops_per_image = math.ceil(MIN_CROPS / len(val))
     rows, tables = [], []
     for seed in ctx.seeds:

@@ -1,7 +1,7 @@
 """Figure A2: label maps as heatmaps of their top-1 and top-2 classes, beside the image.
 
 (a) val images that hold objects of at least two classes, with the suite's annotator and label-map settings (the
-val maps of `labelmaps_dir(..., split="val")`): the embedded world's, or at paper scale ImageNet's images with
+val maps of `student_labelmaps(..., split="val")`): the embedded world's, or at paper scale ImageNet's images with
 at least two ReaL labels. (b) scikit-image's photos with a real ImageNet annotator, EfficientNet-Lite0
 (`repro.labelmaps.examples`). The paper (Appendix B): "the top-1 and top-2 heatmaps are disjointly located at each
 object's position", on examples whose two top classes are two objects of the image. On the world every object's
@@ -33,8 +33,7 @@ from repro.labelmaps.analysis import peaks_in_different_objects, peaks_on_own_ob
 from repro.labelmaps.examples import EXAMPLE_PHOTOS, example_label_maps
 from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
-from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
+from repro.pipeline import data_root, labelmaps_specs, student_labelmaps
 from repro.plotting import plt, wrapped_title
 
 SHOWN = 4
@@ -63,7 +62,7 @@ def collect(ctx: Context) -> Collected:
     cfg = ctx.config
     root = data_root(cfg, ctx.runs_root)
     data = open_imagenet(root, cfg["data"])
-    maps = open_labelmaps(labelmaps_dir(cfg, ctx.runs_root, split="val"))
+    maps = student_labelmaps(cfg, ctx.runs_root, split="val")
     chosen, boxes, masks = _multi_object_images(cfg, root, data)
     records = []
     for relpath, classes in chosen.items():

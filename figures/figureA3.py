@@ -20,8 +20,7 @@ from repro import results
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
 from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
-from repro.labelmaps.reader import open_labelmaps
-from repro.pipeline import data_root, labelmaps_dir, labelmaps_specs
+from repro.pipeline import data_root, labelmaps_specs, student_labelmaps
 from repro.plotting import plt, wrapped_title
 
 SAMPLE = 2000   # training crops measured (a seeded sample of the training list)
@@ -34,7 +33,7 @@ def collect(ctx: Context) -> Collected:
     cfg, seed = ctx.config, ctx.seeds[0]
     root = data_root(cfg, ctx.runs_root)
     data = open_imagenet(root, cfg["data"])
-    maps = open_labelmaps(labelmaps_dir(cfg, ctx.runs_root))
+    maps = student_labelmaps(cfg, ctx.runs_root)
     train = data.train
     indices = np.random.default_rng(seed).permutation(len(train))[:SAMPLE]
     boxes, sizes = epoch_crop_boxes(train, indices, seed, 0, cfg["train"]["scale"], cfg["train"]["ratio"])

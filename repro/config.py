@@ -17,6 +17,11 @@ from repro.world.params import world_params
 PROFILE_NAMES = ("smoke", "proxy", "paper")
 DEFAULT_PROFILE = "proxy"
 
+# the changes that make a student read maps its annotator generates instead of the released ones, whose
+# orientation `labelmap.transpose` says (generated maps are [k, H, W])
+GENERATED_MAPS = {"labelmap.official_dir": None, "labelmap.transpose": False}
+
+
 def deep_update(base: Mapping | None, changes: Mapping) -> dict:
     """A copy of base with changes merged in, nested dicts merged key by key."""
     out = copy.deepcopy(dict(base or {}))

@@ -293,6 +293,12 @@ def labelmaps_dir(cfg: Mapping, runs_root: str | os.PathLike, split: str = "trai
     return steps.labelmaps_store(stored_labelmaps_ref(cfg, split), resources(cfg, runs_root))
 
 
+def student_labelmaps(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train"):
+    """The label maps a student of `cfg` reads for `split`, opened as it reads them (`labelmap.transpose`
+    included): what an analysis of its targets must pool."""
+    return steps.open_student_labelmaps(labelmaps_ref(cfg, split), resources(cfg, runs_root), num_classes=None)
+
+
 def generated_labelmaps(cfg: Mapping, runs_root: str | os.PathLike, split: str = "train") -> Run:
     """The annotator's pass over `split`; its metrics hold the pass's wall time (`generation_seconds`) and the
     share of images whose whole-image map agrees with their label."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Mapping
 
+from repro.config import GENERATED_MAPS
+
 # the paper's annotators (Figure 4) and KD teachers (Figure 6): name in the paper -> timm's weights
 PAPER_ANNOTATORS = {
     "efficientnet_b1": "tf_efficientnet_b1.ns_jft_in1k",
@@ -36,7 +38,7 @@ def _paper_variant(timm_name: str) -> dict:
     # each annotator labels the images itself: the released maps are one annotator's
     return {"annotator.source": "timm", "annotator.pretrained": True, "annotator.checkpoint": None,
             "annotator.model": {"name": timm_name, "kwargs": {}}, "labelmap.input_size": size,
-            "labelmap.official_dir": None}
+            **GENERATED_MAPS}
 
 
 def _embedded_variant(model: Mapping, epochs: int) -> tuple[str, dict]:

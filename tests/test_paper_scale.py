@@ -451,3 +451,18 @@ def test_table10_at_the_paper_profile_fine_tunes_the_vanilla_students_on_coco_20
     finetunes = [m for m in _student_metrics(tmp_path / "runs") if "coco_map" in m]
     assert len(finetunes) == 6 and all(m["coco_images"] == 8 for m in finetunes)
     assert len(_student_metrics(tmp_path / "runs")) == 6 + 1  # the two vanilla starts are one tiny model's run
+
+
+def test_transposed_released_maps_leave_the_variants_with_generated_maps_reading_them_as_stored(paper):
+    """Figure 4's annotators and Table 6's top-10 generate their own maps ([k, H, W]): a transpose meant for the
+    released files must not stop them, nor turn them."""
+    from repro.sweeps import annotator_sweep
+    from repro.tables.table6 import runs as table6_runs
+
+    cfg = _cfg(paper, **{"labelmap.official_dir": str(paper.maps), "labelmap.transpose": True,
+                         "supervision.mode": "relabel"})
+    assert "transposed" in labelmaps_ref(cfg)
+    for changes in [*annotator_sweep(cfg).values(), table6_runs(cfg)[("resnet50", "relabel_fp32_top10")]]:
+        ref = labelmaps_ref(with_changes(cfg, changes))  # raised before: transpose without official_dir
+        assert "transposed" not in ref
+    assert "transposed" in labelmaps_ref(with_changes(cfg, table6_runs(cfg)[("resnet50", "relabel_fp32_top1")]))
