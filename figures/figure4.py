@@ -20,7 +20,7 @@ from repro import results
 from repro.claims import FAILS, HOLDS, NO_DATA, Claim
 from repro.config import with_changes
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import annotator_spec, annotator_top1, students_per_seed, train_student
+from repro.pipeline import annotator_top1, annotator_top1_spec, students_per_seed, train_student
 from repro.plotting import plt, save_figure
 from repro.sweeps import annotator_sweep
 
@@ -56,8 +56,7 @@ def plan(ctx: Context) -> list:
     cfg, specs = ctx.config, []
     for changes in annotator_sweep(cfg).values():
         annotator_cfg = with_changes(cfg, changes)
-        if annotator_cfg["annotator"]["source"] == "train":
-            specs.append(annotator_spec(annotator_cfg))
+        specs.append(annotator_top1_spec(annotator_cfg))
         specs += students_per_seed(annotator_cfg, ctx.seeds, {"supervision.mode": "relabel"})
     return specs + students_per_seed(cfg, ctx.seeds, {"supervision.mode": "original"})
 

@@ -26,8 +26,8 @@ from repro.config import recipe_changes, with_changes
 from repro.contention import GENERATION_OTHERS_CPU_SHARE, OTHERS_CPU_SHARE, busy_timings
 from repro.costs import device_seconds
 from repro.experiment import Collected, Context, Experiment
-from repro.pipeline import (annotator_run, annotator_top1, generated_labelmaps, kd_changes, student_spec,
-                            students_per_seed, train_student)
+from repro.pipeline import (annotator_run, annotator_top1, annotator_top1_spec, generated_labelmaps,
+                            generated_labelmaps_spec, kd_changes, student_spec, students_per_seed, train_student)
 from repro.runs import Run
 from repro.plotting import plt, save_figure
 from repro.sweeps import kd_teachers
@@ -105,8 +105,11 @@ def report(ctx: Context) -> str:
 
 
 def plan(ctx: Context) -> list:
-    return [spec for changes in _students(ctx.config).values()
-            for spec in students_per_seed(ctx.config, ctx.seeds, changes)]
+    cfg = ctx.config
+    # the generation it times (with released maps no student needs it) and the teachers' top-1 it reports
+    return ([generated_labelmaps_spec(cfg)]
+            + [annotator_top1_spec(with_changes(cfg, changes)) for changes in kd_teachers(cfg).values()]
+            + [spec for changes in _students(cfg).values() for spec in students_per_seed(cfg, ctx.seeds, changes)])
 
 
 def _points(measured: pd.DataFrame) -> pd.DataFrame:

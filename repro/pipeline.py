@@ -123,9 +123,13 @@ def annotator_run(cfg: Mapping, runs_root: str | os.PathLike) -> Run:
 def annotator_top1(cfg: Mapping, runs_root: str | os.PathLike) -> float:
     """The annotator's own val top-1 (Figure 4's x-axis): from its training run, or, for a pretrained annotator,
     from one evaluation at the resolution and crop its weights were made for."""
-    if cfg["annotator"]["source"] == "train":
-        return float(annotator_run(cfg, runs_root).metrics["imagenet_top1"])
-    return float(cached(annotator_eval_spec(cfg), resources(cfg, runs_root)).metrics["imagenet_top1"])
+    return float(cached(annotator_top1_spec(cfg), resources(cfg, runs_root)).metrics["imagenet_top1"])
+
+
+def annotator_top1_spec(cfg: Mapping) -> Spec:
+    """The run `annotator_top1` reads (an experiment that reports it plans it): the annotator's training run, or a
+    pretrained annotator's evaluation."""
+    return annotator_spec(cfg) if cfg["annotator"]["source"] == "train" else annotator_eval_spec(cfg)
 
 
 def annotator_eval_spec(cfg: Mapping) -> Spec:

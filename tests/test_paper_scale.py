@@ -466,3 +466,21 @@ def test_transposed_released_maps_leave_the_variants_with_generated_maps_reading
         ref = labelmaps_ref(with_changes(cfg, changes))  # raised before: transpose without official_dir
         assert "transposed" not in ref
     assert "transposed" in labelmaps_ref(with_changes(cfg, table6_runs(cfg)[("resnet50", "relabel_fp32_top1")]))
+
+
+def test_the_figures_plan_every_run_they_read_so_that_submitted_jobs_compute_them(paper, tmp_path):
+    """With released maps no student needs the annotator's pass, yet Figure 6 and the costs time it, and Figures 4
+    and 6 report the pretrained annotators' top-1: runs left out of the plan were computed at tabulation, which
+    after --submit is the login node's, on its CPU."""
+    from repro.experiment import Context, discover
+    from repro.pipeline import annotator_eval_spec, generated_labelmaps_spec
+    from repro.sweeps import annotator_sweep
+
+    cfg = _cfg(paper, **{"labelmap.official_dir": str(paper.maps)})
+    ctx = Context(profile="paper", config=cfg, seeds=[0], runs_root=tmp_path / "runs", results_root=tmp_path)
+    experiments = discover()
+    planned = {name: {spec.hash for spec in experiments[name].plan(ctx)} for name in ("figure4", "figure6", "costs")}
+    generation = generated_labelmaps_spec(cfg).hash
+    assert generation in planned["figure6"] and generation in planned["costs"]
+    evaluations = {annotator_eval_spec(with_changes(cfg, changes)).hash for changes in annotator_sweep(cfg).values()}
+    assert len(evaluations) == 5 and evaluations <= planned["figure4"]
