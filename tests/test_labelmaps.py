@@ -16,6 +16,7 @@ from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
 from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps, image_tensor
+from repro.labelmaps.progress import recorded_seconds
 from repro.labelmaps.examples import EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos
 from repro.labelmaps.lite0 import imagenet_class_names
 from repro.labelmaps.render import render_label_maps
@@ -464,8 +465,8 @@ def test_interrupted_generation_resumes_to_identical_output(tmp_path, image_root
     settings = {**GENERATE, "dtype": dtype}
     reference = generate_labelmaps(annotator, relpaths, image_root, tmp_path / "reference", **settings)
 
-    def killed_after_first_chunk(partial, run_settings, done):
-        commit_progress(partial, run_settings, done)
+    def killed_after_first_chunk(partial, run_settings, done, seconds=None):
+        commit_progress(partial, run_settings, done, seconds)
         if done > 0:
             raise RuntimeError("killed")
 
@@ -518,6 +519,33 @@ def test_official_format_generation_and_resume(tmp_path, image_root, tiny_checkp
     with pytest.raises(LabelMapError, match="fp32"):
         generate_labelmaps(annotator, relpaths, image_root, tmp_path / "o16", fmt="official",
                            **{**GENERATE, "dtype": "fp16"})
+
+
+def test_a_resumed_generation_is_timed_over_all_its_sessions(tmp_path, image_root, tiny_checkpoint, monkeypatch):
+    annotator = build_annotator(tiny_checkpoint, output_stride=8)
+    relpaths = list_images(image_root, "train")
+    monkeypatch.setattr(generate_module, "PROGRESS_IMAGES", 1)  # progress recorded after every batch
+    commit = generate_module.commit_progress
+
+    def killed_at(rows):
+        def commit_then_kill(partial, run_settings, done, seconds=None):
+            commit(partial, run_settings, done, seconds)
+            if done >= rows:
+                raise RuntimeError("killed")
+        return commit_then_kill
+
+    monkeypatch.setattr(generate_module, "commit_progress", killed_at(4))
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_labelmaps(annotator, relpaths, image_root, tmp_path / "run", **GENERATE)
+    partial = tmp_path / "run.partial"
+    state = json.loads((partial / "progress.json").read_text())
+    assert state["done"] == 4 and 0 < state["seconds"] == recorded_seconds(partial)
+    (partial / "progress.json").write_text(json.dumps({**state, "seconds": 1000.0}))  # a long first session
+    monkeypatch.setattr(generate_module, "commit_progress", killed_at(8))
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_labelmaps(annotator, relpaths, image_root, tmp_path / "run", **GENERATE)
+    assert 1000.0 < recorded_seconds(partial) < 1100.0  # the first session's time carried on
+    assert recorded_seconds(tmp_path / "nothing.partial") == 0.0
 
 
 @pytest.mark.parametrize("workers", [0, 1])

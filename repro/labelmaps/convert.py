@@ -23,7 +23,8 @@ from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import CHUNK, LabelMaps, official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
 from repro.labelmaps.packed import MAX_CLASSES, PackedWriter, check_classes, commit_dir
-from repro.labelmaps.progress import PROGRESS, commit_progress, differences, output_lock, recorded_progress
+from repro.labelmaps.progress import (PROGRESS, commit_progress, differences, output_lock, partial_dir,
+                                      recorded_progress)
 from repro.labelmaps.quantize import check_dtype
 from repro.labelmaps.reader import open_labelmaps
 
@@ -63,7 +64,7 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
                             "num_classes": source.num_classes, "paths_sha256": _digest(source.paths)},
                  "paths_sha256": _digest(paths), "topk": topk, "dtype": dtype, "transpose": transpose,
                  "class_map_sha256": None if class_map is None else _digest(class_map.tolist())}
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_dir(out_dir)
     with output_lock(out_dir):
         done = _resume_point(partial, made_from, overwrite)
         if done is None:
@@ -167,7 +168,7 @@ def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, ov
     keys = [official_key(p) for p in maps.paths]
     if len(set(keys)) != len(keys):
         raise LabelMapError(f"{source}: two images share a <wnid>/<stem> key, the official layout cannot hold both")
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_dir(out_dir)
     shutil.rmtree(partial, ignore_errors=True)
     for start in range(0, maps.num_images, CHUNK):
         rows = np.arange(start, min(start + CHUNK, maps.num_images))

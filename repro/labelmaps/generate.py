@@ -34,7 +34,8 @@ from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
 from repro.labelmaps.packed import PackedWriter, commit_dir
-from repro.labelmaps.progress import PROGRESS, commit_progress, output_lock, recorded_progress
+from repro.labelmaps.progress import (PROGRESS, commit_progress, output_lock, partial_dir, recorded_progress,
+                                      recorded_seconds)
 from repro.labelmaps.quantize import check_dtype
 
 FORMATS = ("packed", "official")
@@ -136,15 +137,17 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
 def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: Path, settings: dict,
                      batch_size: int, workers: int, device: torch.device, overwrite: bool, progress: bool) -> Path:
     topk, dtype = settings["topk"], settings["dtype"]
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_dir(out_dir)
     done = _resume_point(partial, settings)
+    session, earlier = time.monotonic(), 0.0
     if done is None:
         shutil.rmtree(partial, ignore_errors=True)
         writer = PackedWriter(partial, len(relpaths), topk, settings["grid"], dtype)
         done = 0
-        commit_progress(partial, settings, done)
+        commit_progress(partial, settings, done, seconds=0.0)
     else:
         writer = PackedWriter(partial, len(relpaths), topk, settings["grid"], dtype, resume=True, done=done)
+        earlier = recorded_seconds(partial)
     # recorded after whole batches only, so that a resumed run sees the same batches as an uninterrupted one
     remaining = ImageFiles(root, relpaths[done:], settings["input_size"])
     recorded, recorded_at = done, time.monotonic()
@@ -154,7 +157,7 @@ def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: P
         written = done + start + len(values)
         if written - recorded >= PROGRESS_IMAGES or time.monotonic() - recorded_at >= PROGRESS_SECONDS:
             writer.flush()
-            commit_progress(partial, settings, written)
+            commit_progress(partial, settings, written, seconds=earlier + time.monotonic() - session)
             recorded, recorded_at = written, time.monotonic()
     writer.finish(relpaths, {k: v for k, v in settings.items() if k not in ("topk", "grid", "dtype")})
     (partial / PROGRESS).unlink()

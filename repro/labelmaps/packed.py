@@ -25,6 +25,7 @@ from repro.atomic import write_text_atomic
 from repro.labelmaps import compact
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import DEFAULT_CLASSES, LabelMaps, as_rows, check_maps_read
+from repro.labelmaps.progress import partial_dir
 from repro.labelmaps.quantize import DTYPES, FP16_MAX, check_dtype, dequantize_uint8, quantize_uint8
 
 FORMAT = "repro-labelmaps-packed"
@@ -118,7 +119,7 @@ def write_packed(out_dir: str | os.PathLike, paths: Sequence[str], values, ids,
     values, ids = torch.as_tensor(values), torch.as_tensor(ids)
     check_classes(ids, num_classes, out_dir)
     out_dir = Path(out_dir)
-    partial = out_dir.with_name(out_dir.name + ".partial")
+    partial = partial_dir(out_dir)
     shutil.rmtree(partial, ignore_errors=True)
     writer = PackedWriter(partial, len(paths), values.shape[1], values.shape[2:], dtype)
     writer.write(0, values, ids)

@@ -40,9 +40,22 @@ def output_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def commit_progress(partial: Path, settings: dict, done: int) -> None:
-    """The resume marker: written only after the rows before `done` are flushed."""
-    write_text_atomic(partial / PROGRESS, json.dumps({"settings": settings, "done": done}))
+def partial_dir(out_dir: Path) -> Path:
+    """Where an output is written until it is whole."""
+    return out_dir.with_name(out_dir.name + ".partial")
+
+
+def commit_progress(partial: Path, settings: dict, done: int, seconds: float | None = None) -> None:
+    """The resume marker: written only after the rows before `done` are flushed; `seconds`, the writing's time so
+    far over all its sessions (a pass resumed after a kill or a requeue is timed whole)."""
+    state = {"settings": settings, "done": done, **({} if seconds is None else {"seconds": round(seconds, 2)})}
+    write_text_atomic(partial / PROGRESS, json.dumps(state))
+
+
+def recorded_seconds(partial: Path) -> float:
+    """The time an interrupted write recorded over its sessions; 0 where there is none to resume."""
+    marker = partial / PROGRESS
+    return float(json.loads(marker.read_text()).get("seconds", 0.0)) if marker.exists() else 0.0
 
 
 def recorded_progress(partial: Path) -> tuple[dict, int] | None:
