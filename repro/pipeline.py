@@ -136,12 +136,13 @@ def annotator_eval_spec(cfg: Mapping) -> Spec:
     import timm
     from timm.data import resolve_data_config
 
-    # the resolution and crop its weights were made for
+    # the resolution, crop and resize filter its weights were made for (EfficientNets: bicubic)
     pretrained = timm.models.get_pretrained_cfg(cfg["annotator"]["model"]["name"])
     view = resolve_data_config({}, pretrained_cfg=pretrained.to_dict())
     return Spec("eval", {"model": annotator_ref(cfg), "data": data_spec(cfg), "evaluator": evaluator_spec({"type": "topk"}),
                          "view": {"size": int(view["input_size"][-1]), "crop_pct": float(view["crop_pct"]),
-                                  "amp": bool(cfg["train"]["amp"]), "channels_last": False}})
+                                  "interpolation": view["interpolation"], "amp": bool(cfg["train"]["amp"]),
+                                  "channels_last": False}})
 
 
 def teacher_input_size(cfg: Mapping) -> int:

@@ -172,3 +172,12 @@ def test_eval_view_resizes_then_centre_crops(size, crop_pct, resized):
     image = torch.randint(0, 256, (3, 30, 50), dtype=torch.uint8)
     out = view(image)
     assert out.shape == (3, size, size) and out.dtype == torch.float32
+
+
+def test_an_eval_view_resizes_by_the_filter_it_is_given_bilinear_by_default():
+    image = torch.randint(0, 256, (3, 30, 50), dtype=torch.uint8)
+    bilinear = F.center_crop(F.resize(image, [32], interpolation=INTERPOLATION, antialias=True), [32, 32])
+    bicubic = F.center_crop(F.resize(image, [32], interpolation=F.InterpolationMode.BICUBIC, antialias=True), [32, 32])
+    assert torch.equal(EvalView(32, 1.0).crop(image), bilinear)
+    assert torch.equal(EvalView(32, 1.0, interpolation="bicubic").crop(image), bicubic)
+    assert not torch.equal(bilinear, bicubic)

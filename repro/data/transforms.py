@@ -86,12 +86,15 @@ class TrainCrop:
 
 class EvalView:
     """timm's evaluation transform: resize the shorter side to floor(size / crop_pct), centre-crop size x size (or,
-    `whole`, resize the whole image to size x size);
-    normalised, or (normalized=False) as pixels in [0, 1] for an attack in pixel space (`mean_std` normalises)."""
+    `whole`, resize the whole image to size x size), by `interpolation` (bilinear, or the bicubic that pretrained
+    weights such as EfficientNets' were evaluated with); normalised, or (normalized=False) as pixels in [0, 1] for an
+    attack in pixel space (`mean_std` normalises)."""
     mean_std = (IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
 
-    def __init__(self, size: int, crop_pct: float = 0.875, normalized: bool = True, whole: bool = False):
+    def __init__(self, size: int, crop_pct: float = 0.875, normalized: bool = True, whole: bool = False,
+                 interpolation: str = INTERPOLATION.value):
         self.size = int(size)
+        self.interpolation = InterpolationMode(interpolation)
         self.resize_to = int(math.floor(self.size / crop_pct))
         self.normalized = normalized
         self.whole = whole  # the whole image resized to size x size, aspect not kept (multi-label sets)
@@ -99,8 +102,8 @@ class EvalView:
     def crop(self, image: torch.Tensor) -> torch.Tensor:
         """The view's pixels, uint8 [3, size, size], before any scaling to [0, 1]."""
         if self.whole:
-            return F.resize(image, [self.size, self.size], interpolation=INTERPOLATION, antialias=True)
-        return F.center_crop(F.resize(image, [self.resize_to], interpolation=INTERPOLATION, antialias=True),
+            return F.resize(image, [self.size, self.size], interpolation=self.interpolation, antialias=True)
+        return F.center_crop(F.resize(image, [self.resize_to], interpolation=self.interpolation, antialias=True),
                              [self.size, self.size])
 
     def __call__(self, image: torch.Tensor) -> torch.Tensor:

@@ -39,7 +39,8 @@ def autocast_for(device: torch.device, amp: bool):
 
 @torch.no_grad()
 def predict_logits(model: nn.Module, images: ImageList, *, size: int, crop_pct: float, batch_size: int = 256,
-                   workers: int = 0, amp: bool = False, channels_last: bool = False) -> torch.Tensor:
+                   workers: int = 0, amp: bool = False, channels_last: bool = False,
+                   interpolation: str = "bilinear") -> torch.Tensor:
     """Logits [N, C] (float32, CPU) of every image of `images` in list order, from the eval view (resize to
     size / crop_pct, centre crop; a multi-label set's images resized whole). The model is put in eval mode and runs where its parameters are; a DDP
     wrapper is bypassed, since its forward would sync buffers across ranks whose shards differ in length."""
@@ -48,7 +49,7 @@ def predict_logits(model: nn.Module, images: ImageList, *, size: int, crop_pct: 
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
     # a multi-label set (multi-hot labels) is viewed whole: a centre crop would cut objects at the edges of a
     # non-square image out of the view while its label keeps them
-    view = EvalView(size, crop_pct, whole=images.labels.ndim == 2)
+    view = EvalView(size, crop_pct, whole=images.labels.ndim == 2, interpolation=interpolation)
     shard = Subset(EvalImages(images, view), range(rank, len(images), world))
     loader = DataLoader(shard, batch_size=batch_size, shuffle=False, num_workers=workers,
                         pin_memory=device.type == "cuda", collate_fn=collate_readable)

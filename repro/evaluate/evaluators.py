@@ -57,7 +57,8 @@ class Evaluator:
     def _scored(self, model, eval_set: EvalSet, view: Mapping, resources) -> dict:
         logits = predict_logits(model, eval_set.images, size=int(view["size"]), crop_pct=float(view["crop_pct"]),
                                 batch_size=resources.batch_size_eval, workers=resources.workers,
-                                amp=bool(view.get("amp", False)), channels_last=bool(view.get("channels_last")))
+                                amp=bool(view.get("amp", False)), channels_last=bool(view.get("channels_last")),
+                                interpolation=view.get("interpolation", "bilinear"))
         return set_metrics(eval_set, logits)
 
 
