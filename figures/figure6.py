@@ -146,7 +146,7 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path: Path
                 fmt="s", ms=8, color="0.3", capsize=3, label="original labels")
     ax.set_xlim(left=0)
     ax.margins(x=0.1, y=0.25)
-    ax.set_xlabel(f"training cost, measured wall-clock {unit}")
+    ax.set_xlabel(f"training cost, device {unit} (measured wall time x processes)")
     ax.set_ylabel("student's val top-1 (%)")
     ax.set_title("reproduced", fontsize=10)
     ax.grid(alpha=0.3)
