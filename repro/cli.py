@@ -6,6 +6,8 @@ import os
 import sys
 from pathlib import Path
 
+import torch
+
 from repro.cluster import launch
 from repro.preemption import PREEMPTED_STATUS, Preempted
 from repro.config import (DEFAULT_PROFILE, PROFILE_NAMES, ConfigError, check_change, parse_overrides, profile_config,
@@ -194,6 +196,9 @@ def _report(args, experiments) -> int:
 
 # what a wrong input raises, with a message that names it: one line on stderr and exit status 2, unless REPRO_DEBUG
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
+OUT_OF_MEMORY = ("a GPU ran out of memory: for an evaluation or a label-map pass lower resources.batch_size_eval "
+                 "(--set); for training raise train.accum_steps (the global batch stays the same) or train on more "
+                 "GPUs")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("REPRO_DEBUG"):
             raise
         print(f"error: {error} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
+        return 2
+    except torch.cuda.OutOfMemoryError:  # the run that ran out stays unfinished: the same command resumes it
+        if os.environ.get("REPRO_DEBUG"):
+            raise
+        print(f"error: {OUT_OF_MEMORY} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
         return 2
 
 

@@ -102,3 +102,18 @@ def test_a_batch_that_does_not_split_over_the_jobs_processes_is_a_problem_before
     assert any("batch_size 8 does not split into 3 devices x 1 accumulation steps" in line for line in problems)
     monkeypatch.setenv("WORLD_SIZE", "2")
     assert main(["check", "table3", "--profile", "smoke", "--runs", str(tmp_path / "runs")]) == 0
+
+
+def test_a_gpu_out_of_memory_is_one_line_naming_the_keys_to_change(tmp_path, monkeypatch, capsys):
+    import torch
+
+    import repro.cli
+
+    def out_of_memory(args, experiments):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(repro.cli, "_run_one", out_of_memory)
+    status = main(["table3", "--profile", "smoke", "--runs", str(tmp_path / "runs")])
+    err = capsys.readouterr().err.strip()
+    assert status == 2 and len(err.splitlines()) == 1 and err.startswith("error: a GPU ran out of memory: ")
+    assert "resources.batch_size_eval" in err and "train.accum_steps" in err
