@@ -197,8 +197,8 @@ def _report(args, experiments) -> int:
 # what a wrong input raises, with a message that names it: one line on stderr and exit status 2, unless REPRO_DEBUG
 USER_ERRORS = (ConfigError, FileNotFoundError, NotADirectoryError, ValueError)
 OUT_OF_MEMORY = ("a GPU ran out of memory: for an evaluation or a label-map pass lower resources.batch_size_eval "
-                 "(--set); for training raise train.accum_steps (the global batch stays the same) or train on more "
-                 "GPUs")
+                 "(--set; no result changes); for training use more GPUs, or raise train.accum_steps (the global "
+                 "batch stays, but BatchNorm sees smaller micro-batches: another run)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {error} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
         return 2
-    except torch.cuda.OutOfMemoryError:  # the run that ran out stays unfinished: the same command resumes it
+    except torch.cuda.OutOfMemoryError:  # the run that ran out stays unfinished
         if os.environ.get("REPRO_DEBUG"):
             raise
         print(f"error: {OUT_OF_MEMORY} (REPRO_DEBUG=1 shows where)", file=sys.stderr)
