@@ -42,8 +42,10 @@ COMPACT_TOPK = 5
 def device_seconds(metrics: Mapping, key: str = "train_seconds") -> float:
     """A run's `key` time in device-seconds (GPU-seconds under torchrun): the wall time times the processes that
     ran it, so that a run on eight GPUs, one on a single GPU (a label-map pass: rank 0 alone) and the paper's
-    GPU-hours compare; a run recorded without `world_size` ran in one process."""
-    return float(metrics[key]) * int(metrics.get("world_size", 1))
+    GPU-hours compare. The trainer records it epoch by epoch (`device_seconds`: right for a run resumed on another
+    number of GPUs); a run recorded before that, by its last session's `world_size` (none: one process)."""
+    recorded = metrics.get("device_seconds") or {}
+    return float(recorded[key]) if key in recorded else float(metrics[key]) * int(metrics.get("world_size", 1))
 
 
 def official_bytes_per_image(topk: int, grid: Sequence[int]) -> int:

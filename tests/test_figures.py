@@ -413,6 +413,9 @@ def test_costs_are_device_seconds_so_eight_gpus_compare_with_one():
     assert device_seconds({"train_seconds": 100.0, "world_size": 8}) == 800.0
     assert device_seconds({"train_seconds": 100.0}) == 100.0  # recorded before world_size, or one process
     assert device_seconds({"teacher_seconds": 5.0, "world_size": 2}, "teacher_seconds") == 10.0
+    # recorded epoch by epoch: a run of 3 epochs on 8 GPUs resumed for 1 on 4 is costed as it ran, not 4 x 4
+    resumed = {"train_seconds": 400.0, "world_size": 4, "device_seconds": {"train_seconds": 3 * 8 * 100 + 4 * 100.0}}
+    assert device_seconds(resumed) == 2800.0
 
 
 def test_figure6_per_epoch_claim_reports_when_kd_overtakes_the_generation_cost():

@@ -160,6 +160,9 @@ def test_each_mode_trains_and_reports(tmp_path, data, labelmaps, changes):
         assert 0 <= metrics[key] <= 100
     assert np.isfinite(metrics["final_train_loss"]) and metrics["train_images_per_second"] > 0
     assert (metrics["teacher_seconds"] > 0) == (cfg["supervision"]["mode"] == "kd")
+    # one process: its device time is its wall time, recorded epoch by epoch
+    timed = {key: metrics[key] for key in ("train_seconds", "teacher_seconds")}
+    assert metrics["device_seconds"] == pytest.approx(timed, abs=2e-3)
     # others' share of the machine while it trained: a number on Linux (repro.contention), unknown elsewhere
     assert 0 <= metrics["others_cpu_share"] <= 1 if Path("/proc/stat").exists() else metrics["others_cpu_share"] is None
     history = [json.loads(line) for line in (run.dir / HISTORY_FILE).read_text().splitlines()]

@@ -248,7 +248,10 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     scaler = torch.amp.GradScaler("cuda", enabled=amp and amp_dtype() == torch.float16)
 
     # "position": where a mid-epoch checkpoint stopped in epoch "epoch" + 1; "skipped": unreadable images skipped
-    state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0, "history": [],
+    # device_seconds: each epoch's time times its processes, so that a run resumed on another number of GPUs (at an
+    # epoch end) is costed as it ran
+    state = {"epoch": 0, "updates": 0, "train_seconds": 0.0, "teacher_seconds": 0.0,
+             "device_seconds": {"train_seconds": 0.0, "teacher_seconds": 0.0}, "history": [],
              "final_metrics": None, "position": None, "skipped": {}}
     if run.checkpoint_path.exists():
         checkpoint = torch.load(run.checkpoint_path, map_location="cpu", weights_only=True)
@@ -257,6 +260,9 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         scheduler.load_state_dict(checkpoint["scheduler"])
         scaler.load_state_dict(checkpoint["scaler"])
         state = {"position": None, "skipped": {}, **checkpoint["state"]}
+        # a checkpoint written before device time was kept: its epochs ran on as many processes as this session
+        state.setdefault("device_seconds", {key: state[key] * env.world_size
+                                            for key in ("train_seconds", "teacher_seconds")})
         where = (f"in epoch {state['epoch'] + 1} after step {state['position']['micro']}" if state["position"]
                  else f"after epoch {state['epoch']}")
         log(f"resuming {where} ({state['updates']} updates)")
@@ -348,6 +354,8 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
             # ranks run in lock-step, so their clocks agree closely: keep the mean
             seconds, teacher_seconds = seconds_total / env.world_size, teacher_total / env.world_size
             state["train_seconds"] += seconds
+            state["device_seconds"]["train_seconds"] += seconds * env.world_size
+            state["device_seconds"]["teacher_seconds"] += teacher_seconds * env.world_size
             # the part of an epoch before a mid-epoch resume is not probed; the share is over what was
             contention = state.setdefault("contention", {"wall": 0.0, "others": 0.0, "cpus": 0})
             contention["wall"] += probed_total / env.world_size
@@ -402,6 +410,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     return {**state["final_metrics"],
             "train_seconds": round(state["train_seconds"], 3),
             "teacher_seconds": round(state["teacher_seconds"], 3),
+            "device_seconds": {key: round(value, 3) for key, value in state["device_seconds"].items()},
             "train_images_per_second": state["updates"] * int(train_cfg["batch_size"]) / state["train_seconds"],
             # other processes' share of the machine while this run was timed (None: not measured)
             OTHERS_CPU_SHARE: others_share(probed["wall"], probed["others"], probed["cpus"]) if probed else None,
