@@ -9,6 +9,7 @@ profile's are compared on one footing.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from functools import lru_cache, partial
@@ -116,7 +117,9 @@ def pooling_benchmark(cfg: Mapping, labelmaps, num_classes: int, repeats: int = 
     and one training step of the student (forward under the recipe's autocast, soft-target cross-entropy,
     backward, SGD update). `wrap` wraps the model for the step (e.g. in DistributedDataParallel)."""
     train = cfg["train"]
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # under torchrun each process times on its own GPU: on cuda:0 all at once they would time each other
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if cuda else torch.device("cpu")
     batch = max(1, min(int(train["batch_size"]) // int(train["accum_steps"]), MAX_BENCHMARK_BATCH))
     maps = open_labelmaps(labelmaps, num_classes)
     rng = np.random.default_rng(seed)
