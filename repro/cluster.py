@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import hashlib
-import os
 import shlex
 import shutil
 import signal
@@ -28,8 +27,6 @@ TRAINING_KINDS = ("train", "annotator", "detector")  # one task per GPU, on ever
 LOG_FOLDER = "submitit"  # under the run cache: <runs>/submitit/<job id>/
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # local jobs run to their end (the local executor's own default is 2 minutes)
 POLL_SECONDS = {"local": 1.0, "slurm": 30.0}
-# submitit's notice before a job's time limit (its SUBMITIT_PREEMPT_SIGNAL, USR2 unless set), upon which it requeues
-REQUEUE_SIGNAL = signal.Signals[f"SIG{os.environ.get('SUBMITIT_PREEMPT_SIGNAL', 'USR2')}"]
 REQUEUE_WAIT_SECONDS = 120  # the requeue ends every task within submitit's 90 s notice
 MAX_TIMEOUT_REQUEUES = 30  # a job's requeues at its time limit (submitit's default, 3, is 4 days at 24 h)
 # JobOptions field -> its flag, read into args.slurm_<field>: the options that only a Slurm submission reads
@@ -129,7 +126,7 @@ class ComputeRun:
         import submitit
 
         from repro import steps  # noqa: F401  (registers each kind's compute)
-        from repro.preemption import Preempted
+        from repro.preemption import CLUSTER_NOTICE, Preempted
 
         if code is not None and code != (now := code_digest()):
             raise ValueError(f"the suite's code changed since this job was submitted (sources {code} then, {now} "
@@ -149,11 +146,11 @@ class ComputeRun:
         try:
             return str(cached(spec, resources).dir)
         except Preempted as stopped:
-            if stopped.signal_name != REQUEUE_SIGNAL.name:
+            if stopped.signal_name != CLUSTER_NOTICE.name:
                 raise
             # the trainer's handler took submitit's notice: now that the checkpoint is written, submitit's own
             # (restored) handler requeues the job and exits on rank 0; other ranks end with the job
-            os.kill(os.getpid(), REQUEUE_SIGNAL)
+            signal.raise_signal(CLUSTER_NOTICE)
             time.sleep(REQUEUE_WAIT_SECONDS)
             raise
 
@@ -168,7 +165,7 @@ compute_run = ComputeRun()
 
 
 def code_digest() -> str:
-    """A digest of the suite's Python sources (the library and the experiment packages). A job checks it against
+    """A digest of the suite's sources and data files (the library and the experiment packages). A job checks it against
     the one it was submitted with: the install is editable, so a job starting days later would otherwise run
     whatever is checked out then, under the same run hashes."""
     import importlib
@@ -178,7 +175,8 @@ def code_digest() -> str:
     digest = hashlib.sha256()
     for package in ("repro", *EXPERIMENT_PACKAGES):  # rglob does not enter repro's links to the experiment folders
         folder = Path(importlib.import_module(package).__path__[0])
-        for path in sorted(folder.rglob("*.py")):
+        # the code and the files it reads (the world's glyph list, ImageNet-9's classes, the paper's numbers)
+        for path in sorted(path for path in folder.rglob("*") if path.is_file() and "__pycache__" not in path.parts):
             digest.update(f"{package}/{path.relative_to(folder)}\n".encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -271,14 +269,14 @@ def launch(args: argparse.Namespace, experiments: list, ctx) -> int | None:
     planned = check_experiments(experiments, ctx)
     resources = config_resources(ctx.config, Path(ctx.runs_root).resolve())
     needed = with_inputs(planned)
-    if options.cluster == "slurm":
+    to_run = [spec for spec in needed if not Run(spec, resources.runs_root).done]
+    if options.cluster == "slurm":  # what the jobs to queue would meet on their nodes (cached runs need no job)
         from repro.preflight import check_cluster_jobs
 
-        if problems := check_cluster_jobs(needed, options.nodes * max(options.gpus_per_node, 1),
+        if problems := check_cluster_jobs(to_run, options.nodes * max(options.gpus_per_node, 1),
                                           options.gpus_per_node > 0):
             print("\n".join(map(str, problems)), file=sys.stderr)
             return 2
-    to_run = [spec for spec in needed if not Run(spec, resources.runs_root).done]
     print(f"{len(to_run)} run(s) to compute of {len(needed)}; jobs' logs in "
           f"{resources.runs_root / LOG_FOLDER}/<job id>/", flush=True)
     if not to_run:

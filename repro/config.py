@@ -148,6 +148,9 @@ _TRAIN_PAPER = {
     "warmup_epochs": 5,
     "warmup_lr": 0.0,
     "warmup_prefix": True,  # the cosine starts after the warm-up, as in the official schedule (else it spans all)
+    # and, after a prefixed warm-up, spans the epochs left, reaching min_lr with the last (false: `epochs` epochs
+    # after the warm-up, cut short by the end of training, as the suite's schedule was before)
+    "decay_ends_with_training": True,
     "min_lr": 0.0,
     "crop_size": 224,
     "eval_size": 224,

@@ -12,7 +12,10 @@ import time
 
 import torch
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+# submitit's notice, 90 s before a job's time limit or at a pre-emption (its default SUBMITIT_PREEMPT_SIGNAL), upon
+# which its handler requeues the job (repro.cluster.ComputeRun)
+CLUSTER_NOTICE = signal.SIGUSR2
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, CLUSTER_NOTICE)
 PREEMPTED_STATUS = 75  # EX_TEMPFAIL: rerun the same command to resume
 
 
@@ -37,7 +40,8 @@ def leave_stop_signals_to_the_trainer(worker_id: int) -> None:
 
 class Preempted(Exception):
     """A stop signal arrived: the run wrote its mid-epoch checkpoint and stopped, unfinished. `signal_name`: the
-    signal this process received (None where another rank's stopped it)."""
+    signal that stopped it (the cluster's notice where any rank had it; else this process's, None where another
+    rank's stopped it)."""
 
     def __init__(self, message: str, signal_name: str | None = None):
         super().__init__(message)
@@ -50,7 +54,9 @@ class CheckpointPacer:
     def __init__(self, minutes: float, env):  # env: a repro.train.distributed.DistEnv
         self.interval = 60.0 * float(minutes)
         self.env = env
-        self.signal_name: str | None = None
+        self.signal_name: str | None = None  # the signal this process received
+        self.notice = False  # whether any rank received the cluster's notice
+        self.acted = False  # whether a stop was acted on (a checkpoint written and the run stopped)
         self.last = time.monotonic()
         self.former = {}
         if threading.current_thread() is threading.main_thread():  # Python runs handlers in the main thread only
@@ -65,16 +71,29 @@ class CheckpointPacer:
         """(checkpoint now, stop now), the same on every rank: any rank's signal stops all, rank 0's clock times
         the periodic checkpoints."""
         due = self.interval > 0 and self.env.is_main and time.monotonic() - self.last >= self.interval
-        flags = torch.tensor([float(self.signal_name is not None), float(due)], device=self.env.device)
+        flags = torch.tensor([float(self.signal_name is not None), float(due),
+                              float(self.signal_name == CLUSTER_NOTICE.name)], device=self.env.device)
         if self.env.distributed:
             torch.distributed.all_reduce(flags, op=torch.distributed.ReduceOp.MAX)
-        stop, due = bool(flags[0].item()), bool(flags[1].item())
+        stop, due, self.notice = (bool(flag.item()) for flag in flags)
+        self.acted = self.acted or stop
         return stop or due, stop
+
+    @property
+    def stopped_by(self) -> str | None:
+        """What stopped the run: the cluster's notice where any rank had it (every rank then hands it on to
+        submitit, whose rank-0 handler requeues the job), else this process's signal."""
+        return CLUSTER_NOTICE.name if self.notice else self.signal_name
 
     def saved(self) -> None:
         self.last = time.monotonic()
 
     def close(self) -> None:
+        """The former handlers back; a signal that came after the last step's check (during the final evaluation)
+        is handed on to them, as if it had come now: it was not acted on."""
         for number, handler in self.former.items():
             signal.signal(number, handler)
         self.former = {}
+        if self.signal_name is not None and not self.acted:
+            self.acted = True
+            signal.raise_signal(signal.Signals[self.signal_name])

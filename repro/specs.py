@@ -23,7 +23,7 @@ VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labe
 # those runs. A spec leaves such an option out while it holds that value, so the cached runs keep their hashes, and
 # a step reads an absent option as that value (`added_option`).
 ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False,
-                           "iterations": None},
+                           "iterations": None, "decay_ends_with_training": False},
                  "supervision": {"cutmix_pairing": "reversed"},
                  "data": {"val_labels": None, "skip_unreadable": False, "task": None, "multilabel": False}}
 

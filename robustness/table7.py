@@ -61,10 +61,11 @@ def plot(summary: pd.DataFrame, measured: pd.DataFrame, tables: dict, path, titl
     plt.close(fig)
 
 
-def each_addition_helps(metric: str, lower_is_better: bool = False) -> list[Claim]:
-    """A claim per step down the rows, except where the paper's own numbers show no gain (the slides' backgrounds
-    column: CutMix 34.1 after ReLabel's 34.6); a metric the paper does not report (mCE) follows its top-1."""
-    paper = reported_for("table7").query("metric == @metric").set_index("setting")["value"]
+def each_addition_helps(metric: str, lower_is_better: bool = False, paper_metric: str | None = None) -> list[Claim]:
+    """A claim per step down the rows, except where the paper's own numbers (of `paper_metric`, default `metric`)
+    show no gain (the slides' backgrounds column: CutMix 34.1 after ReLabel's 34.6)."""
+    reported = reported_for("table7")
+    paper = reported[reported.metric == (paper_metric or metric)].set_index("setting")["value"]
     steps = [(better, worse) for better, worse in zip(ROWS[1:], ROWS[:-1])
              if not {better, worse} <= set(paper.index) or paper[better] > paper[worse]]
     word = "below" if lower_is_better else ">"
@@ -82,5 +83,6 @@ EXPERIMENT = TrainingExperiment(
     metrics=METRICS,
     plot=plot,
     claims=[claim for metric in BENCHMARKS for claim in each_addition_helps(metric)]
-    + each_addition_helps("imagenet_c_mce", lower_is_better=True),
+    # the paper reports no mCE: its steps follow ImageNet-C's top-1
+    + each_addition_helps("imagenet_c_mce", lower_is_better=True, paper_metric="imagenet_c_top1"),
 )

@@ -259,12 +259,24 @@ def test_the_trainer_stops_at_submitits_time_limit_notice():
 
     from repro.preemption import CheckpointPacer
 
-    pacer = CheckpointPacer(0, SimpleNamespace(device=torch.device("cpu"), distributed=False, is_main=True))
+    env = SimpleNamespace(device=torch.device("cpu"), distributed=False, is_main=True)
+    pacer = CheckpointPacer(0, env)
     try:
         os.kill(os.getpid(), signal.SIGUSR2)
-        assert pacer.poll() == (True, True) and pacer.signal_name == "SIGUSR2"
+        assert pacer.poll() == (True, True) and pacer.stopped_by == "SIGUSR2"
     finally:
         pacer.close()
+    # a notice after the last step's check (during the final evaluation) is handed on to the former handler
+    received = []
+    former = signal.signal(signal.SIGUSR2, lambda number, frame: received.append(number))
+    try:
+        pacer = CheckpointPacer(0, env)
+        os.kill(os.getpid(), signal.SIGUSR2)
+        assert received == [] and pacer.signal_name == "SIGUSR2"  # caught, and not acted on
+        pacer.close()
+        assert received == [signal.SIGUSR2]
+    finally:
+        signal.signal(signal.SIGUSR2, former)
 
 
 def test_a_job_refuses_to_run_other_code_than_it_was_submitted_with(tmp_path, monkeypatch):

@@ -107,6 +107,12 @@ def test_the_cosine_ends_with_the_last_epoch_at_paper_scale_as_the_official_sche
         assert optimizer.param_groups[0]["lr"] == pytest.approx(official, rel=1e-9, abs=1e-12)
     scheduler.step_update(num_updates=epochs * per_epoch - 1)  # the last update, at a few millionths of lr
     assert optimizer.param_groups[0]["lr"] < paper["lr"] * 1e-5
+    # the option is in the paper student's spec (a run of the schedule before it has another hash, and keeps it)
+    assert student_spec(profile_config("paper") | {"data": {**profile_config("paper")["data"], "root": "/x"}}
+                        )["train"]["decay_ends_with_training"] is True
+    former = trainer.make_scheduler(optimizer, {**paper, "decay_ends_with_training": False}, per_epoch)
+    former.step_update(num_updates=epochs * per_epoch - 1)
+    assert optimizer.param_groups[0]["lr"] > paper["lr"] * 5e-4  # cut short of 0 by the end of training
     with pytest.raises(ValueError, match="train.epochs = 5 leaves no epoch after train.warmup_epochs = 5"):
         trainer.make_scheduler(optimizer, {**paper, "epochs": 5}, updates_per_epoch=per_epoch)
 

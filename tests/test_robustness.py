@@ -370,4 +370,4 @@ def test_table7_claims_no_gain_where_the_papers_own_numbers_show_none():
     texts = {claim.text for claim in EXPERIMENT.claims}
     assert "relabel_cutmix > relabel on bcg_top1" not in texts  # the slides: 34.1 after ReLabel's 34.6
     assert {"relabel > vanilla on bcg_top1", "relabel_cutmix > relabel on fgsm_top1",
-            "relabel_cutmix below relabel on imagenet_c_mce"} <= texts  # mCE, unreported, follows its top-1
+            "relabel_cutmix below relabel on imagenet_c_mce"} <= texts  # mCE, unreported, follows ImageNet-C's top-1

@@ -148,10 +148,10 @@ class EvalImages(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor | str, int | torch.Tensor | None, int]:
         path = self.images.path(index)
         try:
-            view = self.view(read_image(path))
+            image = read_image(path)
         except IMAGE_ERRORS as error:  # raised by `readable_batches` in the main process, as one line
             return f"cannot read evaluation image {path}: {error}", None, index
-        return view, sample_label(self.images.labels[index]), index
+        return self.view(image), sample_label(self.images.labels[index]), index
 
 
 def eval_batches(loader: Iterable) -> Iterator[tuple]:

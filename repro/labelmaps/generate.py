@@ -91,7 +91,7 @@ def _resume_point(partial: Path, settings: dict) -> int | None:
     if recorded is None:
         return None
     if recorded[0] != settings:
-        changed = sorted(key for key in settings if recorded[0].get(key) != settings[key])
+        changed = sorted(key for key in set(settings) | set(recorded[0]) if recorded[0].get(key) != settings.get(key))
         if changed == ["paths_sha256"]:
             raise LabelMapError(f"{partial} holds an interrupted generation of another image list (an image was "
                                 "added, removed or renamed since it started): restore the images to resume it, or "

@@ -124,17 +124,19 @@ def start_of_epoch(position: dict | None, seed: int, epoch: int, env) -> int:
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates_per_epoch: int):
-    """timm's schedule with linear warm-up, stepped after every optimizer update. Under `warmup_prefix` the decay
-    spans the epochs after the warm-up and ends with the last one, as the official schedule does (timm's
-    `num_epochs` then excludes the warm-up: given every epoch, its cosine would stop short of min_lr)."""
+    """timm's schedule with linear warm-up, stepped after every optimizer update. Under `warmup_prefix` and
+    `decay_ends_with_training` the decay spans the epochs after the warm-up and ends with the last one, as the
+    official schedule does (timm's `num_epochs` then excludes the warm-up: given every epoch, its cosine stops short
+    of min_lr, which a spec without the option keeps)."""
     prefix = bool(added_option(train_cfg, "train", "warmup_prefix"))
+    to_the_end = prefix and bool(added_option(train_cfg, "train", "decay_ends_with_training"))
     epochs = int(train_cfg["epochs"])
-    if prefix and epochs <= train_cfg["warmup_epochs"]:
+    if to_the_end and epochs <= train_cfg["warmup_epochs"]:
         raise ValueError(f"train.epochs = {epochs} leaves no epoch after train.warmup_epochs = "
                          f"{train_cfg['warmup_epochs']} for the decay (train.warmup_prefix is true): train longer, "
                          "shorten the warm-up or set train.warmup_prefix=false")
     scheduler, _ = create_scheduler_v2(optimizer, sched=train_cfg["sched"],
-                                       num_epochs=epochs - train_cfg["warmup_epochs"] if prefix else epochs,
+                                       num_epochs=epochs - train_cfg["warmup_epochs"] if to_the_end else epochs,
                                        warmup_epochs=train_cfg["warmup_epochs"], warmup_lr=train_cfg["warmup_lr"],
                                        min_lr=train_cfg["min_lr"], step_on_epochs=False, warmup_prefix=prefix,
                                        updates_per_epoch=updates_per_epoch)
@@ -258,7 +260,8 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
+        if checkpoint["scaler"]:  # empty where bf16 needed none (a checkpoint from before fp16 on emulated bf16)
+            scaler.load_state_dict(checkpoint["scaler"])
         state = {"position": None, "skipped": {}, **checkpoint["state"]}
         # a checkpoint written before device time was kept: its epochs ran on as many processes as this session
         state.setdefault("device_seconds", {key: state[key] * env.world_size
@@ -342,7 +345,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                             f"{micro + 1}; rerunning the same command resumes there")
                         raise Preempted(f"checkpoint written in epoch {epoch + 1} after step {micro + 1} to "
                                         f"{run.checkpoint_path}; rerun the same command to resume",
-                                        signal_name=pacer.signal_name)
+                                        signal_name=pacer.stopped_by)
             if cuda:
                 torch.cuda.synchronize(device)
             seconds = carried["seconds"] + time.perf_counter() - started
