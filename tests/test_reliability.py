@@ -238,8 +238,8 @@ DRIVER = textwrap.dedent("""
         commit = generate.commit_progress
         generate.PROGRESS_IMAGES = 8
 
-        def commit_progress(partial, settings, done):
-            commit(partial, settings, done)
+        def commit_progress(partial, settings, done, **seconds):
+            commit(partial, settings, done, **seconds)
             if done and reached():
                 os.kill(os.getpid(), signal.SIGKILL)
         generate.commit_progress = commit_progress
