@@ -49,7 +49,7 @@ world: env
 # every experiment through the shared run cache (an interrupted run goes on where it stopped), then the report;
 # first every input and key left to set of all of them, in one list
 paper: env detection
-	$(BIN)/python -m repro check all --profile $(PROFILE)$(SETS)
+	$(BIN)/python -m repro check all --profile $(PROFILE) --processes $(NPROC)$(SETS)
 	$(BIN)/python -m repro all --profile $(PROFILE) --seeds $(PAPER_SEEDS)$(SETS) --plan
 	$(REPRO) all --profile $(PROFILE) --seeds $(PAPER_SEEDS)$(SETS)
 	$(BIN)/python -m repro report --profile $(PROFILE)$(if $(filter proxy,$(PROFILE)), --readme README.md)

@@ -16,7 +16,8 @@ from repro.experiment import (Context, InputsProblem, NotImplementedExperiment, 
                               compare, discover, experiment_plan, planned_specs, run_experiment)
 
 
-def _add_run_options(parser: argparse.ArgumentParser) -> None:
+def _add_context_options(parser: argparse.ArgumentParser) -> None:
+    """What every command that plans runs reads: the profile, seeds, config changes, the run cache and results."""
     parser.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE,
                         help=f"sizes and paths: smoke (seconds, for tests), proxy (embedded world, the default), "
                              f"paper (ImageNet). Default {DEFAULT_PROFILE}")
@@ -26,6 +27,10 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                         help="change the base config, e.g. --set train.epochs=4 (repeatable)")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run cache directory (default runs/)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser) -> None:
+    _add_context_options(parser)
     parser.add_argument("--plan", action="store_true",
                         help="list every run the experiment needs (kind, hash, cached or not, size) and stop")
     cluster = parser.add_argument_group("cluster jobs (submitit; pip install -e '.[cluster]')")
@@ -73,7 +78,10 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p.add_argument("experiments", nargs="*", default=["table3"], metavar="EXPERIMENT",
                    help="whose runs to check (default table3; all: every experiment, as `all` and `make paper` check "
                         "them before computing)")
-    _add_run_options(p)
+    _add_context_options(p)
+    p.add_argument("--processes", type=int, default=None, metavar="N",
+                   help="check that every global batch splits over N training processes (default: torchrun's "
+                        "WORLD_SIZE, else 1; make paper passes NPROC)")
     p.set_defaults(func=_check)
     p = sub.add_parser("compare", help="reproduced vs reported numbers and every claim's verdict "
                                        "(exit 1 if a checked claim fails)")
@@ -177,7 +185,7 @@ def _check(args, experiments) -> int:
     if unknown:
         print(f"error: unknown experiment {unknown[0]}: choose from all, {', '.join(experiments)}", file=sys.stderr)
         return 2
-    check_experiments([experiments[name] for name in names], ctx, verbose=True)
+    check_experiments([experiments[name] for name in names], ctx, verbose=True, processes=args.processes)
     print("inputs ok")
     return 0
 

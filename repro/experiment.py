@@ -220,7 +220,8 @@ class InputsProblem(Exception):
     """The pre-flight check found inputs that would fail or mislead a run; its lines say which and what to do."""
 
 
-def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool = False) -> list:
+def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool = False,
+                      processes: int | None = None) -> list:
     """The pre-flight check of several experiments at once, before any of them computes: every key left to set
     (an experiment whose plan cannot be built names it) and every input problem of all of them in one report
     (InputsProblem), since a paper-scale `all` would otherwise stop at the first after days of the tables before
@@ -237,7 +238,7 @@ def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool
             if os.environ.get("REPRO_DEBUG"):
                 raise
             problems.append(f"problem: {experiment.name}: {error}")
-    findings = preflight(specs)
+    findings = preflight(specs, processes)
     for finding in findings:
         if finding.level == ABSENT or (verbose and finding.level == OK):
             print(finding, file=sys.stderr if finding.level == ABSENT else sys.stdout)

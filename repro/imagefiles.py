@@ -34,15 +34,18 @@ def class_folders(folder: str | os.PathLike) -> list[str]:
 def list_images(root: str | os.PathLike, split: str) -> list[str]:
     """Sorted root-relative paths of every image under <root>/<split> at any depth (symlinked folders followed,
     hidden ones left out, as `class_folders` leaves them)."""
+    return sorted(walk_images(root, split))
+
+
+def walk_images(root: str | os.PathLike, split: str) -> Iterator[str]:
+    """`list_images`' paths in the order the folders are walked: the first comes at once, however many follow."""
     root = Path(root)
     split_dir = root / split
     if not split_dir.is_dir():
         raise FileNotFoundError(f"no image folder {split_dir}")
-    paths = []
     for folder, subfolders, files in os.walk(split_dir, followlinks=True):
         subfolders[:] = [name for name in subfolders if not is_hidden(name)]
-        paths.extend(f"{Path(folder).relative_to(root).as_posix()}/{name}" for name in files if is_image(name))
-    return sorted(paths)
+        yield from (f"{Path(folder).relative_to(root).as_posix()}/{name}" for name in files if is_image(name))
 
 
 def collate_readable(samples: list[tuple]) -> tuple | str:

@@ -217,9 +217,10 @@ def check_hub_weights(name: str, timeout: float = 3.0) -> None:
         raise FileNotFoundError(
             f"timm's weights of {name} are not cached ({constants.HF_HUB_CACHE}) and the Hub cannot be reached: "
             f"run `python -c \"import timm; timm.create_model('{name}', pretrained=True)\"` where there is internet "
-            f"and copy {constants.HF_HUB_CACHE}/models--{(hub_id or '').split('@')[0].replace('/', '--')} here, or "
-            "save the model's state_dict to a file and set annotator.checkpoint to it with annotator.pretrained "
-            "false") from None
+            f"and copy {constants.HF_HUB_CACHE}/models--{(hub_id or '').split('@')[0].replace('/', '--')} here (the "
+            "only way for Figures 4 and 6, which name their annotators; for the annotator of the other tables, "
+            "saving its state_dict to a file and setting annotator.checkpoint to it with annotator.pretrained "
+            "false also works)") from None
 
 
 def classes_of_head(class_map: str | os.PathLike) -> list[str]:

@@ -187,8 +187,9 @@ def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str, list[str]
     if reads_released_maps(cfg, split):
         from repro.labelmaps import open_labelmaps
 
+        ref = official_ref(official)  # first: its error names the key
         stored = open_labelmaps(official).describe()
-        return (official_ref(official), int(stored["topk"]), str(stored["dtype"]),
+        return (ref, int(stored["topk"]), str(stored["dtype"]),
                 _released_maps_renumbering(cfg, int(stored["num_classes"])))
     return generated_labelmaps_spec(cfg, split).as_json(), BASE_TOPK, "fp32", None
 

@@ -27,8 +27,9 @@ class Finding:
         return f"{self.level}: {self.message}"
 
 
-def preflight(specs: Iterable[Spec]) -> list[Finding]:
-    """Findings for the inputs of `specs` and of every run they need, each input looked at once."""
+def preflight(specs: Iterable[Spec], processes: int | None = None) -> list[Finding]:
+    """Findings for the inputs of `specs` and of every run they need, each input looked at once; the global
+    batches are checked to split over `processes` (default: this job's, torchrun's WORLD_SIZE)."""
     ordered = with_inputs(specs)
     findings: list[Finding] = []
     layouts = {}  # data root -> (wnids, training image paths), for the data that were read
@@ -50,7 +51,8 @@ def preflight(specs: Iterable[Spec]) -> list[Finding]:
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
-    findings += check_batch_splits(ordered, int(os.environ.get("WORLD_SIZE", "1")))
+    findings += check_extra_pools(ordered, layouts)
+    findings += check_batch_splits(ordered, processes or int(os.environ.get("WORLD_SIZE", "1")))
     if any(spec.kind == "detector" for spec in ordered):
         findings += check_detection_packages()
     return list(dict.fromkeys(findings))
@@ -134,6 +136,29 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
             findings.append(Finding(PROBLEM, f"{kind}: {error}"))
             continue
         findings.append(Finding(OK, f"{kind}: {source}"))
+    return findings
+
+
+def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:
+    """Table 5's extra pool (<data root>/<extra_data.split>): there and holding images, and extra_data.images at
+    least one per class; else the pool was first read after every table before it had trained."""
+    from repro.imagefiles import walk_images
+
+    findings = []  # each found once for every spec that names it: `preflight` keeps one
+    for spec in specs:
+        data = spec.body.get("data")
+        if spec.kind == "labelmaps" and spec.body.get("unlabelled") and data.get("source") != "world":
+            pool = Path(data["root"]) / spec.body["split"]
+            images = walk_images(data["root"], spec.body["split"]) if pool.is_dir() else iter(())
+            if next(images, None) is None:  # the first image found is enough: a pool may hold millions
+                findings.append(Finding(PROBLEM, f"extra_data: no images under {pool}, Table 5's extra pool: put "
+                                                 "its images there (any folder layout) or set extra_data.split to "
+                                                 "the folder under data.root that holds them"))
+        elif spec.kind == "train" and spec.body.get("extra_data") and data["root"] in layouts:
+            classes, images = len(layouts[data["root"]][0]), spec.body["extra_data"]["images"]
+            if images < classes:
+                findings.append(Finding(PROBLEM, f"extra_data.images = {images} is fewer than one image per class "
+                                                 f"({classes} classes): raise it"))
     return findings
 
 
@@ -230,10 +255,13 @@ def check_data(data: Mapping) -> tuple[list[Finding], tuple[list[str], tuple[str
 def _check_v2(data: Mapping, root: Path, wnids) -> list[Finding]:
     """Each ImageNetV2 folder present and numbered within the classes (`integer_folder`), or absent."""
     from repro.data.folders import integer_folder
-    from repro.data.imagenet import IMAGENET_V2, imagenet_subset_indices
+    from repro.data.imagenet import IMAGENET_V2, imagenet_subset_indices, imagenet_v2_root
 
     findings = []
-    v2_root = Path(data.get("v2_root") or root / "v2")
+    try:
+        v2_root = imagenet_v2_root(data, root)
+    except FileNotFoundError as error:
+        return [Finding(PROBLEM, str(error))]
     folder_classes = imagenet_subset_indices(wnids) if data.get("source") == "imagenet" else None
     for name, folder in IMAGENET_V2.items():
         if not (v2_root / folder).is_dir():
@@ -261,7 +289,12 @@ def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:
         name = key.removesuffix("_json")
         if path is None:
             if key == "real_json" and data["source"] == "imagenet":
-                sets = imagenet_label_sets(val, wnids)
+                try:
+                    sets = imagenet_label_sets(val, wnids)
+                except ValueError as error:  # val files not named as ImageNet's: ReaL's order cannot be matched
+                    findings.append(Finding(PROBLEM, f"real: {error} (ImageNet's val file names, or set "
+                                                     "data.real_json to label sets for these files)"))
+                    continue
                 findings.append(Finding(OK if sets is not None else ABSENT,
                                         f"real: timm's copy of ReaL ({timm_real_json().name})" if sets is not None
                                         else "real: the data's classes are not ImageNet-1k's; set data.real_json"))
@@ -321,9 +354,7 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
         if checkpoint:
             if not Path(checkpoint).is_file():
                 raise FileNotFoundError(f"annotator.checkpoint {checkpoint} not found")
-            # memory-mapped: every parameter's name and shape without reading a large file
-            head = _head_classes(torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True),
-                                 Path(checkpoint), ref["model"])
+            head = _head_classes(_load_mapped(Path(checkpoint)), Path(checkpoint), ref["model"])
             where = f"{checkpoint} ({name})"
         elif ref["pretrained"]:
             check_hub_weights(name)
@@ -335,6 +366,24 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
     except (OSError, ValueError, RuntimeError) as error:
         return [Finding(PROBLEM, f"annotator: {error}")]
     return [Finding(OK, f"annotator: {where}, {head}-class head" + (f", class map {class_map}" if class_map else ""))]
+
+
+def _load_mapped(path: Path):
+    """A checkpoint memory-mapped (every parameter's name and shape without reading a large file), or read whole
+    where it was saved in torch's legacy format, which the run itself reads."""
+    import pickle
+
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "_use_new_zipfile_serialization" not in str(error):
+            raise
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:  # neither format: not a checkpoint
+        raise ValueError(f"{path} cannot be read as a torch checkpoint ({str(error).splitlines()[0]})") from None
 
 
 def _head_classes(saved, path: Path, spec: Mapping) -> int:

@@ -31,7 +31,7 @@ def _make_commands(*variables: str) -> list[str]:
 
 def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     assert _make_commands() == [
-        ".venv/bin/python -m repro check all --profile proxy",
+        ".venv/bin/python -m repro check all --profile proxy --processes 1",
         ".venv/bin/python -m repro all --profile proxy --seeds 3 --plan",
         ".venv/bin/python -m repro all --profile proxy --seeds 3",
         ".venv/bin/python -m repro report --profile proxy --readme README.md",
@@ -41,7 +41,7 @@ def test_make_passes_nproc_to_torchrun_and_each_word_of_set_as_a_set_option():
     sets = "--set train.epochs=2 --set data.root=/x"
     torchrun = ".venv/bin/torchrun --standalone --nproc_per_node 8 -m repro"
     assert _make_commands("PROFILE=paper", "NPROC=8", "SET=train.epochs=2 data.root=/x") == [
-        f".venv/bin/python -m repro check all --profile paper {sets}",
+        f".venv/bin/python -m repro check all --profile paper --processes 8 {sets}",
         f".venv/bin/python -m repro all --profile paper --seeds 1 {sets} --plan",
         f"{torchrun} all --profile paper --seeds 1 {sets}",
         ".venv/bin/python -m repro report --profile paper",

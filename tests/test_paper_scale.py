@@ -208,7 +208,7 @@ def test_missing_hub_weights_offline_fail_in_seconds_naming_what_to_do(monkeypat
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     started = time.time()
-    with pytest.raises(FileNotFoundError, match="annotator.checkpoint"):
+    with pytest.raises(FileNotFoundError, match="only way for Figures 4 and 6.*annotator.checkpoint"):
         check_hub_weights("tf_efficientnet_l2.ns_jft_in1k_475")
     assert time.time() - started < 5
 
@@ -238,6 +238,8 @@ def test_check_passes_the_fixture_and_lists_what_it_read(paper, tmp_path, capsys
     ("maps_missing_images", "have no map"),
     ("annotator_head", "annotator.class_map"),
     ("real_too_short", "has no entry"),
+    ("maps_folder_missing", "labelmap.official_dir"),
+    ("val_renamed", "data.real_json"),
 ])
 def test_check_reports_each_broken_layout_in_one_line(paper, tmp_path, capsys, broken, expected):
     root = tmp_path / "imagenet"
@@ -255,10 +257,75 @@ def test_check_reports_each_broken_layout_in_one_line(paper, tmp_path, capsys, b
                 "annotator.model=" + json.dumps(ANNOTATOR), "annotator.pretrained=false"]
     elif broken == "real_too_short":
         (root / "real.json").write_text(json.dumps([[0]] * 10))
+    elif broken == "val_renamed":  # labelled by a labels file in file-name order, which ReaL cannot follow
+        files = sorted(path.name for path in (root / "val").iterdir())
+        (root / "val_labels.txt").write_text("".join(
+            row.split(",")[1].split()[0] + "\n" for row in sorted((root / "LOC_val_solution.csv").read_text()
+                                                                   .splitlines()[1:])))
+        for number, name in enumerate(files):
+            (root / "val" / name).rename(root / "val" / f"image_{number:03d}.JPEG")
+        sets.append(f"data.val_labels={root / 'val_labels.txt'}")
+    elif broken == "maps_folder_missing":
+        sets = [f"data.root={root}", f"labelmap.official_dir={tmp_path / 'no_maps'}"]
     status, text = _check([arg for item in sets for arg in ("--set", item)] + ["--runs", str(tmp_path / "runs")],
                           capsys)
     problems = [line for line in text.splitlines() if line.startswith("problem:")]
     assert status == 2 and len(problems) == 1 and expected in problems[0], text
+
+
+def test_check_reads_an_annotator_saved_in_torchs_legacy_format(paper, tmp_path, capsys):
+    """The check memory-maps a checkpoint, which the legacy (pre-zip) format refuses; the run reads it."""
+    legacy = tmp_path / "legacy.pth"
+    torch.save(torch.load(paper.annotator, weights_only=True), legacy, _use_new_zipfile_serialization=False)
+    sets = [f"data.root={paper.root}", f"annotator.checkpoint={legacy}", "annotator.model=" + json.dumps(ANNOTATOR),
+            "annotator.pretrained=false", "annotator.class_map=imagenet-1k"]
+    status, text = _check([arg for item in sets for arg in ("--set", item)] + ["--runs", str(tmp_path / "runs")],
+                          capsys)
+    assert status == 0 and f"annotator: {legacy} (" in text, text
+
+
+def test_table_a1_needs_imagenet_v2_where_other_tables_leave_its_columns_empty(paper, tmp_path, capsys):
+    root = tmp_path / "imagenet"
+    shutil.copytree(paper.root, root, ignore=shutil.ignore_patterns("relabel_maps"))
+    shutil.rmtree(root / "v2" / "imagenetv2-top-images-format-val")
+    sets = ["--set", f"data.root={root}", "--set", f"labelmap.official_dir={paper.maps}", "--runs", str(tmp_path)]
+    status, text = _check(["table3", *sets], capsys)
+    assert status == 0 and "absent: imagenetv2_top_images" in text, text
+    status, text = _check(["tableA1", *sets], capsys)
+    problems = [line for line in text.splitlines() if line.startswith("problem:")]
+    assert status == 2 and len(problems) == 1 and "Table A1 scores only ImageNetV2" in problems[0], text
+    status, text = _check(["table3", *sets, "--set", f"data.v2_root={tmp_path / 'nowhere'}"], capsys)
+    assert status == 2 and "problem: data.v2_root" in text, text
+
+
+def test_check_takes_the_process_count_make_paper_trains_on(paper, tmp_path, capsys):
+    """make paper checks before torchrun starts, so WORLD_SIZE is not yet set: the count is given."""
+    sets = ["--set", f"data.root={paper.root}", "--set", f"labelmap.official_dir={paper.maps}", "--runs", str(tmp_path)]
+    assert _check([*sets, "--processes", "8"], capsys)[0] == 0
+    status, text = _check([*sets, "--processes", "7"], capsys)
+    problems = [line for line in text.splitlines() if line.startswith("problem:")]
+    assert status == 2 and problems and all("split" in line and "7" in line for line in problems), text
+
+
+def test_table5s_extra_pool_is_checked_before_any_table_trains(paper, tmp_path, capsys):
+    """Table 5's pool was first read when its label maps started, after Tables 2-4 had trained."""
+    root = tmp_path / "imagenet"
+    shutil.copytree(paper.root, root, ignore=shutil.ignore_patterns("relabel_maps"))
+    sets = ["--set", f"data.root={root}", "--set", f"labelmap.official_dir={paper.maps}", "--runs", str(tmp_path)]
+
+    def pool_problems(*more):
+        status, text = _check(["table5", *sets, *more], capsys)
+        return [line for line in text.splitlines() if line.startswith("problem: extra_data")]
+
+    assert len(pool_problems()) == 1 and f"no images under {root / 'extra'}" in pool_problems()[0]
+    (root / "extra" / ".cache").mkdir(parents=True)  # a tool's hidden folder holds no pool image
+    shutil.copy(root / "train" / paper.wnids[0] / f"{paper.wnids[0]}_0.JPEG", root / "extra" / ".cache" / "a.JPEG")
+    assert len(pool_problems()) == 1
+    (root / "extra" / "n0000" / "deep").mkdir(parents=True)  # any layout: ImageNet-21k's class folders, or deeper
+    shutil.copy(root / "train" / paper.wnids[0] / f"{paper.wnids[0]}_0.JPEG", root / "extra" / "n0000" / "deep")
+    assert pool_problems() == []
+    assert pool_problems("--set", "extra_data.images=5") == [
+        f"problem: extra_data.images = 5 is fewer than one image per class ({CLASSES} classes): raise it"]
 
 
 # --- Table 3 at the paper profile, through the documented commands ------------------------------------------------

@@ -114,7 +114,7 @@ IMAGE = "train/n01443537/n01443537_5.JPEG"
     (no_map_for_an_image, [], "problem: label maps: 1 of 48 training images have no map in .*relabel_maps, "
                               "e.g. train/n01443537/n01443537_0.JPEG"),
     (None, ["data.root=/nowhere"], "error: /nowhere has neither LOC_synset_mapping.txt nor a train/.*: set data.root"),
-    (None, ["labelmap.official_dir=/no/maps"], "error: no label-map directory /no/maps"),
+    (None, ["labelmap.official_dir=/no/maps"], "error: labelmap.official_dir /no/maps is not a folder"),
     (None, ["train.epochs=0"], "error: --set train.epochs=0: must be at least 1"),
 ], ids=["nan-map", "id-out-of-range", "first-map-damaged", "truncated-image", "empty-image", "text-image",
         "v2-folder-1000", "real-shorter-than-val", "image-without-map", "missing-data-root", "missing-map-dir",

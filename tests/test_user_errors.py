@@ -71,7 +71,8 @@ def test_all_checks_every_experiments_inputs_once(tmp_path, monkeypatch):
 
     checks, collected = [], []
     real_preflight = repro.preflight.preflight
-    monkeypatch.setattr(repro.preflight, "preflight", lambda specs: checks.append(1) or real_preflight(specs))
+    monkeypatch.setattr(repro.preflight, "preflight",
+                        lambda specs, processes=None: checks.append(1) or real_preflight(specs, processes))
 
     def collect(ctx):
         raise Collected  # the experiment reached its computation

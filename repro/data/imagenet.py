@@ -92,6 +92,28 @@ def imagenet_label_sets(val: ImageList, wnids: Sequence[str]) -> list[list[int]]
     return [sorted(to_data[c] for c in labels if c in to_data) for labels in sets]
 
 
+def imagenet_v2_root(data_cfg: Mapping, root: str | os.PathLike) -> Path:
+    """The folder holding the ImageNetV2 variants: data.v2_root, which must exist where it is set, else <root>/v2."""
+    v2_root = data_cfg.get("v2_root")
+    if v2_root is not None and not Path(v2_root).is_dir():
+        raise FileNotFoundError(f"data.v2_root {v2_root} is not a folder: point it at the folder holding the "
+                                f"ImageNetV2 variants ({', '.join(IMAGENET_V2.values())}), or set it to null "
+                                f"to use {Path(root) / 'v2'}")
+    return Path(v2_root or Path(root) / "v2")
+
+
+def require_imagenet_v2(data_cfg: Mapping) -> None:
+    """Every ImageNetV2 variant present, for an experiment that scores nothing else (Table A1; the world builds
+    its own); elsewhere a missing variant only leaves its columns empty."""
+    if data_cfg["source"] == "world":
+        return
+    v2_root = imagenet_v2_root(data_cfg, data_cfg["root"])
+    missing = [folder for folder in IMAGENET_V2.values() if not (v2_root / folder).is_dir()]
+    if missing:
+        raise FileNotFoundError(f"no ImageNetV2 folder {v2_root / missing[0]} ({len(missing)} of the 3 missing): "
+                                "Table A1 scores only ImageNetV2; put the variants there or set data.v2_root")
+
+
 def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str | Sequence[str] = "train"
                   ) -> ImageNetData:
     """Read the installation at `root` with the paths of the config's `data` section.
@@ -119,12 +141,7 @@ def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str 
         if shankar is not None:
             label_sets["shankar"] = read_label_sets(shankar, val, len(wnids))
         eval_sets.append(EvalSet("imagenet", val, label_sets))
-    v2_root = data_cfg.get("v2_root")
-    if v2_root is not None and not Path(v2_root).is_dir():
-        raise FileNotFoundError(f"data.v2_root {v2_root} is not a folder: point it at the folder holding the "
-                                f"ImageNetV2 variants ({', '.join(IMAGENET_V2.values())}), or set it to null "
-                                f"to use {root / 'v2'}")
-    v2_root = Path(v2_root or root / "v2")
+    v2_root = imagenet_v2_root(data_cfg, root)
     found = [name for name, folder in IMAGENET_V2.items() if (v2_root / folder).is_dir()]
     # ImageNetV2's folder numbers are ImageNet-1k's class indices
     folder_classes = imagenet_subset_indices(wnids) if data_cfg.get("source") == "imagenet" else None
