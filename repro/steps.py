@@ -11,7 +11,6 @@ detector   a Faster or Mask R-CNN trained and scored in MMDetection from a stude
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 from typing import Mapping
 
@@ -195,8 +194,8 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     trained here, is not part of it) and the share of images whose whole-image map agrees with their label."""
     from repro.data.folders import image_folder, read_classes, unlabelled_folder
     from repro.labelmaps.annotator import Annotator
+    from repro.labelmaps import open_labelmaps
     from repro.labelmaps.generate import generate_labelmaps
-    from repro.labelmaps.progress import partial_dir, recorded_seconds
     from repro.train.objectives import agreeing_indices
 
     split = body["split"]
@@ -215,9 +214,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     # 32 is every timm classifier's own stride, and some (TResNet, Table 10's paper annotator) take no such option
     model = classifier_from_ref(body["annotator"], wnids, resources, **({"output_stride": stride} if stride != 32
                                                                          else {}))
-    # a pass resumed after a kill or a requeue is timed over all its sessions (the costs and Figure 6 compare it)
-    earlier = recorded_seconds(partial_dir(run.dir / "store"))
-    started, probe = time.time(), ContentionProbe()
+    probe = ContentionProbe()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
     store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
@@ -225,8 +222,11 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
                                # a class subset may have fewer than k; "all": every class at every position
                                topk=num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
                                dtype=body["dtype"],
-                               batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True)
-    metrics = {**store_metrics(store), "generation_seconds": round(earlier + time.time() - started, 2),
+                               batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True,
+                               # a job stopped after the pass, before this run was recorded, does not pass again
+                               keep_finished=True)
+    # timed over all the pass's sessions, after a kill or a requeue (the costs and Figure 6 compare it)
+    metrics = {**store_metrics(store), "generation_seconds": open_labelmaps(store).settings["seconds"],
                GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(store, images, num_classes)

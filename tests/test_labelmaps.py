@@ -206,6 +206,25 @@ def test_packed_store_from_arrays_and_global_logits(tmp_path):
         write_packed(tmp_path / "s", RELPATHS[:4], values, ids, num_classes=20)
 
 
+def test_a_store_takes_its_disk_space_when_created_and_a_full_disk_is_one_line(tmp_path, monkeypatch):
+    """A sparse memory-mapped file that meets a full disk kills the pass by SIGBUS, with no message."""
+    import errno
+
+    from repro.labelmaps.packed import PackedWriter
+
+    writer = PackedWriter(tmp_path / "s", 64, 5, (15, 15), "fp32")
+    values = tmp_path / "s" / "values.npy"
+    assert os.stat(values).st_blocks * 512 >= os.path.getsize(values) > 64 * 5 * 15 * 15 * 4
+    del writer
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(LabelMapError, match=r"cannot take 0\.00 GB for .*values.npy: No space left on device; free"):
+        PackedWriter(tmp_path / "t", 64, 5, (15, 15), "fp32")
+
+
 def test_concatenated_stores_read_the_chosen_rows_of_each(tmp_path):
     values, ids = make_maps(9, k=3, height=4, width=4, classes=20)
     first = open_labelmaps(write_packed(tmp_path / "a", RELPATHS[:5], values[:5], ids[:5], num_classes=20))
@@ -546,6 +565,29 @@ def test_a_resumed_generation_is_timed_over_all_its_sessions(tmp_path, image_roo
         generate_labelmaps(annotator, relpaths, image_root, tmp_path / "run", **GENERATE)
     assert 1000.0 <= recorded_seconds(partial) < 1100.0  # the first session's time carried on
     assert recorded_seconds(tmp_path / "nothing.partial") == 0.0
+    monkeypatch.setattr(generate_module, "commit_progress", commit)
+    store = open_labelmaps(generate_labelmaps(annotator, relpaths, image_root, tmp_path / "run", **GENERATE))
+    assert 1000.0 <= store.settings["seconds"] < 1100.0  # the finished store holds the time of all three sessions
+
+
+def test_a_finished_store_is_kept_by_a_rerun_of_the_same_pass(tmp_path, image_root, tiny_checkpoint, monkeypatch):
+    """A job stopped after the pass but before its run was recorded: the rerun's overwrite made the pass again
+    (hours for ImageNet's 1.28M images, tens for an extra pool)."""
+    annotator = build_annotator(tiny_checkpoint, output_stride=8)
+    relpaths = list_images(image_root, "train")
+    store = generate_labelmaps(annotator, relpaths, image_root, tmp_path / "store", **GENERATE)
+    written = (store / "values.npy").stat().st_mtime_ns
+    annotated = []
+    batches = generate_module._annotated_batches
+    monkeypatch.setattr(generate_module, "_annotated_batches", lambda *a: annotated.append(1) or batches(*a))
+    again = dict(overwrite=True, keep_finished=True, **GENERATE)
+    assert generate_labelmaps(annotator, relpaths, image_root, store, **again) == store and not annotated
+    assert (store / "values.npy").stat().st_mtime_ns == written
+    generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "topk": 2})  # other settings: made again
+    assert annotated and open_labelmaps(store).topk == 2
+    annotated.clear()
+    generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "keep_finished": False, "topk": 2})
+    assert annotated  # overwrite alone makes it again, as `relabel --overwrite` asks
 
 
 @pytest.mark.parametrize("workers", [0, 1])

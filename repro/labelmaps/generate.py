@@ -33,7 +33,7 @@ from repro.labelmaps.annotator import Annotator
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
-from repro.labelmaps.packed import PackedWriter, commit_dir
+from repro.labelmaps.packed import INDEX, PackedWriter, commit_dir
 from repro.labelmaps.progress import (PROGRESS, commit_progress, output_lock, partial_dir, recorded_progress,
                                       recorded_seconds)
 from repro.labelmaps.quantize import check_dtype
@@ -86,6 +86,15 @@ def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, to
             "topk": topk, "grid": list(grid), "dtype": dtype, "paths_sha256": digest}
 
 
+def _finished_with(out_dir: Path, settings: dict) -> bool:
+    """Whether out_dir holds a finished packed store written with `settings`."""
+    index = out_dir / INDEX
+    if not index.is_file():
+        return False
+    recorded = json.loads(index.read_text())
+    return all(recorded.get(key) == json.loads(json.dumps(value)) for key, value in settings.items())
+
+
 def _resume_point(partial: Path, settings: dict) -> int | None:
     recorded = recorded_progress(partial)
     if recorded is None:
@@ -105,9 +114,11 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
                        out_dir: str | os.PathLike, input_size: int, topk: int = 5, dtype: str = "fp32",
                        batch_size: int = 64, workers: int = 0, fmt: str = "packed",
                        device: str | torch.device | None = None, overwrite: bool = False,
-                       progress: bool = True) -> Path:
+                       keep_finished: bool = False, progress: bool = True) -> Path:
     """Label maps of root/<relpath> for each relpath, written to out_dir (a packed store, or an official
-    directory with fmt="official", fp32 only). Rerunning after an interruption resumes."""
+    directory with fmt="official", fp32 only). Rerunning after an interruption resumes; with keep_finished, a
+    packed store already finished at out_dir with the same settings is returned as it is (a job stopped after
+    the pass but before its run was recorded), where overwrite alone would make it again."""
     if fmt not in FORMATS:
         raise LabelMapError(f"unknown label-map format {fmt!r}: choose one of {', '.join(FORMATS)}")
     check_dtype(dtype)
@@ -127,6 +138,8 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
         raise FileExistsError(f"{out_dir} exists; overwrite (--overwrite) replaces it")
     settings = _settings(annotator, relpaths, input_size, topk, annotator.grid(input_size), dtype)
     with output_lock(out_dir):
+        if keep_finished and fmt == "packed" and _finished_with(out_dir, settings):
+            return out_dir
         if fmt == "official":
             return _generate_official(annotator, relpaths, root, out_dir, settings, batch_size, workers, device,
                                       overwrite, progress)
@@ -159,7 +172,9 @@ def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: P
             writer.flush()
             commit_progress(partial, settings, written, seconds=earlier + time.monotonic() - session)
             recorded, recorded_at = written, time.monotonic()
-    writer.finish(relpaths, {k: v for k, v in settings.items() if k not in ("topk", "grid", "dtype")})
+    # the pass's time over all its sessions, which a store kept by a later call still holds
+    writer.finish(relpaths, {**{k: v for k, v in settings.items() if k not in ("topk", "grid", "dtype")},
+                             "seconds": round(earlier + time.monotonic() - session, 2)})
     (partial / PROGRESS).unlink()
     commit_dir(partial, out_dir, overwrite)
     return out_dir

@@ -11,6 +11,7 @@ prefix along k (Table 6's top-k variants are derived, not regenerated).
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -57,10 +58,10 @@ class PackedWriter:
                                     f"expected {shape} {np.dtype(DTYPES[dtype])}")
         else:
             self.directory.mkdir(parents=True, exist_ok=True)
-            self.values = open_memmap(self.directory / VALUES, mode="w+", dtype=DTYPES[dtype], shape=shape)
-            self.ids = open_memmap(self.directory / IDS, mode="w+", dtype=np.uint16, shape=shape)
-            self.scales = (open_memmap(self.directory / SCALES, mode="w+", dtype=np.float32,
-                                       shape=(num_images, 2)) if dtype == "int8" else None)
+            self.values = _reserved_memmap(self.directory / VALUES, DTYPES[dtype], shape)
+            self.ids = _reserved_memmap(self.directory / IDS, np.uint16, shape)
+            self.scales = _reserved_memmap(self.directory / SCALES, np.float32, (num_images, 2)) \
+                if dtype == "int8" else None
 
     def write(self, start: int, values, ids) -> None:
         values = np.asarray(torch.as_tensor(values, dtype=torch.float32).cpu())
@@ -101,6 +102,22 @@ class PackedWriter:
                  "dtype": self.dtype, "paths": list(paths)}
         # compact, unlike write_json_atomic's indented form: the index lists every image
         write_text_atomic(self.directory / INDEX, json.dumps(index))
+
+
+def _reserved_memmap(path: Path, dtype, shape: tuple) -> np.memmap:
+    """A new array file memory-mapped, its disk space taken at once: the file is sparse, and a write into the map
+    that meets a full disk later kills the process by SIGBUS, with no message and hours into a pass."""
+    array = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    with open(path, "r+b") as file:
+        size = os.fstat(file.fileno()).st_size
+        try:
+            os.posix_fallocate(file.fileno(), 0, size)
+        except OSError as error:
+            if error.errno in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS):  # a filesystem without it
+                return array
+            raise LabelMapError(f"cannot take {size / 1e9:.2f} GB for {path}: {error.strerror}; free space on "
+                                "that disk or put the run cache (--runs) elsewhere") from None
+    return array
 
 
 def commit_dir(partial: Path, out_dir: Path, overwrite: bool) -> None:
