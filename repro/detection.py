@@ -263,7 +263,10 @@ def detector_config(spec_body: Mapping, work_dir: Path, root: Path, backbone_fil
         _set_resize(loader.dataset.pipeline, scale)
         loader.update(num_workers=workers, persistent_workers=workers > 0)
     cfg.train_dataloader.batch_size = schedule["batch_size"] // world_size
-    cfg.test_evaluator.update(ann_file=str(paths["val"][0]))
+    # on GPUs the ranks' results are gathered over NCCL, not through files in the working directory, which on a
+    # multi-node job may be each node's own
+    cfg.test_evaluator.update(ann_file=str(paths["val"][0]),
+                              collect_device="gpu" if torch.cuda.is_available() else "cpu")
     cfg.val_dataloader = cfg.val_evaluator = cfg.val_cfg = None  # scored once, after training (`test`)
     cfg.train_cfg.update(max_epochs=schedule["epochs"])
     cfg.train_cfg.pop("val_interval", None)
@@ -274,6 +277,8 @@ def detector_config(spec_body: Mapping, work_dir: Path, root: Path, backbone_fil
     cfg.optim_wrapper.optimizer.lr = schedule["lr"]
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=schedule["batch_size"])
     cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1)
+    # mmengine trains on through NaN losses: stop at the first, not after 12 epochs and the test
+    cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="CheckInvalidLossHook", interval=50)]
     cfg.randomness = dict(seed=spec_body["seed"])
     cfg.work_dir = str(work_dir)
     cfg.launcher = "pytorch" if world_size > 1 else "none"
@@ -310,12 +315,18 @@ def _register_own_checkpoints(run_dir: Path) -> None:
 
 
 def latest_checkpoint(work_dir: Path) -> Path | None:
-    """The checkpoint mmengine's CheckpointHook last wrote in `work_dir` (its `last_checkpoint` file), if any."""
+    """The checkpoint mmengine's CheckpointHook last wrote in `work_dir` (its `last_checkpoint` file), if any.
+    The file holds an absolute path: where the runs folder is since reached by another path (another mount, a
+    copy), the checkpoint of that name in `work_dir` is it; one that is gone is an error, never a silent restart."""
     pointer = work_dir / "last_checkpoint"
     if not pointer.is_file():
         return None
-    path = Path(pointer.read_text().strip())
-    return path if path.is_file() else None
+    written = Path(pointer.read_text().strip())
+    for path in (written, work_dir / written.name):
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"{pointer} names the checkpoint {written}, which is not there nor in {work_dir}: "
+                            f"put it back to resume, or delete {work_dir} to train the detector from its start")
 
 
 def coco_metrics(detector: str, metrics: Mapping) -> dict:

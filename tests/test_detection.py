@@ -191,6 +191,24 @@ def test_only_the_runs_own_checkpoints_are_read_without_weights_only(tmp_path):
         CheckpointLoader.load_checkpoint(OWN_CHECKPOINT + str(run / ".." / "other.pth"))
 
 
+def test_a_detector_resumes_from_its_checkpoint_after_the_runs_folder_moved(tmp_path):
+    """mmengine's last_checkpoint holds an absolute path: a runs folder reached by another path kept its
+    checkpoint but trained the detector again from its start, without a word."""
+    from repro.detection import latest_checkpoint
+
+    work = tmp_path / "now" / "work"
+    work.mkdir(parents=True)
+    assert latest_checkpoint(work) is None
+    (work / "epoch_3.pth").write_bytes(b"")
+    (work / "last_checkpoint").write_text(str(work / "epoch_3.pth"))
+    assert latest_checkpoint(work) == work / "epoch_3.pth"
+    (work / "last_checkpoint").write_text(str(tmp_path / "then" / "work" / "epoch_3.pth"))  # written before a move
+    assert latest_checkpoint(work) == work / "epoch_3.pth"
+    (work / "epoch_3.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="delete .*work to train the detector from its start"):
+        latest_checkpoint(work)
+
+
 # --- without the extra -------------------------------------------------------------------------------------------
 
 # Run in a fresh interpreter in which mmcv, mmengine and mmdet cannot be imported nor found installed.
