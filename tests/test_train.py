@@ -227,6 +227,38 @@ def test_a_failing_final_evaluation_keeps_the_trained_epochs(tmp_path, data, mon
     assert [h["epoch"] for h in history] == [1, 2] and history[-1]["val_top1"] == metrics["imagenet_top1"]
 
 
+def test_a_failing_epoch_end_evaluation_keeps_the_epoch_and_is_done_first_by_the_rerun(tmp_path, data,
+                                                                                       monkeypatch):
+    """The val top-1 after an epoch came before its checkpoint: an evaluation that failed (a GPU out of memory at
+    resources.batch_size_eval) cost the epoch's training."""
+    cfg = tiny_config(**{"train.epochs": 3})
+    straight = new_run(cfg, tmp_path / "straight")
+    expected = train(straight, cfg, data)
+    run = new_run(cfg, tmp_path / "run")
+    predict = trainer_module.predict_logits
+    calls = []
+
+    def out_of_memory_on_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return predict(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "predict_logits", out_of_memory_on_the_second)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        train(run, cfg, data)
+    assert torch.load(run.checkpoint_path, weights_only=True)["state"]["epoch"] == 2  # saved before evaluating
+    monkeypatch.undo()
+    updates = []
+    metrics = train(run, cfg, data, on_update=lambda model, update: updates.append(update))
+    assert updates == list(range(13, 19))  # only the third epoch trained again
+    assert without_timing(metrics) == without_timing(expected)
+    history, reference = ([json.loads(line) for line in (folder / HISTORY_FILE).read_text().splitlines()]
+                          for folder in (run.dir, straight.dir))
+    assert [h.get("val_top1") for h in history] == [h.get("val_top1") for h in reference]
+    assert history[1]["val_top1"] is not None
+
+
 MID_EPOCH_CFG = {"train.epochs": 2, "train.warmup_epochs": 1, "supervision.mode": "relabel",
                  "supervision.cutmix": True, "train.model": {**TINY_MODEL, "kwargs": {**TINY_MODEL["kwargs"],
                                                                                      "drop_rate": 0.3}}}

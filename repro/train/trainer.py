@@ -143,6 +143,18 @@ def make_scheduler(optimizer: torch.optim.Optimizer, train_cfg: Mapping, updates
     return scheduler
 
 
+def epoch_end_evaluation(entry: dict, epochs: int, eval_every: int, model: nn.Module, data: ImageNetData,
+                         monitor: Mapping) -> None:
+    """The val top-1 after the epoch of history `entry` where it is due (the last epoch's comes with the full
+    evaluation), and the time it took."""
+    started = time.perf_counter()
+    epoch = entry["epoch"]
+    if epoch < epochs and eval_every and epoch % eval_every == 0 and data.val is not None:
+        logits = predict_logits(model, data.val, **monitor)
+        entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
+    entry["eval_seconds"] = round(time.perf_counter() - started, 3)
+
+
 def write_history(run: Run, history: list[dict]) -> None:
     write_text_atomic(run.dir / HISTORY_FILE, "".join(json.dumps(entry, sort_keys=True) + "\n" for entry in history))
 
@@ -269,6 +281,9 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
         where = (f"in epoch {state['epoch'] + 1} after step {state['position']['micro']}" if state["position"]
                  else f"after epoch {state['epoch']}")
         log(f"resuming {where} ({state['updates']} updates)")
+    monitor = eval_settings(train_cfg, resources)
+    if state["history"] and "eval_seconds" not in state["history"][-1]:  # stopped in its epoch-end evaluation
+        epoch_end_evaluation(state["history"][-1], epochs, eval_every, model, data, monitor)
     def checkpoint_state() -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "state": state}
@@ -276,7 +291,6 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     ddp_model = (DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
                  if env.distributed else model)
     loss_fn = supervision.criterion()
-    monitor = eval_settings(train_cfg, resources)
 
     pacer = CheckpointPacer(resources.checkpoint_minutes, env)
     skip_unreadable = data.skip_unreadable
@@ -374,18 +388,15 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
                      "images_per_second": micro_steps * per_device * env.world_size / seconds,
                      OTHERS_CPU_SHARE: others_share(probed_total / env.world_size, others_total / env.world_size,
                                                     cpus)}
-            eval_started = time.perf_counter()
-            # the last epoch's full evaluation comes after its checkpoint, so a failing evaluation never costs
-            # training
-            if epoch + 1 < epochs and eval_every and (epoch + 1) % eval_every == 0 and data.val is not None:
-                logits = predict_logits(model, data.val, **monitor)
-                entry["val_top1"] = 100.0 * float((logits.argmax(dim=1).numpy() == data.val.labels).mean())
-            entry["eval_seconds"] = round(time.perf_counter() - eval_started, 3)
             state["epoch"] = epoch + 1
             state["history"].append(entry)
             if env.is_main:
                 save_checkpoint(run.checkpoint_path, checkpoint_state())
                 pacer.saved()
+            # every evaluation comes after its epoch's checkpoint, so a failing one (a GPU out of memory at
+            # resources.batch_size_eval) never costs training: the rerun evaluates the epoch first
+            epoch_end_evaluation(entry, epochs, eval_every, model, data, monitor)
+            if env.is_main:
                 write_history(run, state["history"])
                 val = f" val top-1 {entry['val_top1']:.2f}" if entry.get("val_top1") is not None else ""
                 skipped = f" ({len(state['skipped'])} unreadable images skipped)" if state["skipped"] else ""
