@@ -47,7 +47,16 @@ def data_spec(cfg: Mapping) -> dict:
         if data.get(key):
             data[key] = file_digest(data[key], f"data.{key}")
     data["world"] = world_spec(cfg).as_json() if data["source"] == "world" else None
+    if data["source"] != "world":
+        data["root"] = absolute(data["root"])
     return data
+
+
+def absolute(path: str | os.PathLike | None) -> str | None:
+    """A data root as the specs name it: absolute, so that a relative --set read from another working directory
+    (other images) is another run, not a cached one; symlinks are kept, so a fixed link to data staged per job
+    stays one path. None: not set (the check names the key)."""
+    return None if path is None else os.path.abspath(path)
 
 
 def transfer_data_spec(cfg: Mapping) -> dict:
@@ -58,7 +67,7 @@ def transfer_data_spec(cfg: Mapping) -> dict:
         raise ValueError(f"data.task {task!r} is not one of transfer.tasks ({', '.join(transfer['tasks'])})")
     world = cfg["data"]["source"] == "world"
     return {"source": "world" if world else "torchvision", "world": world_spec(cfg).as_json() if world else None,
-            "root": None if world else str(transfer["root"]), "task": task, "heldout": float(transfer["heldout"]),
+            "root": None if world else absolute(transfer["root"]), "task": task, "heldout": float(transfer["heldout"]),
             "heldout_seed": int(transfer["heldout_seed"])}
 
 
@@ -67,7 +76,7 @@ def coco_data_spec(cfg: Mapping, section: str) -> dict:
     split, or COCO 2017 under `<section>.root`; the section's name is the spec's flag."""
     world = cfg["data"]["source"] == "world"
     return {"source": "world" if world else "coco", "world": world_spec(cfg).as_json() if world else None,
-            "root": None if world else str(cfg[section]["root"]), section: True}
+            "root": None if world else absolute(cfg[section]["root"]), section: True}
 
 
 def multilabel_data_spec(cfg: Mapping) -> dict:
@@ -432,7 +441,7 @@ def robustness_evaluations(cfg: Mapping, runs_root: str | os.PathLike | None = N
     challenge = {"challenge_backgrounds": rob["challenge_backgrounds"], "seed": int(rob["seed"])}
     if cfg["data"]["source"] == "imagenet":
         root = Path(cfg["data"]["root"])
-        return evaluations + [{"type": kind, "source": str(rob[f"{kind}_root"] or root / folder),
+        return evaluations + [{"type": kind, "source": absolute(rob[f"{kind}_root"] or root / folder),
                                **(challenge if kind == "backgrounds" else {}),
                                **(whole if kind == "imagenet_c" else {})}
                               for kind, folder in ROBUSTNESS_SETS.items()]

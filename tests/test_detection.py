@@ -95,7 +95,8 @@ def test_every_detection_option_reaches_the_detector_spec_and_no_student():
     assert detector_spec(masked, "faster_rcnn_r50_fpn", backbone) == faster
     paper = profile_config("paper")
     spec = detector_spec(paper, "faster_rcnn_r50_fpn", student_spec(paper).as_json())
-    assert spec["data"] == {"source": "coco", "world": None, "root": "data/coco", "detection": True}
+    assert spec["data"] == {"source": "coco", "world": None, "root": str(Path.cwd() / "data" / "coco"),
+                            "detection": True}
     assert detector_spec(with_changes(paper, {"detection.root": "/elsewhere"}), "faster_rcnn_r50_fpn",
                          student_spec(paper).as_json()).hash != spec.hash
 

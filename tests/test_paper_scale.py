@@ -82,6 +82,28 @@ def test_a_flat_val_without_its_labels_is_an_error_naming_the_file(paper, tmp_pa
         open_imagenet(root, {"source": "imagenet", "val_labels": str(labels)})
 
 
+def test_a_relative_data_root_names_the_folder_it_reads_so_another_directory_is_another_run(paper, tmp_path,
+                                                                                          monkeypatch):
+    """The spec held a relative --set as given: run from another working directory, the same string read other
+    images and found the first directory's runs in the cache."""
+    from repro.pipeline import coco_data_spec, data_spec, robustness_evaluations, transfer_data_spec
+
+    specs = []
+    for where in ("a", "b"):
+        (tmp_path / where).mkdir()
+        monkeypatch.chdir(tmp_path / where)
+        cfg = _cfg(paper, **{"data.root": "imagenet", "transfer.root": "transfer", "multilabel.root": "coco",
+                             "data.task": "oxford_pets", "robustness.imagenet_a_root": "imagenet-a"})
+        sources = {evaluator["type"]: evaluator.get("source") for evaluator in robustness_evaluations(cfg)}
+        specs.append((data_spec(cfg)["root"], transfer_data_spec(cfg)["root"],
+                      coco_data_spec(cfg, "multilabel")["root"], sources["imagenet_a"], sources["rendition"]))
+    for where, roots in zip("ab", specs):
+        assert roots == tuple(str(tmp_path / where / name) for name in ("imagenet", "transfer", "coco", "imagenet-a",
+                                                                         "imagenet/imagenet-r"))
+    (tmp_path / "link").symlink_to(paper.root)  # a fixed link to data staged elsewhere stays that path
+    assert data_spec(_cfg(paper, **{"data.root": str(tmp_path / "link")}))["root"] == str(tmp_path / "link")
+
+
 def test_a_v2_root_that_is_set_must_exist(paper, tmp_path):
     with pytest.raises(FileNotFoundError, match="data.v2_root"):
         open_imagenet(paper.root, {"source": "imagenet", "v2_root": str(tmp_path / "nowhere")})
