@@ -464,6 +464,31 @@ def _local_annotator(paper) -> list[str]:
 
 
 @pytest.mark.slow
+def test_table5_at_the_paper_profile_labels_an_extra_pool_beside_the_released_maps(paper, tmp_path):
+    """Table 5's extra-data row at paper scale: the annotator labels a pool of unlabelled images (any folder
+    layout), a subsample joins the training images, whose maps stay the released ones."""
+    root = tmp_path / "imagenet"
+    shutil.copytree(paper.root, root)
+    pool = sorted((root / "train").rglob("*.JPEG"))[:24]
+    for number, image in enumerate(pool):
+        (root / "extra" / f"n9{number % 3:07d}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(image, root / "extra" / f"n9{number % 3:07d}" / f"pool_{number}.JPEG")
+    command = [sys.executable, "-m", "repro", "table5", "--profile", "paper", "--runs", str(tmp_path / "runs"),
+               "--results", str(tmp_path / "results")]
+    sets = [f"data.root={root}", f"labelmap.official_dir={root / 'relabel_maps'}", *SCALED_DOWN,
+            *_local_annotator(paper), f"extra_data.images={2 * CLASSES}"]
+    done = subprocess.run(command + [arg for item in sets for arg in ("--set", item)], cwd=REPO, env=ENV,
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    extra = [m for m in _student_metrics(tmp_path / "runs") if "extra_pool_images" in m]
+    assert len(extra) == 1 and extra[0]["extra_pool_images"] == len(pool)
+    assert extra[0]["train_images"] == len(list((root / "train").rglob("*.JPEG"))) + extra[0]["extra_images"] > 48
+    generated = [json.loads(path.read_text())["spec"] for path in (tmp_path / "runs").glob("labelmaps/*/spec.json")]
+    assert [spec["split"] for spec in generated if "split" in spec] == ["extra"]  # train's maps: the released ones
+    assert "resnet50 relabel_cutmix_extra_data" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
 def test_table3_at_the_paper_profile_under_torchrun_generates_its_label_maps(paper, tmp_path):
     args = _documented("torchrun --standalone --nproc_per_node")
     args[args.index("--nproc_per_node") + 1] = "2"
