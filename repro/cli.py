@@ -51,6 +51,12 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="M")
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
 def _settings(text: str) -> tuple[str, ...]:
     return tuple(word.strip() for word in text.split(",") if word.strip())
 
@@ -79,7 +85,7 @@ def build_parser(experiments) -> argparse.ArgumentParser:
                    help="whose runs to check (default table3; all: every experiment, as `all` and `make paper` check "
                         "them before computing)")
     _add_context_options(p)
-    p.add_argument("--processes", type=int, default=None, metavar="N",
+    p.add_argument("--processes", type=_positive, default=None, metavar="N",
                    help="check that every global batch splits over N training processes (default: torchrun's "
                         "WORLD_SIZE, else 1; make paper passes NPROC)")
     p.set_defaults(func=_check)

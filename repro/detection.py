@@ -276,7 +276,9 @@ def detector_config(spec_body: Mapping, work_dir: Path, root: Path, backbone_fil
              gamma=0.1)]
     cfg.optim_wrapper.optimizer.lr = schedule["lr"]
     cfg.auto_scale_lr = dict(enable=False, base_batch_size=schedule["batch_size"])
-    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, max_keep_ckpts=1)
+    # two kept: the hook deletes the oldest before it writes the next and its pointer, and a kill between them left
+    # the pointer naming a deleted file
+    cfg.default_hooks.checkpoint = dict(type="CheckpointHook", interval=1, max_keep_ckpts=2)
     # mmengine trains on through NaN losses: stop at the first, not after 12 epochs and the test
     cfg.custom_hooks = [*cfg.get("custom_hooks", []), dict(type="CheckInvalidLossHook", interval=50)]
     cfg.randomness = dict(seed=spec_body["seed"])
@@ -322,7 +324,7 @@ def latest_checkpoint(work_dir: Path) -> Path | None:
     if not pointer.is_file():
         return None
     written = Path(pointer.read_text().strip())
-    for path in (written, work_dir / written.name):
+    for path in (work_dir / written.name, written):  # this folder's first: a copy's pointer names the original
         if path.is_file():
             return path
     raise FileNotFoundError(f"{pointer} names the checkpoint {written}, which is not there nor in {work_dir}: "
@@ -380,7 +382,12 @@ def train_detector(spec, run, resources) -> dict:
         run.log(f"resuming from {resume.name}")
     runner = Runner.from_cfg(cfg)
     started = time.time()
-    runner.train()
+    try:
+        runner.train()
+    except AssertionError as error:  # CheckInvalidLossHook's assertion carries no message
+        raise ValueError(f"detector run {run.hash}: training stopped by a failed check, a non-finite loss where "
+                         f"mmdet's CheckInvalidLossHook made it ({error!r}; the log in {work_dir} says which); the "
+                         "run is left unfinished and resumes from its last epoch checkpoint") from None
     trained = time.time()
     metrics = runner.test()
     if not metrics and body["data"]["source"] != "world":

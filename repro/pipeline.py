@@ -49,6 +49,8 @@ def data_spec(cfg: Mapping) -> dict:
     data["world"] = world_spec(cfg).as_json() if data["source"] == "world" else None
     if data["source"] != "world":
         data["root"] = absolute(data["root"])
+        if data.get("v2_root"):
+            data["v2_root"] = absolute(data["v2_root"])
     return data
 
 

@@ -143,6 +143,7 @@ def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:
     """Table 5's extra pool (<data root>/<extra_data.split>): there and holding images, and extra_data.images at
     least one per class; else the pool was first read after every table before it had trained."""
     from repro.imagefiles import walk_images
+    from repro.steps import extra_images_per_class
 
     findings = []  # each found once for every spec that names it: `preflight` keeps one
     for spec in specs:
@@ -155,10 +156,10 @@ def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:
                                                  "its images there (any folder layout) or set extra_data.split to "
                                                  "the folder under data.root that holds them"))
         elif spec.kind == "train" and spec.body.get("extra_data") and data["root"] in layouts:
-            classes, images = len(layouts[data["root"]][0]), spec.body["extra_data"]["images"]
-            if images < classes:
-                findings.append(Finding(PROBLEM, f"extra_data.images = {images} is fewer than one image per class "
-                                                 f"({classes} classes): raise it"))
+            try:
+                extra_images_per_class(spec.body["extra_data"]["images"], len(layouts[data["root"]][0]))
+            except ValueError as error:
+                findings.append(Finding(PROBLEM, str(error)))
     return findings
 
 
@@ -265,8 +266,8 @@ def _check_v2(data: Mapping, root: Path, wnids) -> list[Finding]:
     folder_classes = imagenet_subset_indices(wnids) if data.get("source") == "imagenet" else None
     for name, folder in IMAGENET_V2.items():
         if not (v2_root / folder).is_dir():
-            findings.append(Finding(ABSENT, f"{name}: {v2_root / folder} not found (its columns stay empty; put "
-                                            "the folder there or set data.v2_root)"))
+            findings.append(Finding(ABSENT, f"{name}: {v2_root / folder} not found (its columns stay empty, Table "
+                                            "A1's among them; put the folder there or set data.v2_root)"))
             continue
         try:
             images = integer_folder(v2_root / folder, len(wnids), folder_classes)
@@ -371,8 +372,6 @@ def check_pretrained(ref: Mapping, wnids) -> list[Finding]:
 def _load_mapped(path: Path):
     """A checkpoint memory-mapped (every parameter's name and shape without reading a large file), or read whole
     where it was saved in torch's legacy format, which the run itself reads."""
-    import pickle
-
     import torch
 
     try:
@@ -382,8 +381,9 @@ def _load_mapped(path: Path):
             raise
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:  # neither format: not a checkpoint
-        raise ValueError(f"{path} cannot be read as a torch checkpoint ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # neither format (an empty file, text, ...): torch raises as many kinds
+        first = (str(error).splitlines() or [type(error).__name__])[0]
+        raise ValueError(f"{path} cannot be read as a torch checkpoint ({first})") from None
 
 
 def _head_classes(saved, path: Path, spec: Mapping) -> int:

@@ -266,6 +266,14 @@ def compute_student(spec: Spec, run: Run, resources: Resources) -> dict:
     return {**trained, **chosen, **metrics}
 
 
+def extra_images_per_class(images: int, classes: int) -> int:
+    """The pool images kept per top-1 class for `extra_data.images` in all."""
+    if int(images) < classes:
+        raise ValueError(f"extra_data.images = {images} is fewer than one image per class ({classes} classes): "
+                         "raise it")
+    return int(images) // classes
+
+
 def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
     """Table 5's extra data: the training set grown by images of the pool <data root>/<extra.split>, each kept
     image labelled by its ReLabel map only. The annotator labels the whole pool; `extra.images` of it are kept,
@@ -277,10 +285,7 @@ def with_extra_data(extra: Mapping, data, store, resources: Resources) -> tuple:
     from repro.labelmaps.analysis import balanced_top1_subsample
 
     pool = open_student_labelmaps(extra["labelmaps"], resources, data.num_classes)
-    per_class = int(extra["images"]) // data.num_classes
-    if per_class < 1:
-        raise ValueError(f"extra_data.images = {extra['images']} is fewer than one image per class "
-                         f"({data.num_classes} classes)")
+    per_class = extra_images_per_class(extra["images"], data.num_classes)
     rows, top1 = balanced_top1_subsample(pool, per_class)
     kept = ImageList(data.root, tuple(pool.paths[row] for row in rows), top1)
     train = ImageList(data.root, data.train.relpaths + kept.relpaths, np.concatenate([data.train.labels, top1]))

@@ -2,7 +2,6 @@
 
 The runs are Table 3's own (same configs, so the cached runs are reused); only the metrics differ.
 """
-from repro.data.imagenet import require_imagenet_v2
 from repro.experiment import TrainingExperiment, annotator_report
 from repro.tables.table3 import relabel_beats_the_others, runs
 
@@ -16,6 +15,5 @@ EXPERIMENT = TrainingExperiment(
     report=annotator_report,
     metrics=METRICS,
     claims=relabel_beats_the_others(METRICS),
-    inputs=lambda ctx: require_imagenet_v2(ctx.config["data"]),
     claim_seeds={"proxy": 5},  # ImageNetV2's gains straddle zero at 3 seeds; Tables 3 and A1 share their students
 )

@@ -205,6 +205,10 @@ def test_a_detector_resumes_from_its_checkpoint_after_the_runs_folder_moved(tmp_
     assert latest_checkpoint(work) == work / "epoch_3.pth"
     (work / "last_checkpoint").write_text(str(tmp_path / "then" / "work" / "epoch_3.pth"))  # written before a move
     assert latest_checkpoint(work) == work / "epoch_3.pth"
+    (tmp_path / "then" / "work").mkdir(parents=True)  # a copy: the original is still there, and outside the run
+    (tmp_path / "then" / "work" / "epoch_3.pth").write_bytes(b"")
+    assert latest_checkpoint(work) == work / "epoch_3.pth"
+    (tmp_path / "then" / "work" / "epoch_3.pth").unlink()
     (work / "epoch_3.pth").unlink()
     with pytest.raises(FileNotFoundError, match="delete .*work to train the detector from its start"):
         latest_checkpoint(work)

@@ -586,6 +586,11 @@ def test_a_finished_store_is_kept_by_a_rerun_of_the_same_pass(tmp_path, image_ro
     generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "topk": 2})  # other settings: made again
     assert annotated and open_labelmaps(store).topk == 2
     annotated.clear()
+    index = json.loads((store / INDEX).read_text())
+    (store / INDEX).write_text(json.dumps({key: value for key, value in index.items() if key != "seconds"}))
+    generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "topk": 2})
+    assert annotated  # a store of the former code, which did not record its pass's time: made again, and timed
+    annotated.clear()
     generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "keep_finished": False, "topk": 2})
     assert annotated  # overwrite alone makes it again, as `relabel --overwrite` asks
 

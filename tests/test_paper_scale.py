@@ -93,13 +93,15 @@ def test_a_relative_data_root_names_the_folder_it_reads_so_another_directory_is_
         (tmp_path / where).mkdir()
         monkeypatch.chdir(tmp_path / where)
         cfg = _cfg(paper, **{"data.root": "imagenet", "transfer.root": "transfer", "multilabel.root": "coco",
-                             "data.task": "oxford_pets", "robustness.imagenet_a_root": "imagenet-a"})
+                             "data.task": "oxford_pets", "robustness.imagenet_a_root": "imagenet-a",
+                             "data.v2_root": "v2"})
         sources = {evaluator["type"]: evaluator.get("source") for evaluator in robustness_evaluations(cfg)}
-        specs.append((data_spec(cfg)["root"], transfer_data_spec(cfg)["root"],
+        data = data_spec(cfg)
+        specs.append((data["root"], data["v2_root"], transfer_data_spec(cfg)["root"],
                       coco_data_spec(cfg, "multilabel")["root"], sources["imagenet_a"], sources["rendition"]))
     for where, roots in zip("ab", specs):
-        assert roots == tuple(str(tmp_path / where / name) for name in ("imagenet", "transfer", "coco", "imagenet-a",
-                                                                         "imagenet/imagenet-r"))
+        assert roots == tuple(str(tmp_path / where / name) for name in ("imagenet", "v2", "transfer", "coco",
+                                                                         "imagenet-a", "imagenet/imagenet-r"))
     (tmp_path / "link").symlink_to(paper.root)  # a fixed link to data staged elsewhere stays that path
     assert data_spec(_cfg(paper, **{"data.root": str(tmp_path / "link")}))["root"] == str(tmp_path / "link")
 
@@ -304,18 +306,21 @@ def test_check_reads_an_annotator_saved_in_torchs_legacy_format(paper, tmp_path,
     status, text = _check([arg for item in sets for arg in ("--set", item)] + ["--runs", str(tmp_path / "runs")],
                           capsys)
     assert status == 0 and f"annotator: {legacy} (" in text, text
+    for broken, content in (("empty.pth", b""), ("text.pth", b"not a checkpoint\n")):  # a failed copy, a wrong file
+        (tmp_path / broken).write_bytes(content)
+        status, text = _check([arg for item in sets[:1] + [f"annotator.checkpoint={tmp_path / broken}"] + sets[2:]
+                               for arg in ("--set", item)] + ["--runs", str(tmp_path / "runs")], capsys)
+        assert status == 2 and f"{tmp_path / broken} cannot be read as a torch checkpoint" in text, text
 
 
-def test_table_a1_needs_imagenet_v2_where_other_tables_leave_its_columns_empty(paper, tmp_path, capsys):
+def test_a_missing_imagenet_v2_variant_is_named_with_table_a1_and_a_missing_v2_root_is_a_problem(paper, tmp_path,
+                                                                                               capsys):
     root = tmp_path / "imagenet"
     shutil.copytree(paper.root, root, ignore=shutil.ignore_patterns("relabel_maps"))
     shutil.rmtree(root / "v2" / "imagenetv2-top-images-format-val")
     sets = ["--set", f"data.root={root}", "--set", f"labelmap.official_dir={paper.maps}", "--runs", str(tmp_path)]
-    status, text = _check(["table3", *sets], capsys)
-    assert status == 0 and "absent: imagenetv2_top_images" in text, text
     status, text = _check(["tableA1", *sets], capsys)
-    problems = [line for line in text.splitlines() if line.startswith("problem:")]
-    assert status == 2 and len(problems) == 1 and "Table A1 scores only ImageNetV2" in problems[0], text
+    assert status == 0 and "absent: imagenetv2_top_images" in text and "Table A1" in text, text
     status, text = _check(["table3", *sets, "--set", f"data.v2_root={tmp_path / 'nowhere'}"], capsys)
     assert status == 2 and "problem: data.v2_root" in text, text
 
@@ -327,6 +332,8 @@ def test_check_takes_the_process_count_make_paper_trains_on(paper, tmp_path, cap
     status, text = _check([*sets, "--processes", "7"], capsys)
     problems = [line for line in text.splitlines() if line.startswith("problem:")]
     assert status == 2 and problems and all("split" in line and "7" in line for line in problems), text
+    with pytest.raises(SystemExit):
+        _check([*sets, "--processes", "0"], capsys)
 
 
 def test_table5s_extra_pool_is_checked_before_any_table_trains(paper, tmp_path, capsys):

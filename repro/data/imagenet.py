@@ -102,18 +102,6 @@ def imagenet_v2_root(data_cfg: Mapping, root: str | os.PathLike) -> Path:
     return Path(v2_root or Path(root) / "v2")
 
 
-def require_imagenet_v2(data_cfg: Mapping) -> None:
-    """Every ImageNetV2 variant present, for an experiment that scores nothing else (Table A1; the world builds
-    its own); elsewhere a missing variant only leaves its columns empty."""
-    if data_cfg["source"] == "world":
-        return
-    v2_root = imagenet_v2_root(data_cfg, data_cfg["root"])
-    missing = [folder for folder in IMAGENET_V2.values() if not (v2_root / folder).is_dir()]
-    if missing:
-        raise FileNotFoundError(f"no ImageNetV2 folder {v2_root / missing[0]} ({len(missing)} of the 3 missing): "
-                                "Table A1 scores only ImageNetV2; put the variants there or set data.v2_root")
-
-
 def open_imagenet(root: str | os.PathLike, data_cfg: Mapping, train_splits: str | Sequence[str] = "train"
                   ) -> ImageNetData:
     """Read the installation at `root` with the paths of the config's `data` section.

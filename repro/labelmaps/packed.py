@@ -108,6 +108,8 @@ def _reserved_memmap(path: Path, dtype, shape: tuple) -> np.memmap:
     """A new array file memory-mapped, its disk space taken at once: the file is sparse, and a write into the map
     that meets a full disk later kills the process by SIGBUS, with no message and hours into a pass."""
     array = open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if not hasattr(os, "posix_fallocate"):  # macOS
+        return array
     with open(path, "r+b") as file:
         size = os.fstat(file.fileno()).st_size
         try:
