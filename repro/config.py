@@ -184,6 +184,8 @@ _SUPERVISION = {
     "cutmix_beta": 1.0,
     "cutmix_pairing": "permutation",  # each image's partner: a random permutation of the batch, or "reversed"
     "cutmix_off_last_epochs": 5,
+    "clean_list": None,       # label_cleaning: a file of the training images to keep, one name per line (the
+                              # paper's: Beyer et al.'s clean list); None: those the label maps agree with
     "kd_teacher": None,       # kd: a model spec {"name", "kwargs", "checkpoint"} and its input size
     "kd_input_size": None,
     "oracle_target": "object_share",  # multilabel_oracle: object_share | crop_share | presence (Table 10)

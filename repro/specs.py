@@ -24,7 +24,7 @@ VERSIONS = {"world": "world/v1", "annotator": "annotator/v2", "labelmaps": "labe
 # a step reads an absent option as that value (`added_option`).
 ADDED_OPTIONS = {"train": {"decay_norm_and_bias": False, "lighting": 0.0, "warmup_prefix": False,
                            "iterations": None, "decay_ends_with_training": False},
-                 "supervision": {"cutmix_pairing": "reversed"},
+                 "supervision": {"cutmix_pairing": "reversed", "clean_list": None},
                  "data": {"val_labels": None, "skip_unreadable": False, "task": None, "multilabel": False}}
 
 

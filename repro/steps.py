@@ -250,7 +250,7 @@ def compute_student(spec: Spec, run: Run, resources: Resources) -> dict:
     if store is not None:
         metrics["labelmap_bytes_per_image"] = store_metrics(store)["labelmap_bytes_per_image"]
     # an objective may train on a subset (label cleaning): chosen here, before the trainer sees the data
-    images, chosen = objective.training_images(data.train, store, data.num_classes)
+    images, chosen = objective.training_images(body["objective"], data.train, store, data.num_classes)
     if chosen:
         run.log(f"{objective.mode} keeps {len(images)} of {len(data.train)} training images")
     data = dataclasses.replace(data, train=images)

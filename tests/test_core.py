@@ -73,6 +73,7 @@ NOT_IN_A_RELABEL_STUDENT = ("resources.", "paths.", "models.", "recipes.", "prof
                             "data.task", "transfer.",  # Table 8's: in its fine-tunes' specs (tests/test_transfer.py)
                             # Table 10's: in its fine-tunes' specs (tests/test_multilabel.py)
                             "data.multilabel", "multilabel.", "supervision.oracle_",
+                            "supervision.clean_list",  # label cleaning's: tests/test_train.py
                             "detection.",  # Table 9's: in its detector runs' specs (tests/test_detection.py)
                             "convergence.")  # the convergence study's lengths: each is a student's train.epochs
 

@@ -137,6 +137,30 @@ def test_label_cleaning_keeps_the_images_the_annotator_agrees_with(imagenet, lab
     assert 0 < len(keep) < len(images)
 
 
+def test_label_cleaning_by_a_released_list_keeps_the_listed_images_and_digests_the_list(imagenet, tmp_path):
+    """The paper cleans by the list Beyer et al. released; the annotator's agreement is the default."""
+    from repro.train.objectives import LabelCleaning, objective_spec
+
+    images = image_folder(imagenet.root, "train", imagenet.wnids)
+    listed = tmp_path / "clean.txt"
+    chosen = images.relpaths[::3]
+    listed.write_text("".join(f"{relpath}\n" if i % 2 else f"{relpath.split('/')[-1]}\n"  # folders or none
+                              for i, relpath in enumerate(chosen)) + "\nn00000000_1.JPEG\n")  # one not here
+    supervision = tiny_config(**{"supervision.mode": "label_cleaning"})["supervision"]
+    default = objective_spec(supervision)
+    assert "clean_list" not in default  # absent: the embedded profiles' hashes stay
+    spec = objective_spec({**supervision, "clean_list": str(listed)})
+    assert spec["clean_list"]["path"] == str(listed) and spec != default
+    kept, metrics = LabelCleaning.training_images(spec, images, None, NUM_CLASSES)
+    assert kept.relpaths == tuple(chosen) and metrics["clean_fraction"] == len(chosen) / len(images)
+    listed.write_text("n00000000_1.JPEG\n")
+    with pytest.raises(ValueError, match="supervision.clean_list .* none of its 1 names"):
+        LabelCleaning.training_images(objective_spec({**supervision, "clean_list": str(listed)}), images, None,
+                                      NUM_CLASSES)
+    with pytest.raises(FileNotFoundError, match="supervision.clean_list"):
+        objective_spec({**supervision, "clean_list": str(tmp_path / "missing.txt")})
+
+
 def test_batch_split():
     assert batch_split(1024, 8, 1) == 128 and batch_split(1024, 4, 2) == 128
     with pytest.raises(ValueError):

@@ -22,8 +22,10 @@ cutmix           on any mode: a box of a batch partner pasted in, targets mixed 
 """
 from __future__ import annotations
 
+import os
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Callable, ClassVar, ContextManager, Mapping
 
 import numpy as np
@@ -35,7 +37,7 @@ from torch import nn
 from repro.data.folders import ImageList
 from repro.labelmaps.oracle import machine_targets, oracle_targets
 from repro.pooling import mix_with_original, pool_labels
-from repro.specs import added_option, without_former_defaults
+from repro.specs import added_option, digest_path, file_digest, without_former_defaults
 
 CUTMIX_STREAM = 0x0C07  # keeps the CutMix draws apart from the crop draws of repro.crops.crop_rng
 CUTMIX_FIELDS = ("cutmix_beta", "cutmix_off_last_epochs", "cutmix_pairing")
@@ -59,7 +61,11 @@ def objective_spec(supervision: Mapping) -> dict:
     """The part of a run's spec that its objective reads: the mode, CutMix, and the mode's own fields."""
     cls = objective_class(supervision["mode"])
     keys = ("mode", "cutmix") + cls.fields + (CUTMIX_FIELDS if supervision["cutmix"] else ())
-    return without_former_defaults("supervision", {key: supervision[key] for key in keys})
+    spec = without_former_defaults("supervision", {key: supervision[key] for key in keys})
+    for key in cls.file_fields:  # a user's file, by its digest
+        if spec.get(key):
+            spec[key] = file_digest(spec[key], f"supervision.{key}")
+    return spec
 
 
 def one_hot(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -111,6 +117,17 @@ def agreeing_indices(labelmaps, images: ImageList, num_classes: int, chunk: int 
     return np.flatnonzero(predictions == images.labels)
 
 
+def listed_indices(path: str | os.PathLike, images: ImageList) -> np.ndarray:
+    """Label cleaning by a released list (the paper's: the clean images Beyer et al. chose): indices of the images
+    whose file name the list holds, one per line (a path's folders are ignored; ImageNet's names are unique)."""
+    names = {Path(line.strip()).name for line in Path(path).read_text().splitlines() if line.strip()}
+    keep = np.flatnonzero([Path(relpath).name in names for relpath in images.relpaths])
+    if not len(keep):
+        raise ValueError(f"supervision.clean_list {path}: none of its {len(names)} names is a training image's file "
+                         "name (one per line, e.g. n01440764_10026.JPEG)")
+    return keep
+
+
 class Objective:
     """Student inputs and targets for a batch of `repro.data.TrainCrops` samples, on `device`.
 
@@ -119,6 +136,7 @@ class Objective:
 
     mode: ClassVar[str]
     fields: ClassVar[tuple[str, ...]] = ()   # its `supervision` keys, part of the run's spec
+    file_fields: ClassVar[tuple[str, ...]] = ()  # those that name a user's file, in the spec by its digest
     needs_labelmaps: ClassVar[bool] = False  # the pipeline hands it the training images' label-map store
     crops_carry_labelmaps: ClassVar[bool] = False  # each training crop arrives with its label-map cells
     needs_teacher: ClassVar[bool] = False
@@ -136,8 +154,9 @@ class Objective:
         self.autocast = autocast
 
     @staticmethod
-    def training_images(images: ImageList, labelmaps, num_classes: int) -> tuple[ImageList, dict]:
-        """The images this objective trains on, and what choosing them measured (metrics of the run)."""
+    def training_images(spec: Mapping, images: ImageList, labelmaps, num_classes: int) -> tuple[ImageList, dict]:
+        """The images this objective (its `spec`) trains on, and what choosing them measured (metrics of the
+        run)."""
         return images, {}
 
     @property
@@ -196,9 +215,13 @@ class LabelCleaning(Original):
     mode = "label_cleaning"
     needs_labelmaps = True
 
+    fields = ("clean_list",)
+    file_fields = ("clean_list",)
+
     @staticmethod
-    def training_images(images, labelmaps, num_classes):
-        keep = agreeing_indices(labelmaps, images, num_classes)
+    def training_images(spec, images, labelmaps, num_classes):
+        listed = digest_path(spec.get("clean_list"))
+        keep = listed_indices(listed, images) if listed else agreeing_indices(labelmaps, images, num_classes)
         return images.subset(keep), {"clean_fraction": len(keep) / len(images)}
 
 
