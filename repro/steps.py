@@ -225,11 +225,12 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
                                batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True,
                                # a job stopped after the pass, before this run was recorded, does not pass again
                                keep_finished=True)
+    maps = open_labelmaps(store)  # once: its index lists every image
     # timed over all the pass's sessions, after a kill or a requeue (the costs and Figure 6 compare it)
-    metrics = {**store_metrics(store), "generation_seconds": open_labelmaps(store).settings["seconds"],
+    metrics = {**store_metrics(maps), "generation_seconds": maps.settings["seconds"],
                GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
-        agreeing = agreeing_indices(store, images, num_classes)
+        agreeing = agreeing_indices(maps, images, num_classes)
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
         metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)
     return metrics

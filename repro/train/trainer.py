@@ -284,6 +284,7 @@ def train_classifier(run: Run, train_cfg: Mapping, data: ImageNetData, objective
     monitor = eval_settings(train_cfg, resources)
     if state["history"] and "eval_seconds" not in state["history"][-1]:  # stopped in its epoch-end evaluation
         epoch_end_evaluation(state["history"][-1], epochs, eval_every, model, data, monitor)
+
     def checkpoint_state() -> dict:
         return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": scaler.state_dict(), "state": state}
