@@ -1,5 +1,6 @@
 """What computed a set of results: the kind of CPU, the accelerator and the versions of the packages that can change
-a number. The report prints it; the smoke regression record is kept per CPU kind (`cpu_kind`)."""
+a number. The report prints it, each run records it (`computing_device`), and the smoke regression record is kept per
+CPU kind (`cpu_kind`)."""
 from __future__ import annotations
 
 import os
@@ -22,6 +23,19 @@ def cpu_kind() -> str:
     return f"{platform.machine()} {torch.backends.cpu.get_cpu_capability()}{amx} {model}"
 
 
+def accelerators() -> str:
+    import torch
+
+    names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return ", ".join(f"{names.count(name)} x {name}" for name in dict.fromkeys(names)) or "CPU only"
+
+
+def computing_device() -> str:
+    """The CPU kind and accelerators of this process, which a run records (`computed_on`): equal specs computed on
+    different kinds of CPU or GPU can round differently."""
+    return f"{cpu_kind()}; {accelerators()}"
+
+
 def package_versions(names=PACKAGES) -> dict[str, str]:
     """Installed version of each package (absent ones say so)."""
     versions = {}
@@ -36,7 +50,6 @@ def package_versions(names=PACKAGES) -> dict[str, str]:
 def machine_description() -> dict[str, str]:
     import torch
 
-    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return {"cpu": cpu_kind(), "cores": str(os.cpu_count()), "torch threads": str(torch.get_num_threads()),
-            "accelerator": ", ".join(gpus) if gpus else "none (CPU only)",
+            "accelerator": accelerators(),
             "python": platform.python_version(), "system": platform.platform()}

@@ -14,6 +14,7 @@ import os
 import pkgutil
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable, Mapping
@@ -282,16 +283,19 @@ def experiment_plan(experiment: Experiment, ctx: Context, specs: list | None = N
 
 def runs_record(experiment: Experiment, ctx: Context) -> dict:
     """What the results are computed from: how many cached runs the experiment reads, the wall seconds that
-    computing them took (each run's last session; a run shared with other experiments counts in each of them), and
-    one digest of every run's hash (inputs included), which `plan_state` compares with the current code's plan.
+    computing them took (each run's last session; a run shared with other experiments counts in each of them), the
+    machines that computed them (runs per kind of CPU and accelerator: kinds round differently) and one digest of
+    every run's hash (inputs included), which `plan_state` compares with the current code's plan.
     Under --rows the digest is left out: the results keep other invocations' rows."""
     from repro.plan import with_inputs
     from repro.runs import Run
 
     specs = with_inputs(planned_specs(experiment, ctx))
-    finished = [run for spec in specs if (run := Run(spec, ctx.runs_root)).done]
-    return {"runs": len(finished),
-            "runs_seconds": round(sum(float(run.metrics.get("wall_seconds_last_session", 0.0)) for run in finished), 1),
+    metrics = [run.metrics for spec in specs if (run := Run(spec, ctx.runs_root)).done]
+    machines = Counter(" + ".join(m.get("computed_on") or ["not recorded"]) for m in metrics)
+    return {"runs": len(metrics),
+            "runs_seconds": round(sum(float(m.get("wall_seconds_last_session", 0.0)) for m in metrics), 1),
+            "computed_on": dict(machines.most_common()),
             "plan_digest": None if ctx.rows else _digest(specs)}
 
 

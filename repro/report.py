@@ -48,6 +48,7 @@ class Section:
     diagnostics: str = ""
     runs: int | None = None                      # cached runs it reads, and the wall time that computing them took
     runs_seconds: float | None = None
+    computed_on: dict | None = None              # runs per machine kind that computed them (None: not recorded)
     plan: str = ""                               # `plan_state`: the runs behind the results against today's plan
     plan_note: str = ""
 
@@ -69,6 +70,12 @@ class Section:
             return "not recorded" if self.state == "results" else ""
         minutes = self.runs_seconds / 60
         return f"{minutes:.1f} min" if minutes < 90 else f"{minutes / 60:.1f} h"
+
+    @property
+    def machines(self) -> str:
+        if not self.computed_on:
+            return "not recorded"
+        return "; ".join(f"{count} run{'s' * (count != 1)} on {machine}" for machine, count in self.computed_on.items())
 
     @property
     def counts(self) -> dict:
@@ -94,6 +101,7 @@ def experiment_section(experiment, profile: str, out_dir: Path, runs_root: Path)
     section.invocations = invocations(meta)
     section.diagnostics = meta.get("report") or ""
     section.runs, section.runs_seconds = meta.get("runs"), meta.get("runs_seconds")
+    section.computed_on = meta.get("computed_on")
     section.plan, section.plan_note = plan_state(experiment, profile, meta, runs_root)
     summary = results.summarise(measured, experiment.name, keys=experiment.key_columns)
     for row in summary.to_dict("records"):

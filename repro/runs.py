@@ -1,7 +1,8 @@
 """The content-addressed run cache.
 
 A run is computed from a frozen `Spec` (repro.specs); its hash names `<runs>/<kind>/<hash>/`, which holds
-`spec.json`, `log.txt`, the run's own files (checkpoints, data) and, once it has finished, `metrics.json`. Any
+`spec.json`, `log.txt`, `computed_on.txt` (the kind of machine of each session that computed it), the run's own
+files (checkpoints, data) and, once it has finished, `metrics.json`. Any
 experiment asking for the same spec gets the finished run back; an interrupted one is handed to its kind's
 compute function again, which resumes from what it left in the directory. A compute function receives the spec
 and `Resources` only: what a run may use without changing its result (workers, eval batch size, the cache).
@@ -21,11 +22,13 @@ from typing import Callable, Mapping
 import torch.distributed
 
 from repro import progress
-from repro.atomic import remove_stale_temporaries, write_json_atomic
+from repro.atomic import remove_stale_temporaries, write_json_atomic, write_text_atomic
+from repro.environment import computing_device
 from repro.specs import Spec, canonical_json
 
 METRICS = "metrics.json"
 SPEC_FILE = "spec.json"
+DEVICES_FILE = "computed_on.txt"
 
 
 @dataclass(frozen=True)
@@ -189,9 +192,12 @@ def cached(spec: Spec, resources: Resources) -> Run:
             claim.touch()
             try:
                 started = time.time()
-                run.log("started" if not any(run.dir.glob("checkpoint*")) else "resuming")
+                resuming = any(run.dir.glob("checkpoint*"))
+                devices = _record_device(run, resuming)
+                run.log(f"{'resuming' if resuming else 'started'} on {devices[-1]}")
                 metrics = dict(compute(spec, run, resources))
                 metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
+                metrics.setdefault("computed_on", devices)
                 run.finish(metrics)
             finally:
                 claim.unlink(missing_ok=True)
@@ -201,6 +207,19 @@ def cached(spec: Spec, resources: Resources) -> Run:
     if computed and torch.distributed.is_initialized() and spec.kind in DISTRIBUTED_KINDS:
         torch.distributed.barrier()
     return run
+
+
+def _record_device(run: Run, resuming: bool) -> list[str]:
+    """Add this session's machine to the run's list of the machines that computed it, and return the list: a run
+    resumed elsewhere can mix kinds of CPU or GPU, whose kernels round differently."""
+    path = run.dir / DEVICES_FILE
+    # a run begun before runs recorded their machine
+    known = path.read_text().splitlines() if path.exists() else ["not recorded"] if resuming else []
+    device = computing_device()
+    if device not in known:
+        known.append(device)
+        write_text_atomic(path, "".join(line + "\n" for line in known))
+    return known
 
 
 def job_key() -> str:

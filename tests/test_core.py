@@ -156,6 +156,23 @@ def test_a_runs_recorded_wall_time_leaves_out_the_inputs_it_computed_first(fixtu
     assert sum(walls) <= elapsed + 0.05, walls
 
 
+def test_a_run_records_the_machines_that_computed_it(tmp_path, monkeypatch):
+    """Kinds of CPU and GPU round differently, so a run names the machine of each session that computed it."""
+    from repro.environment import computing_device
+    from repro.runs import COMPUTE, DEVICES_FILE, Resources, cached
+
+    monkeypatch.setitem(COMPUTE, "world", lambda spec, run, resources: {"value": 1.0})
+    fresh = cached(Spec("world", {"test": "fresh"}), Resources(tmp_path))
+    assert fresh.metrics["computed_on"] == [computing_device()]
+    assert computing_device() in (fresh.dir / "log.txt").read_text()
+    # a run begun before runs recorded their machine, resumed here: its earlier sessions are not known
+    begun = Run(Spec("world", {"test": "begun"}), tmp_path).create()
+    (begun.dir / "checkpoint.pt").write_bytes(b"")
+    resumed = cached(begun.spec, Resources(tmp_path))
+    assert resumed.metrics["computed_on"] == ["not recorded", computing_device()]
+    assert (resumed.dir / DEVICES_FILE).read_text().splitlines() == resumed.metrics["computed_on"]
+
+
 def test_a_fine_tune_starts_from_a_finished_run_with_a_fresh_head(fixture_config):
     cfg, runs = fixture_config
     train_student(cfg, runs)

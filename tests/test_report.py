@@ -19,7 +19,7 @@ needs_chromium = pytest.mark.skipif(chromium() is None, reason="no chromium on t
                                                                "Debian's chromium)")
 
 
-def _write_table3(out_dir: Path, relabel_gain: float) -> None:
+def _write_table3(out_dir: Path, relabel_gain: float, **recorded) -> None:
     """Results of table3 as its run would write them, from made-up numbers (3 seeds)."""
     rng = np.random.default_rng(0)
     rows = [{"model": "resnet50", "setting": setting, "seed": seed, "metric": metric,
@@ -37,7 +37,7 @@ def _write_table3(out_dir: Path, relabel_gain: float) -> None:
         invocation = {"seeds": [0, 1, 2], "seconds": 90.0, "finished": "2026-12-03 12:00",
                       "command": "python -m repro table3 --profile proxy --seeds 3"}
         results.write_meta(stage, "table3", {**invocation, "report": "annotator: val top-1 74.38%",
-                                             "invocations": [invocation]})
+                                             "invocations": [invocation], **recorded})
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +65,17 @@ def test_report_shows_every_experiment_its_numbers_beside_the_paper_and_coloured
     # results whose meta predates the record of their runs say so, not a blank that reads as none
     overview = next(line for line in text.splitlines() if line.startswith("| [table3]"))
     assert overview.endswith("| not recorded | not recorded |")
+    assert "Computed on: not recorded" in text
+
+
+def test_each_section_names_the_machines_that_computed_its_runs(tmp_path, experiments):
+    machines = {"x86_64 AVX512 Intel Xeon; CPU only": 10, "not recorded + x86_64 AVX2 AMD EPYC; CPU only": 2}
+    _write_table3(results.results_dir(tmp_path, "proxy"), relabel_gain=2.0, runs=12, runs_seconds=600.0,
+                  computed_on=machines)
+    html, md = write_report(experiments, "proxy", tmp_path, tmp_path / "runs")
+    line = ("Computed on: 10 runs on x86_64 AVX512 Intel Xeon; CPU only; "
+            "2 runs on not recorded + x86_64 AVX2 AMD EPYC; CPU only")
+    assert line in md.read_text() and line in html.read_text()
 
 
 def test_a_failing_claim_is_red_at_proxy_and_not_checked_at_smoke(tmp_path, experiments):
