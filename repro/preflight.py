@@ -46,12 +46,17 @@ def preflight(specs: Iterable[Spec], processes: int | None = None) -> list[Findi
             released.setdefault(canonical_json([ref, root]), (ref, root))
         for ref in _pretrained_refs(spec.body):
             pretrained.setdefault(canonical_json([ref, root]), (ref, root))
+    released_grids = {}  # official_dir -> grid, of the released maps that could be opened
     for ref, root in released.values():
-        findings += check_released_maps(ref, layouts.get(root))
+        found, grid = check_released_maps(ref, layouts.get(root))
+        findings += found
+        if grid is not None:
+            released_grids[ref["official"]] = grid
     for ref, root in pretrained.values():
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
     findings += check_extra_pools(ordered, layouts)
+    findings += check_pool_grids(ordered, released_grids)
     findings += check_batch_splits(ordered, processes or int(os.environ.get("WORLD_SIZE", "1")))
     if any(spec.kind == "detector" for spec in ordered):
         findings += check_detection_packages()
@@ -161,6 +166,49 @@ def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:
             except ValueError as error:
                 findings.append(Finding(PROBLEM, str(error)))
     return findings
+
+
+def check_pool_grids(specs: list[Spec], released_grids: Mapping) -> list[Finding]:
+    """Table 5's pool maps against the training images' (the released ones at paper scale): one student reads both,
+    so their grids must agree; else the student failed only after the annotator's pass over the whole pool."""
+    findings, grids = [], {}  # each seed's student names the same maps: each grid found once
+    for spec in specs:
+        extra = spec.body.get("extra_data") if spec.kind == "train" else None
+        if not extra:
+            continue
+        refs = (spec.body["labelmaps"], extra["labelmaps"])
+        for ref in refs:
+            grids.setdefault(canonical_json(ref), _maps_grid(ref, released_grids))
+        train, pool = (grids[canonical_json(ref)] for ref in refs)
+        if train[0] is not None and pool[0] is not None and train[0] != pool[0]:
+            findings.append(Finding(PROBLEM, f"extra_data: the pool's label maps would be {pool[0][0]}x{pool[0][1]} "
+                                             f"({pool[1]}) beside the training images' {train[0][0]}x{train[0][1]} "
+                                             f"({train[1]}): set labelmap.input_size and labelmap.output_stride so "
+                                             "that the annotator's grid is the training maps' (the paper: "
+                                             "EfficientNet-L2 at 475 and 32, 15x15)"))
+    return findings
+
+
+def _maps_grid(ref: Mapping, released_grids: Mapping) -> tuple[tuple[int, int] | None, str]:
+    """(H, W) of the label maps `ref` names as a student reads them, and where that grid comes from; None where it
+    is not known before they exist (released maps that could not be opened, a model meta tensors cannot run)."""
+    from repro.steps import generated_grid
+
+    if "transposed" in ref:
+        grid, origin = _maps_grid(ref["transposed"], released_grids)
+        return (grid[::-1] if grid else None), f"{origin}, labelmap.transpose"
+    if "official" in ref:
+        return released_grids.get(ref["official"]), f"labelmap.official_dir {ref['official']}"
+    body = Spec.from_json(ref).body
+    if "source" in body:  # a variant: fewer classes or bits per cell, the same grid
+        return _maps_grid(body["source"], released_grids)
+    if "oracle" in body:
+        return (int(body["grid"]), int(body["grid"])), "multilabel.grid"
+    origin = f"the annotator at labelmap.input_size {body['input_size']}, output_stride {body['output_stride']}"
+    try:
+        return generated_grid(body), origin
+    except (RuntimeError, NotImplementedError, TypeError, ValueError):
+        return None, origin
 
 
 def _unique(items: Iterable[Mapping]) -> list[Mapping]:
@@ -313,9 +361,10 @@ def _check_label_sets(data: Mapping, root: Path, val, wnids) -> list[Finding]:
 
 # --- label maps and annotators -----------------------------------------------------------------------------------
 
-def check_released_maps(ref: Mapping, layout: tuple[list[str], tuple[str, ...]] | None) -> list[Finding]:
+def check_released_maps(ref: Mapping, layout: tuple[list[str], tuple[str, ...]] | None
+                        ) -> tuple[list[Finding], tuple[int, int] | None]:
     """The released maps' class ids against the data's classes (`layout`: wnids, training images) and their
-    coverage of the training images."""
+    coverage of the training images; and their grid (None where they cannot be opened)."""
     from repro.data.imagenet import released_maps_classes
     from repro.labelmaps import LabelMapError, open_labelmaps
 
@@ -323,11 +372,11 @@ def check_released_maps(ref: Mapping, layout: tuple[list[str], tuple[str, ...]] 
     try:
         maps = open_labelmaps(directory)
     except LabelMapError as error:
-        return [Finding(PROBLEM, f"labelmap.official_dir: {error}")]
+        return [Finding(PROBLEM, f"labelmap.official_dir: {error}")], None
     findings = [Finding(OK, f"label maps: {maps.num_images} maps in {directory}, top-{maps.topk}, grid "
                             f"{maps.grid[0]}x{maps.grid[1]}, {maps.num_classes}-class ids")]
     if layout is None:
-        return findings
+        return findings, maps.grid
     wnids, train = layout
     try:
         if released_maps_classes(wnids, maps.num_classes, f"labelmap.official_dir {directory}") is not None:
@@ -339,7 +388,7 @@ def check_released_maps(ref: Mapping, layout: tuple[list[str], tuple[str, ...]] 
     if missing:
         findings.append(Finding(PROBLEM, f"label maps: {len(missing)} of {len(train)} training images have no map "
                                          f"in {directory}, e.g. {missing[0]}"))
-    return findings
+    return findings, maps.grid
 
 
 def check_pretrained(ref: Mapping, wnids) -> list[Finding]:

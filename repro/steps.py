@@ -210,10 +210,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
         # the extra pool's own labels (if any) are not the suite's classes: its maps are all it is labelled with
         images = unlabelled_folder(root, split) if body["unlabelled"] else image_folder(root, split, wnids)
     num_classes = len(wnids)
-    stride = int(body["output_stride"])
-    # 32 is every timm classifier's own stride, and some (TResNet, Table 10's paper annotator) take no such option
-    model = classifier_from_ref(body["annotator"], wnids, resources, **({"output_stride": stride} if stride != 32
-                                                                         else {}))
+    model = classifier_from_ref(body["annotator"], wnids, resources, **_stride_option(body))
     probe = ContentionProbe()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
@@ -234,6 +231,25 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
         metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)
     return metrics
+
+
+def _stride_option(body: Mapping) -> dict:
+    # 32 is every timm classifier's own stride, and some (TResNet, Table 10's paper annotator) take no such option
+    stride = int(body["output_stride"])
+    return {"output_stride": stride} if stride != 32 else {}
+
+
+def generated_grid(body: Mapping) -> tuple[int, int]:
+    """(H, W) of the maps of the annotator's pass `body`, from its architecture on the meta device: known in
+    seconds, before a pass of hours (the pre-flight check compares it with the maps it will be read beside)."""
+    from repro.models import create_model
+
+    ref = body["annotator"]
+    architecture = Spec.from_json(ref).body["train"]["model"] if is_spec_json(ref) else ref["model"]
+    size = int(body["input_size"])
+    with torch.device("meta"):
+        model = create_model(architecture, num_classes=1, **_stride_option(body))
+        return tuple(model.forward_features(torch.zeros(1, 3, size, size)).shape[-2:])
 
 
 # --- the student -------------------------------------------------------------------------------------------------

@@ -341,6 +341,7 @@ def test_table5s_extra_pool_is_checked_before_any_table_trains(paper, tmp_path, 
     root = tmp_path / "imagenet"
     shutil.copytree(paper.root, root, ignore=shutil.ignore_patterns("relabel_maps"))
     sets = ["--set", f"data.root={root}", "--set", f"labelmap.official_dir={paper.maps}", "--runs", str(tmp_path)]
+    sets += [arg for item in _local_annotator(paper) for arg in ("--set", item)]  # its 4x4 grid: the maps'
 
     def pool_problems(*more):
         status, text = _check(["table5", *sets, *more], capsys)
@@ -355,6 +356,14 @@ def test_table5s_extra_pool_is_checked_before_any_table_trains(paper, tmp_path, 
     assert pool_problems() == []
     assert pool_problems("--set", "extra_data.images=5") == [
         f"problem: extra_data.images = 5 is fewer than one image per class ({CLASSES} classes): raise it"]
+    # the pool's maps must have the released maps' grid: one student reads both (it failed after the pool's pass)
+    assert pool_problems("--set", "labelmap.input_size=96") == [
+        "problem: extra_data: the pool's label maps would be 6x6 (the annotator at labelmap.input_size 96, "
+        f"output_stride 16) beside the training images' 4x4 (labelmap.official_dir {paper.maps}): set "
+        "labelmap.input_size and labelmap.output_stride so that the annotator's grid is the training maps' (the "
+        "paper: EfficientNet-L2 at 475 and 32, 15x15)"]
+    status, text = _check(["table5", *sets, "--set", "labelmap.transpose=true"], capsys)  # square: the same
+    assert not [line for line in text.splitlines() if line.startswith("problem: extra_data")], text
 
 
 # --- Table 3 at the paper profile, through the documented commands ------------------------------------------------
