@@ -42,12 +42,17 @@ class Resources:
 
 # kind -> compute(spec, run, resources) -> metrics; filled by repro.steps
 COMPUTE: dict[str, Callable[[Spec, "Run", Resources], Mapping]] = {}
+# kind -> whether a run of it is split over the ranks of a torchrun job (see `cached`)
+SPLIT_OVER_RANKS: dict[str, Callable[[Spec], bool]] = {}
 
 
-def computes(kind: str):
-    """Registers the function that computes the runs of `kind`."""
+def computes(kind: str, split_over_ranks: Callable[[Spec], bool] | None = None):
+    """Registers the function that computes the runs of `kind`; under torchrun, the runs for which
+    `split_over_ranks` is true are computed by every rank, each its share, which rank 0 joins and records."""
     def register(function):
         COMPUTE[kind] = function
+        if split_over_ranks is not None:
+            SPLIT_OVER_RANKS[kind] = split_over_ranks
         return function
     return register
 
@@ -118,8 +123,9 @@ def stored_spec(kind: str, run_hash: str, runs_root: str | os.PathLike) -> Spec:
     return Spec.from_json(json.loads(matches[0].read_text()))
 
 
-# kinds computed by every rank of a torchrun job together (DDP training, sharded evaluation); the others (the
-# world, label maps) by rank 0 alone while the other ranks wait for its metrics.json
+# kinds computed by every rank of a torchrun job together (DDP training, sharded evaluation); an annotator's
+# label-map pass by every rank, each its share of the images (SPLIT_OVER_RANKS); the others (the world, variants
+# of stored maps) by rank 0 alone while the other ranks wait for its metrics.json
 DISTRIBUTED_KINDS = ("annotator", "train", "eval", "detector")
 WAIT_SECONDS = 5.0
 
@@ -148,7 +154,9 @@ def cached(spec: Spec, resources: Resources) -> Run:
     The runs it needs are made first (under torchrun by all ranks in the same order); then a training or
     evaluation run is computed by every rank together, rank 0 alone taking the lock and writing the run's files,
     and any other run by rank 0 alone while the others wait for it (by its files, not a collective, so a
-    label-map pass of many hours meets no communication timeout)."""
+    label-map pass of many hours meets no communication timeout). A run split over ranks (an annotator's pass)
+    is computed by every rank, each its share; rank 0 joins the shares and writes metrics.json, which the others
+    wait for by the file too."""
     run = Run(spec, resources.runs_root)
     if not run.done and _ONLY_CACHED[0]:
         raise RunNotCached(f"the {spec.kind} run {run.hash}")
@@ -161,11 +169,12 @@ def cached(spec: Spec, resources: Resources) -> Run:
     # the inputs first, so that a run's recorded wall time is its own, not its annotator's or label maps'
     for dependency in spec.dependencies():
         cached(dependency, resources)
+    split = spec.kind in SPLIT_OVER_RANKS and SPLIT_OVER_RANKS[spec.kind](spec)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        if rank != 0 and spec.kind not in DISTRIBUTED_KINDS:
+        if rank != 0 and spec.kind not in DISTRIBUTED_KINDS and not split:
             _wait_for(run)
             return run
-        if spec.kind in DISTRIBUTED_KINDS:
+        if spec.kind in DISTRIBUTED_KINDS or split:
             from repro.train.distributed import init_distributed
 
             # the group and each rank's GPU before any rank computes: an evaluation can be the first run a job
@@ -181,7 +190,10 @@ def cached(spec: Spec, resources: Resources) -> Run:
             time.sleep(WAIT_SECONDS)
         if claim.exists():
             compute(spec, run, resources)
-            torch.distributed.barrier()  # until rank 0 has written metrics.json
+            if split:  # rank 0 joins the shares after the last one: hours after this one, perhaps
+                _wait_for(run)
+            else:
+                torch.distributed.barrier()  # until rank 0 has written metrics.json
         return run
     computed = False
     with run.lock():

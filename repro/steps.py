@@ -11,6 +11,7 @@ detector   a Faster or Mask R-CNN trained and scored in MMDetection from a stude
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import Mapping
 
@@ -151,7 +152,13 @@ def store_metrics(store) -> dict:
     return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
 
 
-@computes("labelmaps")
+def is_annotator_pass(spec: Spec) -> bool:
+    """A label-map run that is an annotator's pass over images (not a variant of stored maps nor oracle maps):
+    under torchrun every rank annotates its share of the images."""
+    return "annotator" in spec.body and spec.body["dtype"] != "compact"
+
+
+@computes("labelmaps", split_over_ranks=is_annotator_pass)
 def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
     body = spec.body
     if "source" in body:  # a variant derived from stored maps
@@ -195,7 +202,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     from repro.data.folders import image_folder, read_classes, unlabelled_folder
     from repro.labelmaps.annotator import Annotator
     from repro.labelmaps import open_labelmaps
-    from repro.labelmaps.generate import generate_labelmaps
+    from repro.labelmaps.generate import generate_labelmaps, generate_share
     from repro.train.objectives import agreeing_indices
 
     split = body["split"]
@@ -214,18 +221,24 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     probe = ContentionProbe()
     annotator = Annotator(model, description={"ref": body["annotator"], "output_stride": body["output_stride"],
                                               "num_classes": num_classes})
-    store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store",
-                               input_size=int(body["input_size"]),
-                               # a class subset may have fewer than k; "all": every class at every position
-                               topk=num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
-                               dtype=body["dtype"],
-                               batch_size=resources.batch_size_eval, workers=resources.workers, overwrite=True,
-                               # a job stopped after the pass, before this run was recorded, does not pass again
-                               keep_finished=True)
+    # a class subset may have fewer than k; "all": every class at every position
+    options = {"input_size": int(body["input_size"]), "dtype": body["dtype"],
+               "topk": num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
+               "batch_size": resources.batch_size_eval, "workers": resources.workers}
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size > 1:  # under torchrun each rank annotates its share; rank 0 joins them and records the run
+        store = generate_share(annotator, list(images.relpaths), root, run.dir / "store",
+                               int(os.environ["RANK"]), world_size, **options)
+        if store is None:
+            return {}
+    else:
+        # a job stopped after the pass, before this run was recorded, does not pass again
+        store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store", overwrite=True,
+                                   keep_finished=True, **options)
     maps = open_labelmaps(store)  # once: its index lists every image
     # timed over all the pass's sessions, after a kill or a requeue (the costs and Figure 6 compare it)
     metrics = {**store_metrics(maps), "generation_seconds": maps.settings["seconds"],
-               GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
+               "generation_world_size": world_size, GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(maps, images, num_classes)
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)

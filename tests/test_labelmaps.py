@@ -15,7 +15,8 @@ from repro.imagefiles import list_images
 from repro.labelmaps import cli as labelmaps_cli
 from repro.labelmaps import generate as generate_module
 from repro.labelmaps.annotator import LITE0, Annotator, build_annotator
-from repro.labelmaps.generate import annotate_images, commit_progress, generate_labelmaps, image_tensor
+from repro.labelmaps.generate import (annotate_images, commit_progress, generate_labelmaps, generate_share,
+                                      image_tensor)
 from repro.labelmaps.progress import recorded_seconds
 from repro.labelmaps.examples import EXAMPLE_INPUT_SIZE, EXAMPLE_OUTPUT_STRIDE, example_photos
 from repro.labelmaps.lite0 import imagenet_class_names
@@ -593,6 +594,54 @@ def test_a_finished_store_is_kept_by_a_rerun_of_the_same_pass(tmp_path, image_ro
     annotated.clear()
     generate_labelmaps(annotator, relpaths, image_root, store, **{**again, "keep_finished": False, "topk": 2})
     assert annotated  # overwrite alone makes it again, as `relabel --overwrite` asks
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "int8"])
+def test_a_pass_split_over_ranks_joins_into_the_one_process_store(tmp_path, image_root, tiny_checkpoint, dtype):
+    """Under torchrun each rank annotates its share; rank 0 joins them after the last (here the ranks run one
+    after another: rank 0 finds the others' shares finished). One image per batch, so that the shares' batches
+    are the one-process pass's and the bytes must be equal."""
+    annotator = build_annotator(tiny_checkpoint, output_stride=8)
+    relpaths = list_images(image_root, "train")
+    settings = {**GENERATE, "dtype": dtype, "batch_size": 1}
+    reference = generate_labelmaps(annotator, relpaths, image_root, tmp_path / "reference", **settings)
+    out = tmp_path / "split" / "store"
+    for rank in (2, 1):
+        assert generate_share(annotator, relpaths, image_root, out, rank, 3, **settings) is None
+        assert not out.exists()
+    shares = sorted(path.name for path in (tmp_path / "split" / "store.shares-3").iterdir() if path.is_dir())
+    assert shares == ["1", "2"]
+    assert generate_share(annotator, relpaths, image_root, out, 0, 3, **settings) == out
+    assert not (tmp_path / "split" / "store.shares-3").exists()
+    for name in (VALUES, IDS, *([SCALES] if dtype == "int8" else [])):
+        assert (reference / name).read_bytes() == (out / name).read_bytes(), name
+    joined, alone = (json.loads((store / INDEX).read_text()) for store in (out, reference))
+    assert joined["paths"] == relpaths and joined["shares"] == 3 and joined["seconds"] > 0
+    assert {k: v for k, v in joined.items() if k not in ("seconds", "shares")} == \
+        {k: v for k, v in alone.items() if k != "seconds"}
+    # a rerun (a job requeued after the join, before its run was recorded) keeps it, on every rank
+    written = (out / VALUES).stat().st_mtime_ns
+    assert generate_share(annotator, relpaths, image_root, out, 1, 3, **settings) is None
+    assert generate_share(annotator, relpaths, image_root, out, 0, 3, **settings) == out
+    assert (out / VALUES).stat().st_mtime_ns == written
+
+
+def test_rank_zero_waits_for_every_share_and_refuses_one_of_other_images(tmp_path, image_root, tiny_checkpoint,
+                                                                         monkeypatch):
+    annotator = build_annotator(tiny_checkpoint, output_stride=8)
+    relpaths = list_images(image_root, "train")
+    out = tmp_path / "store"
+    # a share left by an attempt over other images (one image fewer): rank 0 must not join it
+    generate_share(annotator, relpaths[:-1], image_root, out, 1, 2, **GENERATE)
+    waited = []
+
+    def rank_one_finishes_meanwhile(seconds):
+        waited.append(seconds)
+        generate_share(annotator, relpaths, image_root, out, 1, 2, **GENERATE)
+
+    monkeypatch.setattr(generate_module.time, "sleep", rank_one_finishes_meanwhile)
+    generate_share(annotator, relpaths, image_root, out, 0, 2, **GENERATE)
+    assert waited and open_labelmaps(out).paths == relpaths
 
 
 @pytest.mark.parametrize("workers", [0, 1])

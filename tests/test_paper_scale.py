@@ -28,7 +28,7 @@ from repro.models import check_hub_weights, create_model
 from repro.pipeline import labelmaps_ref, resources
 from repro.runs import Resources, cached
 from repro.specs import Spec, is_spec_json
-from tests.paperscale import ANNOTATOR, CLASSES, SCALED_DOWN, VAL_PER_CLASS, build_paper_scale
+from tests.paperscale import ANNOTATOR, CLASSES, SCALED_DOWN, TRAIN_PER_CLASS, VAL_PER_CLASS, build_paper_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -513,8 +513,13 @@ def test_table3_at_the_paper_profile_under_torchrun_generates_its_label_maps(pap
     generated = [path.parent for path in runs.glob("labelmaps/*/spec.json")
                  if "source" not in json.loads(path.read_text())["spec"]]
     assert len(generated) == 1  # the annotator's pass (the students' top-5 maps are derived from it)
-    for run in runs.glob("labelmaps/*"):  # each computed once, by rank 0
+    for run in runs.glob("labelmaps/*"):  # each computed once, rank 0 recording it
         assert (run / "log.txt").read_text().count(" started") == 1 and (run / "metrics.json").exists()
+    # the pass split over both ranks, each annotating half the images, joined by rank 0 into one store
+    metrics = json.loads((generated[0] / "metrics.json").read_text())
+    assert metrics["generation_world_size"] == 2 and metrics["num_images"] == CLASSES * TRAIN_PER_CLASS
+    assert json.loads((generated[0] / "store" / "index.json").read_text())["shares"] == 2
+    assert sorted(path.name for path in generated[0].iterdir() if "shares" in path.name) == []
     for m in _student_metrics(runs):
         assert m["world_size"] == 2 and m["global_batch"] == 8 and m["per_device_batch"] == 4
     meta = json.loads((tmp_path / "results" / "paper" / "table3_meta.json").read_text())

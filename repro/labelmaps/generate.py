@@ -33,7 +33,7 @@ from repro.labelmaps.annotator import Annotator
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
 from repro.labelmaps.official import OFFICIAL_SETTINGS, save_official
-from repro.labelmaps.packed import INDEX, PackedWriter, commit_dir
+from repro.labelmaps.packed import INDEX, PackedWriter, commit_dir, concatenate_packed
 from repro.labelmaps.progress import (PROGRESS, commit_progress, output_lock, partial_dir, recorded_progress,
                                       recorded_seconds)
 from repro.labelmaps.quantize import check_dtype
@@ -147,6 +147,53 @@ def generate_labelmaps(annotator: Annotator | nn.Module, relpaths: Sequence[str]
                                       overwrite, progress)
         return _generate_packed(annotator, relpaths, root, out_dir, settings, batch_size, workers, device,
                                 overwrite, progress)
+
+
+SHARE_WAIT_SECONDS = 5.0
+
+
+def generate_share(annotator: Annotator | nn.Module, relpaths: Sequence[str], root: str | os.PathLike,
+                   out_dir: str | os.PathLike, rank: int, world_size: int, input_size: int, topk: int = 5,
+                   dtype: str = "fp32", **options) -> Path | None:
+    """One rank's share of a packed pass split over `world_size` ranks (torchrun): its contiguous slice of the
+    images, a resumable store of its own in `<out>.shares-<world_size>/<rank>`. Rank 0 then waits for every share
+    (by its files: one can take hours longer than another, so no collective) and joins them into `out_dir`, whose
+    index holds the pass's own settings and its time summed over the shares (device-seconds). Returns out_dir on
+    rank 0 and None on the others. `options` go to `generate_labelmaps`."""
+    relpaths, out_dir = list(relpaths), Path(out_dir)
+    if not isinstance(annotator, Annotator):
+        annotator = Annotator(annotator)
+    device = torch.device(options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu"))
+    annotator = annotator.to(device).eval()  # torchrun's rank has set its GPU as the current one
+    check_dtype(dtype)
+    if dtype == "compact":
+        raise LabelMapError("a pass split over ranks joins fixed-width arrays: generate compact maps in one process, "
+                            "or derive them from an fp32 store")
+    settings = _settings(annotator, relpaths, input_size, topk, annotator.grid(input_size), dtype)
+    shares_dir = out_dir.with_name(f"{out_dir.name}.shares-{world_size}")
+    bounds = np.linspace(0, len(relpaths), world_size + 1).round().astype(int)
+    slices = [relpaths[bounds[r]:bounds[r + 1]] for r in range(world_size)]
+    shares = [shares_dir / str(r) for r in range(world_size) if slices[r]]
+    if not _finished_with(out_dir, settings) and slices[rank]:
+        generate_labelmaps(annotator, slices[rank], root, shares_dir / str(rank), input_size, topk, dtype,
+                           fmt="packed", overwrite=True, keep_finished=True,
+                           **{"progress": rank == 0, **options})
+    if rank != 0:
+        return None
+    with output_lock(out_dir):
+        if not _finished_with(out_dir, settings):
+            # each share finished with its own slice's settings: not one left by an attempt over other images
+            wanted = {share: _settings(annotator, slices[int(share.name)], input_size, topk,
+                                       settings["grid"], dtype) for share in shares}
+            while not all(_finished_with(share, wanted[share]) for share in shares):
+                time.sleep(SHARE_WAIT_SECONDS)
+            seconds = sum(json.loads((share / INDEX).read_text())["seconds"] for share in shares)
+            concatenate_packed(shares, out_dir, {**{k: v for k, v in settings.items()
+                                                    if k not in ("topk", "grid", "dtype")},
+                                                 "seconds": round(seconds, 2), "shares": len(shares)})
+    for shares_of_any_size in out_dir.parent.glob(f"{out_dir.name}.shares-*"):  # an attempt under other ranks' too
+        shutil.rmtree(shares_of_any_size, ignore_errors=True)
+    return out_dir
 
 
 def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: Path, settings: dict,

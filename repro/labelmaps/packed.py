@@ -131,6 +131,33 @@ def commit_dir(partial: Path, out_dir: Path, overwrite: bool) -> None:
     os.replace(partial, out_dir)
 
 
+def concatenate_packed(parts: Sequence[Path], out_dir: Path, settings: dict, rows_per_copy: int = 8192) -> Path:
+    """One packed store of the rows of `parts` in order (the shares of a pass split over ranks), their arrays copied
+    as stored (the bytes each share wrote, a chunk at a time), with `settings` and every part's paths in its index."""
+    stores = [PackedLabelMaps(part) for part in parts]
+    first = stores[0]
+    for store in stores:
+        if (store.topk, store.grid, store.dtype) != (first.topk, first.grid, first.dtype) or store.dtype == "compact":
+            raise LabelMapError(f"{store.path} ({store.topk}, {store.grid}, {store.dtype}) cannot join {first.path} "
+                                f"({first.topk}, {first.grid}, {first.dtype})")
+    paths = [path for store in stores for path in store.paths]
+    partial = partial_dir(out_dir)
+    shutil.rmtree(partial, ignore_errors=True)
+    writer = PackedWriter(partial, len(paths), first.topk, first.grid, first.dtype)
+    start = 0
+    for store in stores:
+        arrays = store.arrays()
+        for row in range(0, store.num_images, rows_per_copy):
+            stop = min(row + rows_per_copy, store.num_images)
+            for target, source in zip((writer.values, writer.ids, writer.scales), arrays):
+                if source is not None:
+                    target[start + row:start + stop] = source[row:stop]
+        start += store.num_images
+    writer.finish(paths, settings)
+    commit_dir(partial, out_dir, overwrite=True)
+    return out_dir
+
+
 def write_packed(out_dir: str | os.PathLike, paths: Sequence[str], values, ids,
                  num_classes: int = DEFAULT_CLASSES, dtype: str = "fp32", annotator: dict | None = None,
                  overwrite: bool = False) -> Path:
