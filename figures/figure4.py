@@ -1,7 +1,8 @@
 """Figure 4: the student's top-1 with ReLabel against the top-1 of the machine annotator that made its labels.
 
-Annotators of several strengths (`repro.sweeps.annotator_sweep`: at paper scale EfficientNet-B1 to L2; at the
-embedded scale ResNets with fewer channels or epochs than the profile's annotator, which is the strongest), each
+Annotators of several strengths (`repro.sweeps.annotator_sweep`: at paper scale EfficientNet-B1 to L2 and a
+ResNeXt WSL; at the embedded scale ResNets with fewer channels or epochs than the profile's annotator, which is the
+strongest), each
 generating the training label maps of a ReLabel student of the profile's recipe; the original-label student is
 the horizontal line. The annotator's top-1 is its own val accuracy (`repro.pipeline.annotator_top1`). The
 paper: the student follows its annotator, and a weak annotator (EfficientNet-B1: 76.1%) gives a student below

@@ -2,8 +2,8 @@
 config. Each variant is an annotator config, so it is trained (embedded scale) or loaded (paper scale) by the
 pipeline's cached runs: `annotator_run`, `labelmaps_dir`, `kd_changes`.
 
-At paper scale they are the paper's pretrained EfficientNets (noisy-student weights in timm), each at its own
-resolution. At the embedded scale they are CPU-sized ResNets of timm's families, made weaker than the profile's
+At paper scale they are the paper's pretrained EfficientNets (noisy-student weights in timm, RandAugment's for
+B8) and Instagram-pretrained ResNeXt-101 32x32d, each at its own resolution. At the embedded scale they are CPU-sized ResNets of timm's families, made weaker than the profile's
 annotator by fewer epochs and fewer channels, and larger by depth; the strongest annotator of the sweep is the
 profile's own, so Figure 4 and Figure 6 share their runs with every ReLabel table.
 """
@@ -13,10 +13,14 @@ from typing import Mapping
 
 from repro.config import GENERATED_MAPS
 
-# the paper's annotators (Figure 4) and KD teachers (Figure 6): name in the paper -> timm's weights
+# the paper's annotators (Figure 4), weakest first by their weights' published top-1, and KD teachers (Figure 6):
+# name in the paper -> timm's weights. timm has no noisy-student B8 (its RandAugment B8 stands in) and no
+# ResNeXt-101 32x48d WSL (the 32x32d, the paper's other one, is there)
 PAPER_ANNOTATORS = {
     "efficientnet_b1": "tf_efficientnet_b1.ns_jft_in1k",
     "efficientnet_b3": "tf_efficientnet_b3.ns_jft_in1k",
+    "resnext101_32x32d_wsl": "resnext101_32x32d.fb_wsl_ig1b_ft_in1k",
+    "efficientnet_b8": "tf_efficientnet_b8.ra_in1k",
     "efficientnet_b5": "tf_efficientnet_b5.ns_jft_in1k",
     "efficientnet_b7": "tf_efficientnet_b7.ns_jft_in1k",
     "efficientnet_l2": "tf_efficientnet_l2.ns_jft_in1k_475",

@@ -618,7 +618,7 @@ def test_the_figures_plan_every_run_they_read_so_that_submitted_jobs_compute_the
     generation = generated_labelmaps_spec(cfg).hash
     assert generation in planned["figure6"] and generation in planned["costs"]
     evaluations = {annotator_eval_spec(with_changes(cfg, changes)).hash for changes in annotator_sweep(cfg).values()}
-    assert len(evaluations) == 5 and evaluations <= planned["figure4"]
+    assert len(evaluations) == 7 and evaluations <= planned["figure4"]
 
 
 def test_a_pretrained_annotator_is_scored_with_the_resize_filter_its_weights_were_evaluated_with(paper):
@@ -627,5 +627,6 @@ def test_a_pretrained_annotator_is_scored_with_the_resize_filter_its_weights_wer
 
     cfg = _cfg(paper)
     views = [annotator_eval_spec(with_changes(cfg, changes))["view"] for changes in annotator_sweep(cfg).values()]
-    assert [view["interpolation"] for view in views] == ["bicubic"] * 5  # timm's EfficientNet NS configs
-    assert [view["size"] for view in views] == [240, 300, 456, 600, 475]
+    # timm's EfficientNet configs: bicubic; the ResNeXt WSL weights: bilinear
+    assert [view["interpolation"] for view in views] == ["bicubic"] * 2 + ["bilinear"] + ["bicubic"] * 4
+    assert [view["size"] for view in views] == [240, 300, 224, 672, 456, 600, 475]
