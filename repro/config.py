@@ -220,7 +220,8 @@ _DATA_PAPER = {
     "shankar_json": None,
     "v2_root": None,                   # the three ImageNetV2 folders; None = <root>/v2
     "boxes_csv": None,                 # LOC_val_solution.csv, for Figures 2 and 5
-    "skip_unreadable": False,          # true: train without images that cannot be decoded (counted in metrics)
+    "skip_unreadable": False,          # true: train without images that cannot be decoded (counted in metrics;
+                                       # an annotator's pass gives them blank maps, which no analysis counts)
     "task": None,                      # a transfer task (`transfer`) instead of the classification data above
     "multilabel": False,               # true: the COCO-format multi-label data of `multilabel` instead (Table 10)
 }

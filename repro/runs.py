@@ -205,7 +205,8 @@ def cached(spec: Spec, resources: Resources) -> Run:
             try:
                 started = time.time()
                 resuming = any(run.dir.glob("checkpoint*"))
-                devices = _record_device(run, resuming)
+                # any earlier session logged: a label-map pass or a detector resumes from files of other names
+                devices = _record_device(run, earlier_sessions=(run.dir / "log.txt").exists())
                 run.log(f"{'resuming' if resuming else 'started'} on {devices[-1]}")
                 metrics = dict(compute(spec, run, resources))
                 metrics.setdefault("wall_seconds_last_session", round(time.time() - started, 2))
@@ -221,12 +222,13 @@ def cached(spec: Spec, resources: Resources) -> Run:
     return run
 
 
-def _record_device(run: Run, resuming: bool) -> list[str]:
+def _record_device(run: Run, earlier_sessions: bool) -> list[str]:
     """Add this session's machine to the run's list of the machines that computed it, and return the list: a run
-    resumed elsewhere can mix kinds of CPU or GPU, whose kernels round differently."""
+    resumed elsewhere can mix kinds of CPU or GPU, whose kernels round differently. Under torchrun it is rank 0's
+    machine (the nodes of one job are taken to be of one kind)."""
     path = run.dir / DEVICES_FILE
     # a run begun before runs recorded their machine
-    known = path.read_text().splitlines() if path.exists() else ["not recorded"] if resuming else []
+    known = path.read_text().splitlines() if path.exists() else ["not recorded"] if earlier_sessions else []
     device = computing_device()
     if device not in known:
         known.append(device)

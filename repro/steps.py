@@ -152,13 +152,13 @@ def store_metrics(store) -> dict:
     return {"labelmap_bytes_per_image": maps.bytes_per_image, **maps.describe()}
 
 
-def is_annotator_pass(spec: Spec) -> bool:
-    """A label-map run that is an annotator's pass over images (not a variant of stored maps nor oracle maps):
-    under torchrun every rank annotates its share of the images."""
-    return "annotator" in spec.body and spec.body["dtype"] != "compact"
+def splits_over_ranks(body: Mapping) -> bool:
+    """A label-map run that is an annotator's pass over images (not a variant of stored maps nor oracle maps) into
+    fixed-width arrays: under torchrun every rank annotates its share of the images."""
+    return "annotator" in body and body["dtype"] != "compact"
 
 
-@computes("labelmaps", split_over_ranks=is_annotator_pass)
+@computes("labelmaps", split_over_ranks=lambda spec: splits_over_ranks(spec.body))
 def compute_labelmaps(spec: Spec, run: Run, resources: Resources) -> dict:
     body = spec.body
     if "source" in body:  # a variant derived from stored maps
@@ -202,7 +202,7 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     from repro.data.folders import image_folder, read_classes, unlabelled_folder
     from repro.labelmaps.annotator import Annotator
     from repro.labelmaps import open_labelmaps
-    from repro.labelmaps.generate import generate_labelmaps, generate_share
+    from repro.labelmaps.generate import generate_labelmaps, generate_share, remove_shares
     from repro.train.objectives import agreeing_indices
 
     split = body["split"]
@@ -224,21 +224,27 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     # a class subset may have fewer than k; "all": every class at every position
     options = {"input_size": int(body["input_size"]), "dtype": body["dtype"],
                "topk": num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
-               "batch_size": resources.batch_size_eval, "workers": resources.workers}
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size > 1:  # under torchrun each rank annotates its share; rank 0 joins them and records the run
+               "batch_size": resources.batch_size_eval, "workers": resources.workers,
+               # the students of these data skip such images too: the pass must not stop at one
+               "skip_unreadable": bool(body["data"].get("skip_unreadable"))}
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and splits_over_ranks(body):
+        # under torchrun each rank annotates its share; rank 0 joins them and records the run
         store = generate_share(annotator, list(images.relpaths), root, run.dir / "store",
-                               int(os.environ["RANK"]), world_size, **options)
+                               int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), **options)
         if store is None:
             return {}
     else:
         # a job stopped after the pass, before this run was recorded, does not pass again
         store = generate_labelmaps(annotator, list(images.relpaths), root, run.dir / "store", overwrite=True,
                                    keep_finished=True, **options)
+        remove_shares(run.dir / "store")  # an interrupted attempt's under torchrun
     maps = open_labelmaps(store)  # once: its index lists every image
     # timed over all the pass's sessions, after a kill or a requeue (the costs and Figure 6 compare it)
     metrics = {**store_metrics(maps), "generation_seconds": maps.settings["seconds"],
-               "generation_world_size": world_size, GENERATION_OTHERS_CPU_SHARE: measured_share(probe)}
+               # the ranks that made it (a store finished by an earlier attempt may have had other ranks)
+               "generation_world_size": int(maps.settings.get("shares", 1)),
+               GENERATION_OTHERS_CPU_SHARE: measured_share(probe),
+               **({"skipped_images": len(maps.skipped_rows)} if options["skip_unreadable"] else {})}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(maps, images, num_classes)
         # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
@@ -259,10 +265,18 @@ def generated_grid(body: Mapping) -> tuple[int, int]:
 
     ref = body["annotator"]
     architecture = Spec.from_json(ref).body["train"]["model"] if is_spec_json(ref) else ref["model"]
+    checkpoint = None if is_spec_json(ref) else digest_path(ref.get("checkpoint"))
+    if checkpoint:  # one saved by the suite is rebuilt from the architecture it records, as the pass does
+        saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+        if isinstance(saved, Mapping) and {"model", "num_classes", "state_dict"} <= set(saved):
+            architecture = saved["model"]
     size = int(body["input_size"])
     with torch.device("meta"):
         model = create_model(architecture, num_classes=1, **_stride_option(body))
-        return tuple(model.forward_features(torch.zeros(1, 3, size, size)).shape[-2:])
+        features = model.forward_features(torch.zeros(1, 3, size, size))
+    if features.dim() != 4:
+        raise ValueError(f"{architecture['name']} gives no feature map ({tuple(features.shape)}): the pass says why")
+    return tuple(features.shape[-2:])
 
 
 # --- the student -------------------------------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 config. Each variant is an annotator config, so it is trained (embedded scale) or loaded (paper scale) by the
 pipeline's cached runs: `annotator_run`, `labelmaps_dir`, `kd_changes`.
 
-At paper scale they are the paper's pretrained EfficientNets (noisy-student weights in timm, RandAugment's for
-B8) and Instagram-pretrained ResNeXt-101 32x32d, each at its own resolution. At the embedded scale they are CPU-sized ResNets of timm's families, made weaker than the profile's
-annotator by fewer epochs and fewer channels, and larger by depth; the strongest annotator of the sweep is the
-profile's own, so Figure 4 and Figure 6 share their runs with every ReLabel table.
+At paper scale they are the paper's pretrained EfficientNets (noisy-student weights in timm, RandAugment's for B8)
+and Instagram-pretrained ResNeXt-101 32x32d, each at its own resolution. At the embedded scale they are CPU-sized
+ResNets of timm's families, made weaker than the profile's annotator by fewer epochs and fewer channels, and larger
+by depth; the strongest annotator of the sweep is the profile's own, so Figure 4 and Figure 6 share their runs with
+every ReLabel table.
 """
 from __future__ import annotations
 

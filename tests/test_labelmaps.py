@@ -622,6 +622,7 @@ def test_a_pass_split_over_ranks_joins_into_the_one_process_store(tmp_path, imag
     # a rerun (a job requeued after the join, before its run was recorded) keeps it, on every rank
     written = (out / VALUES).stat().st_mtime_ns
     assert generate_share(annotator, relpaths, image_root, out, 1, 3, **settings) is None
+    assert not (tmp_path / "split" / "store.shares-3").exists()  # its joined share is not made again
     assert generate_share(annotator, relpaths, image_root, out, 0, 3, **settings) == out
     assert (out / VALUES).stat().st_mtime_ns == written
 
@@ -642,6 +643,11 @@ def test_rank_zero_waits_for_every_share_and_refuses_one_of_other_images(tmp_pat
     monkeypatch.setattr(generate_module.time, "sleep", rank_one_finishes_meanwhile)
     generate_share(annotator, relpaths, image_root, out, 0, 2, **GENERATE)
     assert waited and open_labelmaps(out).paths == relpaths
+    # a rank that never delivers (it died on another node): rank 0 stops, naming it, once nothing moves
+    monkeypatch.setattr(generate_module.time, "sleep", lambda seconds: None)
+    monkeypatch.setattr(generate_module, "SHARE_STALL_SECONDS", 0.0)
+    with pytest.raises(LabelMapError, match=r"shares of rank 1 \(0 of its images\) have not moved .* rerun the job"):
+        generate_share(annotator, relpaths, image_root, tmp_path / "stalled", 0, 2, **GENERATE)
 
 
 @pytest.mark.parametrize("workers", [0, 1])
@@ -671,6 +677,55 @@ def test_generation_names_an_unreadable_image_and_resumes_once_it_is_replaced(tm
                                                   tmp_path / "reference", **GENERATE))
     for a, b in zip(read_all(resumed), read_all(reference)):
         assert torch.equal(a, b)
+
+
+def test_skipped_unreadable_images_get_blank_maps_that_no_analysis_counts(tmp_path, image_root, tiny_checkpoint,
+                                                                          monkeypatch):
+    """data.skip_unreadable: the students skip such images, so the pass must not stop at one (a pool of millions
+    of web images stopped at each); the blank map is listed, kept through a resume, a split and a derived store."""
+    root = tmp_path / "root"
+    shutil.copytree(image_root, root)
+    damaged = root / "train" / WNIDS[1] / f"{WNIDS[1]}_2.JPEG"  # row 6 of 12
+    damaged.write_bytes(b"not an image")
+    relpaths = list_images(root, "train")
+    annotator = build_annotator(tiny_checkpoint, output_stride=8)
+    skipping = {**GENERATE, "skip_unreadable": True}
+    reference = open_labelmaps(generate_labelmaps(annotator, relpaths, image_root, tmp_path / "reference",
+                                                  **GENERATE))
+
+    def killed_after(partial, run_settings, done, seconds=None):
+        commit_progress(partial, run_settings, done, seconds)
+        if done >= 8:  # past the unreadable image
+            raise RuntimeError("killed")
+
+    monkeypatch.setattr(generate_module, "commit_progress", killed_after)
+    monkeypatch.setattr(generate_module, "PROGRESS_IMAGES", 1)
+    with pytest.raises(RuntimeError, match="killed"):
+        generate_labelmaps(annotator, relpaths, root, tmp_path / "out", **skipping)
+    monkeypatch.undo()
+    store = open_labelmaps(generate_labelmaps(annotator, relpaths, root, tmp_path / "out", **skipping))
+    assert store.skipped_rows.tolist() == [6]
+    assert store.settings["skipped"][0][1].startswith(f"cannot read image {damaged}")
+    values, ids = read_all(store)
+    reference_values, reference_ids = read_all(reference)
+    assert not values[6].any() and not ids[6].any()
+    keep = [row for row in range(12) if row != 6]
+    assert torch.equal(values[keep], reference_values[keep]) and torch.equal(ids[keep], reference_ids[keep])
+    top1, confidence = store.whole_image_top1()
+    assert top1[6] == -1 and confidence[6] == 0 and (top1[keep] >= 0).all()
+    rows, classes = balanced_top1_subsample(store, per_class=12)
+    assert 6 not in rows.tolist() and len(rows) == 11 and (classes >= 0).all()
+    derived = open_labelmaps(derive_store(store.path, tmp_path / "top2", topk=2, dtype="fp16"))
+    assert derived.skipped_rows.tolist() == [6]
+    concatenated = ConcatLabelMaps([(reference, [0, 1]), (store, [5, 6, 7])], relpaths[:5])
+    assert concatenated.skipped_rows.tolist() == [3]
+    # split over 2 ranks: row 6 is the second share's first, and the joined store numbers it 6 again
+    split = tmp_path / "split" / "store"
+    assert generate_share(annotator, relpaths, root, split, 1, 2, **skipping) is None
+    joined = open_labelmaps(generate_share(annotator, relpaths, root, split, 0, 2, **skipping))
+    assert joined.skipped_rows.tolist() == [6]
+    with pytest.raises(LabelMapError, match="data.skip_unreadable=true"):  # without it the pass stops, naming it
+        generate_labelmaps(annotator, relpaths, root, tmp_path / "stops", **GENERATE)
 
 
 # ---- commands ----

@@ -21,7 +21,7 @@ from repro.cli import main
 from repro.preemption import PREEMPTED_STATUS
 from repro.specs import _tree_digest
 from tests.fixtures import without_timing
-from tests.paperscale import SCALED_DOWN, build_paper_scale
+from tests.paperscale import ANNOTATOR, SCALED_DOWN, build_paper_scale
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -174,6 +174,25 @@ def test_skip_unreadable_trains_without_the_file_and_counts_it(paper, tmp_path, 
     metrics = [json.loads(path.read_text()) for path in (root / "runs" / "train").glob("*/metrics.json")]
     assert len(metrics) == 4 and all(m["skipped_images"] == 1 for m in metrics)
     assert all(m["skipped_files"] == [IMAGE] for m in metrics)
+
+
+def test_skip_unreadable_reaches_the_annotators_pass(paper, tmp_path):
+    """Maps generated here (no released maps): the pass gives the file a blank map, listed in its store, where it
+    stopped before although the students were told to skip it."""
+    root = copy_of(paper, tmp_path)
+    truncate_image(root)
+    generated = ["labelmap.official_dir=null", f"annotator.checkpoint={paper.annotator}",
+                 "annotator.model=" + json.dumps(ANNOTATOR), "annotator.pretrained=false",
+                 "annotator.class_map=imagenet-1k", "labelmap.input_size=64", "labelmap.output_stride=16"]
+    assert main(table3_args(root, "data.skip_unreadable=true", *generated)) == 0
+    passes = [json.loads((run / "metrics.json").read_text()) for run in (root / "runs" / "labelmaps").iterdir()
+              if "annotator" in json.loads((run / "spec.json").read_text())["spec"]]
+    assert len(passes) == 1 and passes[0]["skipped_images"] == 1
+    skipped = {json.loads((run / "spec.json").read_text())["spec"]["objective"]["mode"]:
+               json.loads((run / "metrics.json").read_text())["skipped_files"]
+               for run in (root / "runs" / "train").iterdir()}
+    # label cleaning keeps the images whose map agrees with their label: never a blank map's
+    assert skipped == {"original": [IMAGE], "label_smoothing": [IMAGE], "label_cleaning": [], "relabel": [IMAGE]}
 
 
 class Booby:

@@ -136,7 +136,8 @@ def balanced_top1_subsample(maps: LabelMaps, per_class: int, chunk: int = 4096) 
     (after Yalniz et al., 2019): of the images whose top-1 is class c, the `per_class` the map is most confident of
     (all of them where there are fewer). Returns (rows ascending, each row's top-1 class)."""
     top1, confidence = maps.whole_image_top1(chunk=chunk)
-    order = np.lexsort((-confidence, top1))  # by class, most confident first (ties in row order)
+    read = np.flatnonzero(top1 >= 0)  # not the images the pass skipped as unreadable
+    order = read[np.lexsort((-confidence[read], top1[read]))]  # by class, most confident first (ties in row order)
     classes = top1[order]
     rank = np.arange(len(order)) - np.searchsorted(classes, classes)  # position within its class
     rows = np.sort(order[rank < per_class])

@@ -53,6 +53,9 @@ def register(subparsers) -> None:
     p.add_argument("--limit", type=int, default=None, help="annotate only the first N images (sorted)")
     p.add_argument("--device", default=None, help="torch device (default cuda if available)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--skip-unreadable", action="store_true",
+                   help="give an image that cannot be read a blank map, listed in the store's index, instead of "
+                        "stopping (packed format only)")
     p.set_defaults(func=_relabel)
 
     p = subparsers.add_parser("labelmaps", help="check, convert and describe label-map stores")
@@ -123,7 +126,7 @@ def _relabel(args, experiments=None) -> int:
         out = generate_labelmaps(annotator, relpaths, args.data, args.out, input_size=args.input_size,
                                  topk=args.topk, dtype=args.dtype, batch_size=args.batch_size,
                                  workers=args.workers, fmt=args.format, device=args.device,
-                                 overwrite=args.overwrite)
+                                 overwrite=args.overwrite, skip_unreadable=args.skip_unreadable)
         _print_summary(open_labelmaps(out).describe())
     except ERRORS as error:
         return _fail(error)

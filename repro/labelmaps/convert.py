@@ -91,7 +91,9 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
         settings = {"num_classes": num_classes, "annotator": source.settings.get("annotator"),
                     "input_size": source.settings.get("input_size"),
                     "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
-                                     "dtype": source.dtype}}
+                                     "dtype": source.dtype},
+                    # rows keep their order, so the source's unreadable images are the same rows here
+                    **({"skipped": source.settings["skipped"]} if source.settings.get("skipped") else {})}
         writer.finish(paths, settings)
         (partial / PROGRESS).unlink()
         commit_dir(partial, out_dir, overwrite)

@@ -124,7 +124,16 @@ class LabelMaps(ABC):
             probabilities.append(best.values.numpy())
         if not classes:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
-        return np.concatenate(classes), np.concatenate(probabilities)
+        classes, probabilities = np.concatenate(classes), np.concatenate(probabilities)
+        blank = np.isin(rows, self.skipped_rows)
+        classes[blank], probabilities[blank] = -1, 0.0  # no analysis may count an image nobody could read
+        return classes, probabilities
+
+    @property
+    def skipped_rows(self) -> np.ndarray:
+        """Rows of images the annotator's pass could not read under `data.skip_unreadable`: blank maps, which
+        `whole_image_top1` marks class -1 (agreeing with no label, chosen by no subsample)."""
+        return np.array(sorted(int(row) for row, _ in self.settings.get("skipped", [])), dtype=np.int64)
 
     @property
     def bytes_per_image(self) -> int:
@@ -174,6 +183,10 @@ class ConcatLabelMaps(LabelMaps):
     @property
     def paths(self) -> list[str]:
         return self._paths
+
+    @property
+    def skipped_rows(self) -> np.ndarray:
+        return np.flatnonzero(np.concatenate([np.isin(rows, maps.skipped_rows) for maps, rows in self.parts]))
 
     def read(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
         rows = as_rows(rows)

