@@ -19,7 +19,7 @@ from PIL import Image
 from repro import results
 from repro.data.imagenet import open_imagenet
 from repro.experiment import Collected, Context, Experiment
-from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
+from repro.labelmaps.analysis import analysable, epoch_crop_boxes, normalised_crops, pooled_targets
 from repro.pipeline import data_root, labelmaps_specs, student_labelmaps
 from repro.plotting import plt, wrapped_title
 
@@ -35,7 +35,7 @@ def collect(ctx: Context) -> Collected:
     data = open_imagenet(root, cfg["data"])
     maps = student_labelmaps(cfg, ctx.runs_root)
     train = data.train
-    indices = np.random.default_rng(seed).permutation(len(train))[:SAMPLE]
+    indices = analysable(train, np.random.default_rng(seed).permutation(len(train))[:SAMPLE], maps)
     boxes, sizes = epoch_crop_boxes(train, indices, seed, 0, cfg["train"]["scale"], cfg["train"]["ratio"])
     unit = normalised_crops(boxes, sizes)
     targets = pooled_targets(maps, [train.relpaths[i] for i in indices], unit, cfg["supervision"]["variant"])

@@ -11,9 +11,12 @@ import os
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from PIL import Image
 from torch.utils.data import default_collate
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".webp")
+# what Pillow raises for a truncated, empty, non-image or oversized file
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 def is_image(name: str) -> bool:

@@ -225,8 +225,9 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
     options = {"input_size": int(body["input_size"]), "dtype": body["dtype"],
                "topk": num_classes if body["topk"] == "all" else min(int(body["topk"]), num_classes),
                "batch_size": resources.batch_size_eval, "workers": resources.workers,
-               # the students of these data skip such images too: the pass must not stop at one
-               "skip_unreadable": bool(body["data"].get("skip_unreadable"))}
+               # the students of these data skip such images too: the pass must not stop at one (val's maps, of
+               # Figures 5 and A2, are of an evaluation set, which is scored whole)
+               "skip_unreadable": bool(body["data"].get("skip_unreadable")) and split != "val"}
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and splits_over_ranks(body):
         # under torchrun each rank annotates its share; rank 0 joins them and records the run
         store = generate_share(annotator, list(images.relpaths), root, run.dir / "store",
@@ -247,8 +248,9 @@ def _generate_labelmaps(body: Mapping, run: Run, resources: Resources) -> dict:
                **({"skipped_images": len(maps.skipped_rows)} if options["skip_unreadable"] else {})}
     if not body["unlabelled"] and not body["data"].get("multilabel"):
         agreeing = agreeing_indices(maps, images, num_classes)
-        # the share of the split's images whose whole-image map agrees with their label (the annotator's view)
-        metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / len(images)
+        # the share of the split's images whose whole-image map agrees with their label (the annotator's view), of
+        # those the pass could read
+        metrics[f"agreement_top1_{split}"] = 100.0 * len(agreeing) / max(len(images) - len(maps.skipped_rows), 1)
     return metrics
 
 

@@ -45,21 +45,23 @@ def report(ctx: Context) -> str:
     variation, mean and max) on the crops the seed's student sees first: what the storage changes before any
     training noise, which at a few seeds hides a difference of 0.3 pp."""
     from repro.data.imagenet import open_imagenet
-    from repro.labelmaps.analysis import epoch_crop_boxes, normalised_crops, pooled_targets
+    from repro.labelmaps.analysis import analysable, epoch_crop_boxes, normalised_crops, pooled_targets
 
     cfg = ctx.config
     train = open_imagenet(data_root(cfg, ctx.runs_root), cfg["data"]).train
-    indices = np.arange(min(TARGET_CHECK_IMAGES, len(train)))
+    variants = runs(cfg)
+
+    def maps(name):  # as the variant's students read them (released or generated, transposed or not)
+        return student_labelmaps(with_changes(cfg, variants[("resnet50", name)]), ctx.runs_root)
+
+    indices = analysable(train, np.arange(min(TARGET_CHECK_IMAGES, len(train))), maps("relabel_fp32_top5"))
     boxes, sizes = epoch_crop_boxes(train, indices, ctx.seeds[0], scale=cfg["train"]["scale"],
                                     ratio=cfg["train"]["ratio"])
     boxes = normalised_crops(boxes, sizes)
     relpaths = [train.relpaths[i] for i in indices]
 
-    variants = runs(cfg)
-
-    def targets(name):  # the maps as the variant's students read them (released or generated, transposed or not)
-        return pooled_targets(student_labelmaps(with_changes(cfg, variants[("resnet50", name)]), ctx.runs_root),
-                              relpaths, boxes)
+    def targets(name):
+        return pooled_targets(maps(name), relpaths, boxes)
 
     reference = targets("relabel_fp32_top5")
     lines = [annotator_report(ctx), f"pooled targets against fp32 top-5's on {len(indices)} training crops "

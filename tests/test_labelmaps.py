@@ -715,8 +715,18 @@ def test_skipped_unreadable_images_get_blank_maps_that_no_analysis_counts(tmp_pa
     assert top1[6] == -1 and confidence[6] == 0 and (top1[keep] >= 0).all()
     rows, classes = balanced_top1_subsample(store, per_class=12)
     assert 6 not in rows.tolist() and len(rows) == 11 and (classes >= 0).all()
-    derived = open_labelmaps(derive_store(store.path, tmp_path / "top2", topk=2, dtype="fp16"))
-    assert derived.skipped_rows.tolist() == [6]
+    assert verify(store.path, image_root=root)["ok"]  # blank by design, not damaged
+    for dtype in ("fp16", "int8"):
+        derived = open_labelmaps(derive_store(store.path, tmp_path / f"top2_{dtype}", topk=2, dtype=dtype))
+        assert derived.skipped_rows.tolist() == [6] and not read_all(derived)[0][6].any()
+    # a student reading the image (now readable: a transient error, or replaced) must not learn the blank map
+    from repro.data.datasets import TrainCrops
+    from repro.data.folders import ImageList
+    from repro.data.transforms import TrainCrop
+
+    crops = TrainCrops(ImageList(image_root, tuple(relpaths), np.arange(12) // 4), TrainCrop(32), 0, store.path)
+    samples = crops.__getitems__([(0, 5), (0, 6)])
+    assert "labelmap_values" in samples[0] and "blank label map" in samples[1]["unreadable"]
     concatenated = ConcatLabelMaps([(reference, [0, 1]), (store, [5, 6, 7])], relpaths[:5])
     assert concatenated.skipped_rows.tolist() == [3]
     # split over 2 ranks: row 6 is the second share's first, and the joined store numbers it 6 again
@@ -724,8 +734,17 @@ def test_skipped_unreadable_images_get_blank_maps_that_no_analysis_counts(tmp_pa
     assert generate_share(annotator, relpaths, root, split, 1, 2, **skipping) is None
     joined = open_labelmaps(generate_share(annotator, relpaths, root, split, 0, 2, **skipping))
     assert joined.skipped_rows.tolist() == [6]
+    monkeypatch.setattr(generate_module, "PROGRESS_IMAGES", 1)
     with pytest.raises(LabelMapError, match="data.skip_unreadable=true"):  # without it the pass stops, naming it
-        generate_labelmaps(annotator, relpaths, root, tmp_path / "stops", **GENERATE)
+        generate_labelmaps(annotator, relpaths, root, tmp_path / "stops", **{**GENERATE, "batch_size": 1})
+    # that stopped pass (as one begun before skipping existed) resumes when skipping is turned on
+    loaded = []
+    original = generate_module.ImageFiles.__getitem__
+    monkeypatch.setattr(generate_module.ImageFiles, "__getitem__",
+                        lambda self, index: loaded.append(self.relpaths[index]) or original(self, index))
+    resumed = open_labelmaps(generate_labelmaps(annotator, relpaths, root, tmp_path / "stops",
+                                                **{**skipping, "batch_size": 1}))
+    assert loaded == relpaths[6:] and resumed.skipped_rows.tolist() == [6]
 
 
 # ---- commands ----

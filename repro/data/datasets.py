@@ -14,18 +14,14 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, DistributedSampler, default_collate
 
 from repro.crops import crop_rng
 from repro.data.folders import ImageList
 from repro.data.transforms import EvalView, TrainCrop, read_image
-from repro.imagefiles import readable_batches
+from repro.imagefiles import IMAGE_ERRORS, readable_batches
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.reader import open_labelmaps
-
-# what Pillow raises for a truncated, empty, non-image or oversized file
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
 
 
 class UnreadableImage(ValueError):
@@ -52,6 +48,8 @@ class TrainCrops(Dataset):
         # the store pickles without its memory maps and reopens them once per worker process
         self.labelmaps = None if labelmaps is None else open_labelmaps(labelmaps)
         self.rows = None if labelmaps is None else self.labelmaps.rows_for(images.relpaths)
+        # rows the annotator's pass could not read (data.skip_unreadable): blank maps, never a target
+        self.blank_rows = set() if labelmaps is None else set(self.labelmaps.skipped_rows.tolist())
 
     def __len__(self) -> int:
         return len(self.images)
@@ -78,6 +76,13 @@ class TrainCrops(Dataset):
 
     def _add_maps(self, samples: list[dict]) -> None:
         """Each sample's label map, in place; a sample whose map cannot be read becomes a "bad_labelmap" one."""
+        for sample in samples:
+            if self.rows[sample["index"]] in self.blank_rows:  # the image reads now, but its map is blank
+                index = sample["index"]
+                sample.clear()
+                sample.update({"index": index, "unreadable": f"training image {self.images.path(index)} has a "
+                                                             "blank label map: the annotator's pass could not read it"})
+        samples = [sample for sample in samples if "image" in sample]
         if not samples:
             return
         try:

@@ -51,6 +51,16 @@ def crop_confidences(maps: LabelMaps, val: ValBoxes, crops_per_image: int, seed:
     return np.concatenate(ious), np.concatenate(confidences).astype(np.float64)
 
 
+def analysable(images: ImageList, indices: Sequence[int], maps: LabelMaps) -> np.ndarray:
+    """`indices` less the images whose maps are blank: those the annotator's pass could not read
+    (`data.skip_unreadable`), which no analysis of targets may count."""
+    indices = np.asarray(indices)
+    blank = maps.skipped_rows
+    if not len(blank):
+        return indices
+    return indices[~np.isin(maps.rows_for([images.relpaths[int(i)] for i in indices]), blank)]
+
+
 def epoch_crop_boxes(images: ImageList, indices: Sequence[int], seed: int, epoch: int = 0, scale=IMAGENET_SCALE,
                      ratio=IMAGENET_RATIO) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The pixel boxes [N, 4] of the crops that a student trained with `seed` sees in `epoch` (0 = the first) of

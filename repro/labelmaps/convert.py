@@ -93,11 +93,18 @@ def write_store(source: LabelMaps, out_dir: str | os.PathLike, topk: int | None 
                     "derived_from": {"path": str(source.path), "format": source.format, "topk": source.topk,
                                      "dtype": source.dtype},
                     # rows keep their order, so the source's unreadable images are the same rows here
-                    **({"skipped": source.settings["skipped"]} if source.settings.get("skipped") else {})}
+                    **_skipped_of(source)}
         writer.finish(paths, settings)
         (partial / PROGRESS).unlink()
         commit_dir(partial, out_dir, overwrite)
     return out_dir
+
+
+def _skipped_of(source: LabelMaps) -> dict:
+    """The index entry listing the source's rows whose images its pass could not read (none: no entry)."""
+    messages = {int(row): message for row, message in source.settings.get("skipped", [])}
+    rows = source.skipped_rows.tolist()
+    return {"skipped": [[row, messages.get(row, "skipped by the pass")] for row in rows]} if rows else {}
 
 
 def _digest(items) -> str:
@@ -160,7 +167,8 @@ def official_to_packed(source: str | os.PathLike, out_dir: str | os.PathLike, dt
 
 
 def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Write one <wnid>/<stem>.pt per image (fp32, as released) from a packed store."""
+    """Write one <wnid>/<stem>.pt per image (fp32, as released) from a packed store; none for an image its pass
+    could not read (a blank map, which the official layout cannot mark: the image has no map, as checks report)."""
     maps = open_labelmaps(source)
     if maps.format != "packed":
         raise LabelMapError(f"{source} is an official directory, not a packed store")
@@ -172,11 +180,13 @@ def packed_to_official(source: str | os.PathLike, out_dir: str | os.PathLike, ov
         raise LabelMapError(f"{source}: two images share a <wnid>/<stem> key, the official layout cannot hold both")
     partial = partial_dir(out_dir)
     shutil.rmtree(partial, ignore_errors=True)
+    blank = set(maps.skipped_rows.tolist())
     for start in range(0, maps.num_images, CHUNK):
         rows = np.arange(start, min(start + CHUNK, maps.num_images))
         values, ids = maps.read(rows)
         for row, v, i in zip(rows, values, ids):
-            save_official(partial / f"{keys[row]}.pt", v, i)
+            if row not in blank:
+                save_official(partial / f"{keys[row]}.pt", v, i)
     settings = {**{k: maps.settings.get(k) for k in ("num_classes", "annotator", "input_size")},
                 "topk": maps.topk, "grid": list(maps.grid)}
     write_text_atomic(partial / OFFICIAL_SETTINGS, json.dumps(settings))

@@ -28,7 +28,7 @@ from torchvision.transforms import functional as TF
 from tqdm import tqdm
 
 from repro.atomic import write_text_atomic
-from repro.imagefiles import collate_readable, readable_batches
+from repro.imagefiles import IMAGE_ERRORS, collate_readable, readable_batches
 from repro.labelmaps.annotator import Annotator
 from repro.labelmaps.errors import LabelMapError
 from repro.labelmaps.maps import official_key
@@ -42,7 +42,8 @@ FORMATS = ("packed", "official")
 # the image list is part of the settings a resumed pass must match, so the file is replaced rather than removed
 UNREADABLE_ADVICE = ("replace it with a readable copy and rerun, which resumes (removing it would change the image "
                      "list, and the pass would start again); or give such images blank maps and leave them out: "
-                     "data.skip_unreadable=true (relabel --skip-unreadable)")
+                     "data.skip_unreadable=true (another run: the pass and its students start again; relabel "
+                     "--skip-unreadable)")
 PROGRESS_IMAGES, PROGRESS_SECONDS = 256, 30.0  # a kill loses at most about this much work
 SKIPPED = "skipped.json"  # in a partial store under skip_unreadable: [row, message] of each image skipped so far
 
@@ -68,7 +69,7 @@ class ImageFiles(Dataset):
         try:
             with Image.open(path) as image:
                 return image_tensor(image, self.input_size), index
-        except (OSError, ValueError) as error:  # raised by `readable_batches` in the main process, as one line
+        except IMAGE_ERRORS as error:  # raised by `readable_batches` in the main process, as one line
             return f"cannot read image {path}: {error}", index
 
 
@@ -90,22 +91,30 @@ def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, to
             **({"skip_unreadable": True} if skip_unreadable else {})}
 
 
+def _same_pass(recorded: dict, settings: dict) -> bool:
+    """Whether a store or an interrupted pass recorded `settings`. One of a skipping pass begun or finished before
+    skipping existed lacks skip_unreadable: it stopped at its first unreadable image, so every row it holds was
+    read, as a skipping pass would have."""
+    return recorded == settings or (bool(settings.get("skip_unreadable")) and "skip_unreadable" not in recorded
+                                    and {**recorded, "skip_unreadable": True} == settings)
+
+
 def _finished_with(out_dir: Path, settings: dict) -> bool:
     """Whether out_dir holds a finished packed store written with `settings`."""
     try:
         recorded = json.loads((out_dir / INDEX).read_text())
-    except (OSError, ValueError):  # none, or a share rank 0 is removing after joining it
+    except FileNotFoundError:  # none, or a share rank 0 is removing after joining it
         return False
     # a store written before the pass's time was recorded in its index is made again, so that it is timed
-    return "seconds" in recorded and all(recorded.get(key) == json.loads(json.dumps(value))
-                                         for key, value in settings.items())
+    return "seconds" in recorded and _same_pass({key: recorded.get(key) for key in settings if key in recorded},
+                                                json.loads(json.dumps(settings)))
 
 
 def _resume_point(partial: Path, settings: dict) -> int | None:
     recorded = recorded_progress(partial)
     if recorded is None:
         return None
-    if recorded[0] != settings:
+    if not _same_pass(recorded[0], settings):
         changed = sorted(key for key in set(settings) | set(recorded[0]) if recorded[0].get(key) != settings.get(key))
         if changed == ["paths_sha256"]:
             raise LabelMapError(f"{partial} holds an interrupted generation of another image list (an image was "
@@ -296,8 +305,8 @@ def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: P
                              "seconds": round(earlier + time.monotonic() - session, 2),
                              **({"skipped": [[row, message] for row, message in sorted(skipped.items())]}
                                 if skip else {})})
+    (partial / PROGRESS).unlink()  # first: a resume point without its list of skipped rows would lose them
     (partial / SKIPPED).unlink(missing_ok=True)
-    (partial / PROGRESS).unlink()
     commit_dir(partial, out_dir, overwrite)
     return out_dir
 

@@ -47,16 +47,19 @@ def _verify_packed(maps: PackedLabelMaps, problems: list[str]) -> None:
     except LabelMapError as error:
         problems.append(str(error))
         return
+    blank = set(maps.skipped_rows.tolist())  # listed as skipped by the pass: blank by design
     for start in range(0, maps.num_images, CHUNK):
         stop = min(start + CHUNK, maps.num_images)
         chunk_scales = None if scales is None else np.asarray(scales[start:stop])
         for offset, message in _check_rows(np.asarray(values[start:stop]), np.asarray(ids[start:stop]),
                                            chunk_scales, maps.num_classes):
-            problems.append(f"{maps.paths[start + offset]} (row {start + offset}): {message}")
+            if start + offset not in blank:
+                problems.append(f"{maps.paths[start + offset]} (row {start + offset}): {message}")
 
 
 def _verify_compact(maps: PackedLabelMaps, problems: list[str]) -> None:
     """Every record decoded and checked; a damaged record is reported by its row, and the rest still checked."""
+    blank = set(maps.skipped_rows.tolist())  # listed as skipped by the pass: blank by design
     try:
         scales = maps.records().scales  # checks the row table's and scales' shapes against the index
     except LabelMapError as error:
@@ -76,7 +79,8 @@ def _verify_compact(maps: PackedLabelMaps, problems: list[str]) -> None:
         for chunk_rows, values, ids in decoded:
             for offset, message in _check_rows(values, ids, np.asarray(scales[chunk_rows]), maps.num_classes):
                 row = int(chunk_rows[offset])
-                problems.append(f"{maps.paths[row]} (row {row}): {message}")
+                if row not in blank:
+                    problems.append(f"{maps.paths[row]} (row {row}): {message}")
 
 
 def _verify_official(maps: OfficialLabelMaps, problems: list[str]) -> None:
