@@ -36,6 +36,11 @@ def save_model(model: nn.Module, spec: Mapping, num_classes: int, path: str | os
     write_stream_atomic(path, lambda file: torch.save(checkpoint, file))
 
 
+def is_saved_model(saved) -> bool:
+    """Whether a loaded checkpoint is one `save_model` wrote (it records its own architecture and classes)."""
+    return isinstance(saved, Mapping) and {"model", "num_classes", "state_dict"} <= set(saved)
+
+
 def load_model(path: str | os.PathLike, **overrides) -> nn.Module:
     """Rebuild a model saved by `save_model`; overrides (e.g. output_stride=8) go to timm.create_model."""
     saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -150,7 +155,7 @@ def load_classifier(source: str | os.PathLike, spec: Mapping | None = None, pret
         return create_model({"name": str(source), "kwargs": dict((spec or {}).get("kwargs") or {})},
                             num_classes=num_classes, pretrained=pretrained, **overrides).eval()
     saved = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(saved, Mapping) and {"model", "num_classes", "state_dict"} <= set(saved):
+    if is_saved_model(saved):
         return load_model(path, **overrides)
     if spec is None:
         raise ValueError(f"{path} is a plain state dict: name its timm architecture (annotator.model, or --arch)")

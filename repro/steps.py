@@ -263,14 +263,14 @@ def _stride_option(body: Mapping) -> dict:
 def generated_grid(body: Mapping) -> tuple[int, int]:
     """(H, W) of the maps of the annotator's pass `body`, from its architecture on the meta device: known in
     seconds, before a pass of hours (the pre-flight check compares it with the maps it will be read beside)."""
-    from repro.models import create_model
+    from repro.models import create_model, is_saved_model
 
     ref = body["annotator"]
     architecture = Spec.from_json(ref).body["train"]["model"] if is_spec_json(ref) else ref["model"]
     checkpoint = None if is_spec_json(ref) else digest_path(ref.get("checkpoint"))
     if checkpoint:  # one saved by the suite is rebuilt from the architecture it records, as the pass does
         saved = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-        if isinstance(saved, Mapping) and {"model", "num_classes", "state_dict"} <= set(saved):
+        if is_saved_model(saved):
             architecture = saved["model"]
     size = int(body["input_size"])
     with torch.device("meta"):

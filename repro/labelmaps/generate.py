@@ -91,6 +91,13 @@ def _settings(annotator: Annotator, relpaths: Sequence[str], input_size: int, to
             **({"skip_unreadable": True} if skip_unreadable else {})}
 
 
+def _index_settings(settings: dict, seconds: float, skipped: list | None) -> dict:
+    """What a pass's finished store records in its index beside the writer's own keys: its settings, its time over
+    all its sessions, and under skip_unreadable its skipped rows ([row, message], in row order)."""
+    return {**{key: value for key, value in settings.items() if key not in ("topk", "grid", "dtype")},
+            "seconds": round(seconds, 2), **({"skipped": sorted(skipped)} if skipped is not None else {})}
+
+
 def _same_pass(recorded: dict, settings: dict) -> bool:
     """Whether a store or an interrupted pass recorded `settings`. One of a skipping pass begun or finished before
     skipping existed lacks skip_unreadable: it stopped at its first unreadable image, so every row it holds was
@@ -106,7 +113,7 @@ def _finished_with(out_dir: Path, settings: dict) -> bool:
     except FileNotFoundError:  # none, or a share rank 0 is removing after joining it
         return False
     # a store written before the pass's time was recorded in its index is made again, so that it is timed
-    return "seconds" in recorded and _same_pass({key: recorded.get(key) for key in settings if key in recorded},
+    return "seconds" in recorded and _same_pass({key: recorded[key] for key in settings if key in recorded},
                                                 json.loads(json.dumps(settings)))
 
 
@@ -213,14 +220,12 @@ def generate_share(annotator: Annotator | nn.Module, relpaths: Sequence[str], ro
         if not _finished_with(out_dir, settings):
             _wait_for_shares(wanted)
             indices = {share: json.loads((share / INDEX).read_text()) for share in shares}
-            seconds = sum(index["seconds"] for index in indices.values())
             # each share's skipped rows, numbered in the whole pass
             skipped = [[int(bounds[int(share.name)]) + row, message] for share in shares
                        for row, message in indices[share].get("skipped", [])]
-            concatenate_packed(shares, out_dir, {**{k: v for k, v in settings.items()
-                                                    if k not in ("topk", "grid", "dtype")},
-                                                 "seconds": round(seconds, 2), "shares": len(shares),
-                                                 **({"skipped": skipped} if skip_unreadable else {})})
+            seconds = sum(index["seconds"] for index in indices.values())
+            concatenate_packed(shares, out_dir, {**_index_settings(settings, seconds, skipped if skip_unreadable
+                                                                   else None), "shares": len(shares)})
     remove_shares(out_dir)
     return out_dir
 
@@ -301,10 +306,8 @@ def _generate_packed(annotator: Annotator, relpaths: list[str], root, out_dir: P
             commit_progress(partial, settings, written, seconds=earlier + time.monotonic() - session)
             recorded, recorded_at = written, time.monotonic()
     # the pass's time over all its sessions, which a store kept by a later call still holds
-    writer.finish(relpaths, {**{k: v for k, v in settings.items() if k not in ("topk", "grid", "dtype")},
-                             "seconds": round(earlier + time.monotonic() - session, 2),
-                             **({"skipped": [[row, message] for row, message in sorted(skipped.items())]}
-                                if skip else {})})
+    writer.finish(relpaths, _index_settings(settings, earlier + time.monotonic() - session,
+                                            [[row, message] for row, message in skipped.items()] if skip else None))
     (partial / PROGRESS).unlink()  # first: a resume point without its list of skipped rows would lose them
     (partial / SKIPPED).unlink(missing_ok=True)
     commit_dir(partial, out_dir, overwrite)
@@ -338,7 +341,8 @@ def _annotated_batches(annotator: Annotator, dataset: ImageFiles, shape: tuple, 
                     values, ids = annotator(images.to(device, non_blocking=True), shape[0])
                 values, ids = values.float().cpu(), ids.cpu()
             if unreadable:
-                read = [p for p in range(len(indices)) if p not in {position for position, _ in unreadable}]
+                skipped = {position for position, _ in unreadable}
+                read = [p for p in range(len(indices)) if p not in skipped]
                 blank_values, blank_ids = torch.zeros(len(indices), *shape), torch.zeros(len(indices), *shape,
                                                                                           dtype=torch.int64)
                 if read:
