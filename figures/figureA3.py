@@ -35,7 +35,8 @@ def collect(ctx: Context) -> Collected:
     data = open_imagenet(root, cfg["data"])
     maps = student_labelmaps(cfg, ctx.runs_root)
     train = data.train
-    indices = analysable(train, np.random.default_rng(seed).permutation(len(train))[:SAMPLE], maps)
+    indices = analysable(train, np.random.default_rng(seed).permutation(len(train))[:SAMPLE], maps,
+                         cfg["data"]["skip_unreadable"])
     boxes, sizes = epoch_crop_boxes(train, indices, seed, 0, cfg["train"]["scale"], cfg["train"]["ratio"])
     unit = normalised_crops(boxes, sizes)
     targets = pooled_targets(maps, [train.relpaths[i] for i in indices], unit, cfg["supervision"]["variant"])

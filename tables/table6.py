@@ -54,7 +54,8 @@ def report(ctx: Context) -> str:
     def maps(name):  # as the variant's students read them (released or generated, transposed or not)
         return student_labelmaps(with_changes(cfg, variants[("resnet50", name)]), ctx.runs_root)
 
-    indices = analysable(train, np.arange(min(TARGET_CHECK_IMAGES, len(train))), maps("relabel_fp32_top5"))
+    indices = analysable(train, np.arange(min(TARGET_CHECK_IMAGES, len(train))), maps("relabel_fp32_top5"),
+                         cfg["data"]["skip_unreadable"])
     boxes, sizes = epoch_crop_boxes(train, indices, ctx.seeds[0], scale=cfg["train"]["scale"],
                                     ratio=cfg["train"]["ratio"])
     boxes = normalised_crops(boxes, sizes)

@@ -14,6 +14,7 @@ import textwrap
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -193,6 +194,20 @@ def test_skip_unreadable_reaches_the_annotators_pass(paper, tmp_path):
                for run in (root / "runs" / "train").iterdir()}
     # label cleaning keeps the images whose map agrees with their label: never a blank map's
     assert skipped == {"original": [IMAGE], "label_smoothing": [IMAGE], "label_cleaning": [], "relabel": [IMAGE]}
+
+
+def test_figure_a3_on_released_maps_leaves_out_an_unreadable_image_only_when_told(paper, tmp_path, capsys):
+    """A released map exists for every image, a damaged copy's included: the crops analysed are those a student
+    reads, so the analysis stops on the file as the students do, or leaves it out under data.skip_unreadable."""
+    root = copy_of(paper, tmp_path)
+    empty_image(root)
+    assert main(table3_args(root, command="figureA3")) == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith(f"error: cannot read training image {a_training_image(root)}") and \
+        "data.skip_unreadable=true" in error
+    assert main(table3_args(root, "data.skip_unreadable=true", command="figureA3")) == 0
+    measured = pd.read_csv(root / "results" / "paper" / "figureA3_seeds.csv").query("metric == 'crops_measured'")
+    assert measured["value"].tolist() == [len(list((root / "train").glob("*/*.JPEG"))) - 1]
 
 
 class Booby:

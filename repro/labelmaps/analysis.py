@@ -15,7 +15,10 @@ from PIL import Image
 
 from repro.boxes import ValBoxes
 from repro.crops import IMAGENET_RATIO, IMAGENET_SCALE, crop_rng, max_iou_with_boxes, sample_rrc_boxes
+from repro.data.datasets import UnreadableImage
 from repro.data.folders import ImageList
+from repro.data.transforms import read_image
+from repro.imagefiles import IMAGE_ERRORS
 from repro.labelmaps.render import class_heatmap
 from repro.labelmaps.maps import LabelMaps
 from repro.pooling import global_pool_logits, pool_labels
@@ -51,14 +54,27 @@ def crop_confidences(maps: LabelMaps, val: ValBoxes, crops_per_image: int, seed:
     return np.concatenate(ious), np.concatenate(confidences).astype(np.float64)
 
 
-def analysable(images: ImageList, indices: Sequence[int], maps: LabelMaps) -> np.ndarray:
-    """`indices` less the images whose maps are blank: those the annotator's pass could not read
-    (`data.skip_unreadable`), which no analysis of targets may count."""
+def analysable(images: ImageList, indices: Sequence[int], maps: LabelMaps, skip_unreadable: bool = False
+               ) -> np.ndarray:
+    """`indices` less the images no student learned from, which no analysis of targets may count: those whose
+    maps are blank (the annotator's pass could not read them) and, under `data.skip_unreadable`, those the
+    students' loader cannot decode (a released map exists for every image, a damaged copy of one included)."""
     indices = np.asarray(indices)
     blank = maps.skipped_rows
-    if not len(blank):
-        return indices
-    return indices[~np.isin(maps.rows_for([images.relpaths[int(i)] for i in indices]), blank)]
+    if len(blank):
+        indices = indices[~np.isin(maps.rows_for([images.relpaths[int(i)] for i in indices]), blank)]
+    if skip_unreadable:
+        indices = indices[[_decodes(images.path(int(i))) for i in indices]] if len(indices) else indices
+    return indices
+
+
+def _decodes(path) -> bool:
+    """Whether the students' loader reads the image: decoded whole, as a truncated file fails only there."""
+    try:
+        read_image(path)
+    except IMAGE_ERRORS:
+        return False
+    return True
 
 
 def epoch_crop_boxes(images: ImageList, indices: Sequence[int], seed: int, epoch: int = 0, scale=IMAGENET_SCALE,
@@ -67,8 +83,13 @@ def epoch_crop_boxes(images: ImageList, indices: Sequence[int], seed: int, epoch
     the training images at `indices` of its training list, and each image's (width, height)."""
     boxes, sizes = [], []
     for index in indices:
-        with Image.open(images.path(int(index))) as image:
-            width, height = image.size
+        path = images.path(int(index))
+        try:
+            with Image.open(path) as image:
+                width, height = image.size
+        except IMAGE_ERRORS as error:
+            raise UnreadableImage(f"cannot read training image {path}: {error}: replace or delete the file, or set "
+                                  "data.skip_unreadable=true to leave it out") from None
         boxes.append(sample_rrc_boxes(width, height, 1, crop_rng(seed, epoch, int(index)), scale, ratio)[0])
         sizes.append((width, height))
     return np.array(boxes).reshape(-1, 4), sizes
