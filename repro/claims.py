@@ -163,12 +163,19 @@ def evaluate_claims(claims, measured: pd.DataFrame) -> list[Verdict]:
 
 
 def absolute_checks(summary: pd.DataFrame, tolerance: float = 0.3,
-                    tolerances: dict[str, float] | None = None) -> list[Verdict]:
-    """Paper profile only: each reproduced mean within a per-metric tolerance of the reported number."""
+                    tolerances: dict[str, float | None] | None = None) -> list[Verdict]:
+    """Paper profile only: each reproduced mean within a per-metric tolerance of the reported number. A metric
+    whose tolerance is None is shown beside the reported number, not judged: the protocol behind that number is
+    not known, so a difference would say nothing about the reproduction."""
     verdicts = []
     for row in summary.dropna(subset=["reported"]).itertuples(index=False):
         tol = (tolerances or {}).get(row.metric, tolerance)
         diff = row.mean - row.reported
+        if tol is None:
+            verdicts.append(Verdict(f"{row.model} {row.setting} {row.metric} beside {row.reported}", NOT_SHOWN,
+                                    f"reproduced {row.mean:.2f} (n={row.n}), diff {diff:+.2f}: the paper's "
+                                    "protocol for this number is not known", checked=False))
+            continue
         verdict = HOLDS if abs(diff) <= tol else FAILS
         verdicts.append(Verdict(f"{row.model} {row.setting} {row.metric} within ±{tol} of {row.reported}",
                                 verdict, f"reproduced {row.mean:.2f} (n={row.n}), diff {diff:+.2f}"))

@@ -24,7 +24,8 @@ def _add_context_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=int, default=1, help="seeds 0..N-1 per setting (default 1); where N > 1 at the proxy profile, Tables 3 "
                              "and A1 run 5, since their ImageNetV2 intervals straddle zero at 3")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="change the base config, e.g. --set train.epochs=4 (repeatable)")
+                        help="change the base config, e.g. --set train.epochs=4 (repeatable); the keys are those of "
+                             "repro/config.py, the paper-scale ones listed in docs/paper-scale.md")
     parser.add_argument("--runs", type=Path, default=Path("runs"), help="run cache directory (default runs/)")
     parser.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
 
@@ -39,16 +40,18 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
                               "wait for them, then tabulate here")
     cluster.add_argument("--submit-no-wait", action="store_true",
                          help="with --submit: print the job ids and the command that tabulates, and stop")
-    cluster.add_argument("--slurm-partition", dest="slurm_partition", metavar="P")
-    cluster.add_argument("--slurm-account", dest="slurm_account", metavar="A")
+    cluster.add_argument("--slurm-partition", dest="slurm_partition", metavar="P", help="Slurm partition of every job")
+    cluster.add_argument("--slurm-account", dest="slurm_account", metavar="A", help="Slurm account charged")
     cluster.add_argument("--slurm-gpus-per-node", dest="slurm_gpus_per_node", type=int, metavar="G",
                          help="GPUs (one task each) per node of a training job; other jobs take one (default 1)")
     cluster.add_argument("--slurm-nodes", dest="slurm_nodes", type=int, metavar="N",
                          help="nodes of a training job (default 1)")
     cluster.add_argument("--slurm-time", dest="slurm_time_min", type=int, metavar="MIN",
                          help="time limit of each job in minutes (default 1440)")
-    cluster.add_argument("--slurm-cpus-per-task", dest="slurm_cpus_per_task", type=int, metavar="C")
-    cluster.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="M")
+    cluster.add_argument("--slurm-cpus-per-task", dest="slurm_cpus_per_task", type=int, metavar="C",
+                         help="CPU cores per task (the loader's workers; default: submitit's)")
+    cluster.add_argument("--slurm-mem-gb", dest="slurm_mem_gb", type=float, metavar="M",
+                         help="memory per node in GB (default: the partition's)")
 
 
 def _positive(text: str) -> int:
@@ -73,8 +76,9 @@ def build_parser(experiments) -> argparse.ArgumentParser:
         _add_run_options(p)
         if isinstance(experiment, TrainingExperiment):
             p.add_argument("--rows", type=_settings, default=(), metavar="S1,S2",
-                           help="compute only these settings (the table's rows), e.g. --rows relabel_fp32_top5,"
-                                "relabel_compact_top5; the CSV keeps the other rows as results/ held them")
+                           help="compute only these settings (the `setting` column of its CSV, every model's), e.g. "
+                                "table6 --rows relabel_fp32_top5,relabel_compact_top5; the CSV keeps the other rows "
+                                "as results/ held them")
         p.set_defaults(func=_run_one, experiment=name)
     p = sub.add_parser("all", help="run every implemented experiment in order")
     _add_run_options(p)
@@ -91,16 +95,20 @@ def build_parser(experiments) -> argparse.ArgumentParser:
     p.set_defaults(func=_check)
     p = sub.add_parser("compare", help="reproduced vs reported numbers and every claim's verdict "
                                        "(exit 1 if a checked claim fails)")
-    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE,
+                   help=f"whose results: results/<profile>/ (default {DEFAULT_PROFILE}: after a paper run, give "
+                        "--profile paper)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
     p.add_argument("--runs", type=Path, default=Path("runs"),
                    help="run cache whose runs a train.init change names (default runs/)")
     p.add_argument("--markdown", type=Path, default=None, help="also write the report as Markdown to this file")
     p.set_defaults(func=_compare)
     p = sub.add_parser("report", help="write results/<profile>/report.html and report.md: every experiment's "
                                       "table beside the paper's, its verdicts and figures, the machine")
-    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE)
-    p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--profile", choices=PROFILE_NAMES, default=DEFAULT_PROFILE,
+                   help=f"whose results: results/<profile>/ (default {DEFAULT_PROFILE}: after a paper run, give "
+                        "--profile paper)")
+    p.add_argument("--results", type=Path, default=Path("results"), help="results directory (default results/)")
     p.add_argument("--runs", type=Path, default=Path("runs"), help="run cache holding the world, and the runs a train.init change names "
                                                                 "(default runs/)")
     p.add_argument("--readme", type=Path, default=None, metavar="README.md",

@@ -142,7 +142,7 @@ _TRAIN_PAPER = {
     "opt": "sgd",
     "lr": 0.1,
     "momentum": 0.9,
-    "nesterov": True,
+    "nesterov": True,       # SGD's choice (opt sgd): Nesterov or plain momentum
     "weight_decay": 1e-4,
     "sched": "cosine",
     "warmup_epochs": 5,
@@ -205,6 +205,7 @@ _LABELMAP_PAPER = {
 
 _ANNOTATOR_PAPER = {
     "source": "timm",                 # timm: a pretrained timm model; train: trained by the suite on extra/ + train/
+                                      # (the embedded profiles only: they define its recipe, annotator.train)
     "model": {"name": "tf_efficientnet_l2.ns_jft_in1k_475", "kwargs": {}},
     "pretrained": True,
     "checkpoint": None,    # a local file: the suite's checkpoint, or a plain timm/torchvision state dict of `model`
@@ -336,7 +337,6 @@ PAPER = {
     "models": _PAPER_MODELS,
     "recipes": _PAPER_RECIPES,
     "seed": 0,
-    "paths": {"runs": "runs", "results": "results", "data": "data"},
     "data": _DATA_PAPER,
     "world": None,
     "annotator": _ANNOTATOR_PAPER,

@@ -72,7 +72,8 @@ class Experiment:
     plot: Callable[[pd.DataFrame, pd.DataFrame, dict, Path, str], None] | None = None  # summary, measured, tables
     key_columns: tuple[str, ...] = results.KEY  # what tells one row of the table from another; claims pair on them
     plan: Callable[[Context], list] | None = None  # the specs of the runs `collect` computes (their inputs follow)
-    absolute_tolerances: dict[str, float] = field(default_factory=dict)
+    # paper scale: a metric's tolerance around the reported number (default 0.3); None shows it unjudged
+    absolute_tolerances: dict[str, float | None] = field(default_factory=dict)
     report: Callable[[Context], str] | None = None  # extra lines printed after the table (diagnostics)
     # reads the inputs `collect` opens that no run's spec names (a boxes file), raising OSError or ValueError
     # naming the one missing: the pre-flight check calls it before anything computes
@@ -229,16 +230,19 @@ def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool
     it. Returns their planned specs."""
     from repro.preflight import ABSENT, OK, PROBLEM, preflight
 
-    specs, problems = [], []
+    specs, problems, planned = [], [], {}
     for experiment in experiments:
         try:
-            specs += planned_specs(experiment, ctx)
+            planned[experiment.name] = planned_specs(experiment, ctx)
+            specs += planned[experiment.name]
             if experiment.inputs is not None:
                 experiment.inputs(ctx)
         except (OSError, ValueError) as error:  # a key to set, a file it names: a user's input, like cli's
             if os.environ.get("REPRO_DEBUG"):
                 raise
             problems.append(f"problem: {experiment.name}: {error}")
+    for note in shadowed_changes(ctx, planned):
+        print(note, file=sys.stderr)
     findings = preflight(specs, processes)
     for finding in findings:
         if finding.level == ABSENT or (verbose and finding.level == OK):
@@ -247,6 +251,27 @@ def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool
     if problems:
         raise InputsProblem("\n".join(problems))
     return specs
+
+
+def shadowed_changes(ctx: Context, planned: Mapping[str, list]) -> list[str]:
+    """A note for each `--set train.KEY=VALUE` that some planned student does not train with: a row's own recipe
+    (an architecture's `recipes` entry, Table 5's CutMix optimiser, a fine-tune's section) sets the key after the
+    change, so a user who meant every run to change learns which did not, and the key that changes them."""
+    notes = []
+    for dotted, value in ctx.overrides.items():
+        section, _, key = dotted.partition(".")
+        if section != "train" or "." in key:
+            continue
+        kept = {name: sum(1 for spec in specs if spec.kind == "train" and spec.body["train"].get(key) != value)
+                for name, specs in planned.items()}
+        kept = {name: count for name, count in kept.items() if count}
+        if not kept:
+            continue
+        recipes = [f"recipes.{name}.{key}" for name, recipe in ctx.config.get("recipes", {}).items() if key in recipe]
+        notes.append(f"note: --set {dotted}={value} does not reach {sum(kept.values())} planned training runs, whose "
+                     f"rows set their own {key} ({', '.join(f'{name}: {count}' for name, count in kept.items())})"
+                     + (f"; the recipes' keys are {', '.join(recipes)}" if recipes else ""))
+    return notes
 
 
 def with_claim_seeds(experiment: Experiment, ctx: Context) -> Context:

@@ -70,7 +70,13 @@ def transfer_data_spec(cfg: Mapping) -> dict:
     world = cfg["data"]["source"] == "world"
     return {"source": "world" if world else "torchvision", "world": world_spec(cfg).as_json() if world else None,
             "root": None if world else absolute(transfer["root"]), "task": task, "heldout": float(transfer["heldout"]),
-            "heldout_seed": int(transfer["heldout_seed"])}
+            "heldout_seed": int(transfer["heldout_seed"]), **_skipping(cfg)}
+
+
+def _skipping(cfg: Mapping) -> dict:
+    """`data.skip_unreadable` for the data of Tables 8 and 10, named only where set (specs without it predate
+    it)."""
+    return {"skip_unreadable": True} if cfg["data"].get("skip_unreadable") else {}
 
 
 def coco_data_spec(cfg: Mapping, section: str) -> dict:
@@ -83,7 +89,7 @@ def coco_data_spec(cfg: Mapping, section: str) -> dict:
 
 def multilabel_data_spec(cfg: Mapping) -> dict:
     """The COCO-format multi-label data of Table 10."""
-    return coco_data_spec(cfg, "multilabel")
+    return {**coco_data_spec(cfg, "multilabel"), **_skipping(cfg)}
 
 
 def data_root(cfg: Mapping, runs_root: str | os.PathLike) -> Path:
@@ -107,6 +113,10 @@ def annotator_spec(cfg: Mapping) -> Spec:
     annotator = cfg["annotator"]
     if annotator["source"] != "train":
         raise ValueError(f"annotator.source is {annotator['source']!r}: only a 'train' annotator is a run")
+    if "train" not in annotator:  # the paper profile's annotator is L2, pretrained on JFT-300M: no recipe here
+        raise ValueError(f"annotator.source=train needs the annotator's recipe (annotator.train), which the "
+                         f"{cfg['profile']} profile does not define: use a pretrained timm annotator "
+                         "(annotator.source=timm) or a saved one (annotator.checkpoint)")
     base = profile_config(cfg["profile"])["supervision"]
     return Spec("annotator", {"data": data_spec(cfg), "seed": annotator["seed"], "splits": ["extra", "train"],
                               "train": without_former_defaults("train", annotator_recipe(cfg)),
@@ -188,7 +198,7 @@ def official_ref(directory: str | os.PathLike) -> dict:
     if not directory.is_dir():
         raise FileNotFoundError(f"labelmap.official_dir {directory} is not a folder: point it at the released "
                                 "label maps (<wnid>/<image>.pt)")
-    return {"official": str(directory), "digest": tree_digest(directory)}
+    return {"official": absolute(directory), "digest": tree_digest(directory)}
 
 
 def _stored_variant(cfg: Mapping, split: str) -> tuple[dict, int, str, list[str] | None]:
@@ -352,6 +362,9 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
     supervision = cfg["supervision"]
     objective = objective_class(supervision["mode"])
     train = without_former_defaults("train", cfg["train"])
+    if train["opt"] in ("momentum", "nesterov") and bool(train["nesterov"]) != (train["opt"] == "nesterov"):
+        raise ValueError(f"train.opt={train['opt']} conflicts with train.nesterov={train['nesterov']}, which "
+                         "decides for SGD: set train.opt=sgd and train.nesterov to true or false")
     train["init"] = _init_ref(train.get("init"), runs_root)
     extra = cfg["extra_data"]
     extra_data = None
@@ -365,7 +378,7 @@ def student_spec(cfg: Mapping, runs_root: str | os.PathLike | None = None) -> Sp
     data = (transfer_data_spec(cfg) if cfg["data"].get("task") else
             multilabel_data_spec(cfg) if multilabel else data_spec(cfg))
     labelmaps = None
-    if objective.needs_labelmaps:
+    if objective.reads_labelmaps(supervision):
         labelmaps = multilabel_labelmaps_ref(cfg) if multilabel else labelmaps_ref(cfg)
     return Spec("train", {"data": data, "seed": cfg["seed"], "train": train,
                           "objective": objective_spec(supervision),

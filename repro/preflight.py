@@ -57,6 +57,7 @@ def preflight(specs: Iterable[Spec], processes: int | None = None) -> list[Findi
     findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
     findings += check_extra_pools(ordered, layouts)
     findings += check_pool_grids(ordered, released_grids)
+    findings += check_unmeasured_choices(ordered)
     findings += check_batch_splits(ordered, processes or int(os.environ.get("WORLD_SIZE", "1")))
     if any(spec.kind == "detector" for spec in ordered):
         findings += check_detection_packages()
@@ -113,7 +114,8 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
     """The released sets that evaluators read from a folder (Table 7's at paper scale): every folder the evaluator
     reads present and its class folders scorable by the model's classes (`layouts`: data root -> (wnids, ...)),
     or a problem found before any training, not after it."""
-    from repro.evaluate.robustness import SET_VARIANTS, classes_folder, missing_variants
+    from repro.evaluate.robustness import RELEASED_IMAGES, SET_VARIANTS, classes_folder, missing_variants
+    from repro.imagefiles import is_image
     from repro.evaluate.set_classes import set_classes
 
     findings = []
@@ -141,6 +143,13 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
             findings.append(Finding(PROBLEM, f"{kind}: {error}"))
             continue
         findings.append(Finding(OK, f"{kind}: {source}"))
+        released = RELEASED_IMAGES.get(kind)
+        held = sum(1 for _, _, files in os.walk(classes_folder(kind, Path(source)), followlinks=True)
+                   for name in files if is_image(name)) if released else 0
+        if held < (released or 0):
+            findings.append(Finding(ABSENT, f"{kind}: {released - held:,} of the release's {released:,} images are "
+                                            f"not under {classes_folder(kind, Path(source))} ({held:,} are): a "
+                                            "part-unpacked archive is scored on what it holds; unpack it again"))
     return findings
 
 
@@ -165,6 +174,28 @@ def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:
                 extra_images_per_class(spec.body["extra_data"]["images"], len(layouts[data["root"]][0]))
             except ValueError as error:
                 findings.append(Finding(PROBLEM, str(error)))
+    return findings
+
+
+def check_unmeasured_choices(specs: list[Spec]) -> list[Finding]:
+    """Two paper-scale choices the suite cannot make for the user, named before anything trains: label cleaning
+    without supervision.clean_list keeps the images whose maps agree with their label (not Beyer et al.'s list),
+    and released maps are read in the orientation labelmap.transpose says, which only `check-labelmaps` measures."""
+    findings = []
+    for spec in specs:
+        if spec.kind != "train" or (spec.body.get("data") or {}).get("source") == "world":
+            continue
+        if spec.body["objective"]["mode"] == "label_cleaning" and not spec.body["objective"].get("clean_list"):
+            findings.append(Finding(ABSENT, "supervision.clean_list is not set: label cleaning keeps the training "
+                                            "images whose label maps' top-1 agrees with their label; set it to a "
+                                            "list of kept images (Beyer et al.'s) to train on that instead"))
+        maps = spec.body.get("labelmaps")
+        for ref in released_maps(maps):
+            read_as = "[k, W, H] (labelmap.transpose=true)" if "transposed" in maps else "stored, [k, H, W]"
+            findings.append(Finding(ABSENT, f"a measured orientation of {ref['official']}: read as {read_as}; "
+                                            "`python -m repro check-labelmaps --maps DIR --boxes "
+                                            "LOC_train_solution.csv --images ROOT` says which the files hold "
+                                            "(docs/paper-scale.md)"))
     return findings
 
 

@@ -146,11 +146,12 @@ def leaf_paths(value: Any, prefix: tuple = ()) -> Iterator[tuple]:
 
 def file_digest(path: str | os.PathLike, key: str) -> dict:
     """A user-supplied file (set by config `key`) named in a spec by its path, size and modification time:
-    replacing its content in place gives a new digest without reading it."""
+    replacing its content in place gives a new digest without reading it. The path is made absolute: a run
+    reads the file the spec names, whatever the working directory of its job."""
     if not Path(path).is_file():
         raise FileNotFoundError(f"{key} {path}: no such file: set {key} to an existing file")
     stat = Path(path).stat()
-    return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
 @lru_cache(maxsize=None)

@@ -82,6 +82,9 @@ EXPERIMENT = TrainingExperiment(
     evaluations=evaluations,
     metrics=METRICS,
     plot=plot,
+    # the paper states no FGSM epsilon, and its ImageNet-C numbers (Table 7's and the slides') fit no one
+    # protocol: shown beside the reproduction, not judged (docs/robustness.md)
+    absolute_tolerances={"fgsm_top1": None, "imagenet_c_top1": None},
     claims=[claim for metric in BENCHMARKS for claim in each_addition_helps(metric)]
     # the paper reports no mCE: its steps follow ImageNet-C's top-1
     + each_addition_helps("imagenet_c_mce", lower_is_better=True, paper_metric="imagenet_c_top1"),

@@ -775,6 +775,9 @@ def test_commands_report_bad_input_in_one_line(tmp_path, image_root, tiny_checkp
          "nowhere/train"),
         (["relabel", "--annotator", str(tmp_path / "absent.pt"), "--data", str(image_root),
           "--out", str(tmp_path / "o")], "absent.pt"),
+        # a timm name alone would label with random weights
+        (["relabel", "--annotator", "resnet18", "--data", str(image_root), "--out", str(tmp_path / "o")],
+         "resnet18 is a timm model name without weights: add --pretrained"),
         (["labelmaps", "info", str(tmp_path)], "no label maps in"),
         (["labelmaps", "verify", str(tmp_path / "none")], "no label-map directory"),
     ]

@@ -87,6 +87,8 @@ def test_coco_2017_opens_as_the_trainers_data(tmp_path):
     assert data.wnids == ["person", "dog"] and data.num_classes == 2 and data.val is None
     assert data.train.labels.tolist() == [[0, 1], [0, 0], [1, 1]] and data.train.path(0).is_file()
     assert [s.name for s in data.eval_sets] == ["coco"] and data.eval_sets[0].images.path(1).is_file()
+    assert not data.skip_unreadable and open_multilabel(
+        {"source": "coco", "root": str(root), "multilabel": True, "skip_unreadable": True}, root).skip_unreadable
     with pytest.raises(FileNotFoundError, match="COCO annotation file .*instances_train2017.json not found"):
         open_multilabel({"source": "coco", "root": str(tmp_path), "multilabel": True}, tmp_path)
 
@@ -152,6 +154,9 @@ def test_every_multilabel_option_reaches_the_fine_tunes_spec_and_none_of_table3s
                for dotted in (".".join(map(str, path)) for path in leaf_paths(cfg["multilabel"]))
                if not dotted.startswith(unread)]
     changes += [{"supervision.oracle_target": "presence"}, {"supervision.oracle_threshold": 0.7}]
+    from repro.pipeline import multilabel_data_spec
+    assert multilabel_data_spec(with_changes(cfg, {"data.skip_unreadable": True}))["skip_unreadable"] is True
+    assert "skip_unreadable" not in multilabel_data_spec(cfg)
     assert len(changes) >= 14
     for change in changes:
         changed = Context("proxy", with_changes(cfg, change), [0], "unused", "unused")

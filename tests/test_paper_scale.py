@@ -254,6 +254,14 @@ def test_check_passes_the_fixture_and_lists_what_it_read(paper, tmp_path, capsys
     assert f"val: {CLASSES * VAL_PER_CLASS} images (flat" in text and "renumbered" in text
     assert "inputs ok" in text.splitlines() and not any(line.startswith("problem") for line in text.splitlines())
     assert "absent: shankar" in text  # the stricter label set is not part of an ImageNet download
+    # the choices only the user can make: Beyer et al.'s list for label cleaning, the maps' measured orientation
+    assert "absent: supervision.clean_list is not set" in text
+    assert f"absent: a measured orientation of {paper.maps}: read as stored" in text
+    (tmp_path / "kept.txt").write_text("n01443537_0.JPEG\n")
+    status, text = _check(["--set", f"data.root={paper.root}", "--set", f"labelmap.official_dir={paper.maps}",
+                           "--set", "labelmap.transpose=true", "--set", f"supervision.clean_list={tmp_path}/kept.txt",
+                           "--runs", str(tmp_path)], capsys)
+    assert "read as [k, W, H] (labelmap.transpose=true)" in text and "clean_list is not set" not in text
 
 
 @pytest.mark.parametrize("broken, expected", [

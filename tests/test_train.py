@@ -159,6 +159,14 @@ def test_label_cleaning_by_a_released_list_keeps_the_listed_images_and_digests_t
                                       NUM_CLASSES)
     with pytest.raises(FileNotFoundError, match="supervision.clean_list"):
         objective_spec({**supervision, "clean_list": str(tmp_path / "missing.txt")})
+    # a run cleaned by a list reads no label maps: they are not in its spec, so no change of them retrains it
+    from repro.config import profile_config, with_changes
+    from repro.pipeline import student_spec
+
+    cfg = with_changes(profile_config("proxy"), {"supervision.mode": "label_cleaning"})
+    assert student_spec(cfg).body["labelmaps"] is not None
+    listed.write_text(f"{images.relpaths[0]}\n")
+    assert student_spec(with_changes(cfg, {"supervision.clean_list": str(listed)})).body["labelmaps"] is None
 
 
 def test_batch_split():

@@ -57,7 +57,9 @@ def test_the_worlds_tasks_are_its_downstream_folders(tmp_path):
                 Image.new("RGB", (8, 8), (100 * c, 0, 0)).save(path)
     data = open_transfer({"source": "world", "task": "flags", "heldout": 0.34, "heldout_seed": 0}, tmp_path)
     assert data.wnids == ["flag_a", "flag_b"] and len(data.train) == 4 and len(data.eval_sets[0].images) == 2
-    assert data.eval_sets[1].images.relpaths[0] == "test/flag_a/00000.jpg"
+    assert data.eval_sets[1].images.relpaths[0] == "test/flag_a/00000.jpg" and not data.skip_unreadable
+    assert open_transfer({"source": "world", "task": "flags", "heldout": 0.34, "heldout_seed": 0,
+                          "skip_unreadable": True}, tmp_path).skip_unreadable
     with pytest.raises(FileNotFoundError, match="transfer task cars: no .*downstream/cars/train; the world's tasks"):
         open_transfer({"source": "world", "task": "cars", "heldout": 0.2, "heldout_seed": 0}, tmp_path)
 
@@ -93,6 +95,9 @@ def test_every_transfer_option_reaches_the_fine_tunes_spec_and_none_the_students
         changed = specs(with_changes(cfg, {f"transfer.{key}": value}))
         assert not set(changed.values()) & set(base.values()), key
     assert student_spec(with_changes(cfg, {"transfer.heldout": 0.3})) == student_spec(cfg)
+    # the students' data.skip_unreadable reaches the fine-tunes' data, named only where set
+    skipping = specs(with_changes(cfg, {"data.skip_unreadable": True}))
+    assert not set(skipping.values()) & set(base.values())
     with pytest.raises(ValueError, match="data.task 'cars' is not one of transfer.tasks"):
         student_spec(with_changes(cfg, {"data.task": "cars"}))
 

@@ -15,6 +15,7 @@ from repro.config import ConfigError
     (["--set", "train.lr=-0.1"], "--set train.lr=-0.1: must be at least 0"),
     (["--set", "train.scale=0.5"], "--set train.scale=0.5: expected a list"),
     (["--seeds", "0"], "--seeds must be at least 1"),
+    (["--set", "train.opt=momentum"], "train.opt=momentum conflicts with train.nesterov=True"),
 ])
 def test_a_wrong_setting_is_one_line_and_status_2_before_any_work(args, expected, tmp_path, capsys):
     status = main(["table3", "--profile", "smoke", "--runs", str(tmp_path / "runs"), *args])
@@ -33,8 +34,16 @@ def test_a_missing_data_root_is_one_line(tmp_path, capsys):
     status = main(["check", "--profile", "paper", "--set", f"data.root={tmp_path / 'nowhere'}", "--runs",
                    str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
-    assert status == 2 and all(line.startswith("problem: ") for line in err)  # one line per problem
+    assert status == 2 and all(line.startswith(("problem: ", "absent: ")) for line in err)  # a line per finding
     assert any("has no train/ folder" in line for line in err)
+
+
+def test_a_train_change_that_a_rows_recipe_overrides_is_noted_with_the_recipes_key(tmp_path, capsys):
+    main(["check", "table4", "--profile", "paper", "--set", f"data.root={tmp_path}", "--runs", str(tmp_path),
+          "--set", "train.lr=0.05", "--set", "train.momentum=0.8"])
+    notes = [line for line in capsys.readouterr().err.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 1 and notes[0].startswith("note: --set train.lr=0.05 does not reach 10 planned training "
+                                                   "runs") and "recipes.efficientnet_b0.lr" in notes[0], notes
 
 
 @pytest.mark.parametrize("command", [["check", "all"], ["all"]])

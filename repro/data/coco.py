@@ -84,7 +84,8 @@ def open_multilabel(data: Mapping, root: str | os.PathLike):
                          f"({len(train.wnids)} and {len(val.wnids)}): use the two files of one release")
     return ImageNetData(root=Path(root), wnids=list(train.wnids), class_names=list(train.categories),
                         train=ImageList(train.images_dir, train.relpaths, train.targets),
-                        eval_sets=[EvalSet("coco", ImageList(val.images_dir, val.relpaths, val.targets))])
+                        eval_sets=[EvalSet("coco", ImageList(val.images_dir, val.relpaths, val.targets))],
+                        skip_unreadable=bool(data.get("skip_unreadable")))
 
 
 def instance_masks(images: MultiLabelImages, index: int) -> list[tuple[int, np.ndarray]]:

@@ -103,4 +103,5 @@ def open_transfer(data: Mapping, root: Path) -> ImageNetData:
         raise ValueError(f"unknown transfer task {task!r}: one of {', '.join(TORCHVISION_TASKS)}")
     kept, held = heldout_split(train.labels, float(data["heldout"]), int(data["heldout_seed"]))
     return ImageNetData(root=root, wnids=list(classes), class_names=list(classes), train=train.subset(kept),
-                        eval_sets=[EvalSet("heldout", train.subset(held)), EvalSet("test", test)])
+                        eval_sets=[EvalSet("heldout", train.subset(held)), EvalSet("test", test)],
+                        skip_unreadable=bool(data.get("skip_unreadable")))

@@ -31,7 +31,10 @@ def register(subparsers) -> None:
                    help=f"a timm model name, {LITE0!r} (EfficientNet-Lite0 with packaged ImageNet weights), or a "
                         f"checkpoint saved by repro.models.save_model")
     p.add_argument("--pretrained", action="store_true",
-                   help="load a timm model's hub weights (paper scale: tf_efficientnet_l2.ns_jft_in1k_475)")
+                   help="load a timm model's hub weights (paper scale: tf_efficientnet_l2.ns_jft_in1k_475); a timm "
+                        "name needs this or --random-weights")
+    p.add_argument("--random-weights", action="store_true",
+                   help="label with a timm model's random initialisation, on purpose (tests, timing)")
     p.add_argument("--arch", default=None,
                    help="the timm architecture of a plain state-dict checkpoint (timm's or torchvision's own file), "
                         "e.g. resnet50")
@@ -46,7 +49,7 @@ def register(subparsers) -> None:
                    help="annotator stride: grid = input size / stride (default: the model's own, 32)")
     p.add_argument("--topk", type=int, default=5, help="classes kept per position (paper 5)")
     p.add_argument("--dtype", choices=tuple(DTYPES), default="fp32", help="stored value type (default fp32)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64, help="images per annotator forward pass (default 64)")
     p.add_argument("--workers", type=int, default=0, help="image-loading processes (default 0)")
     p.add_argument("--format", choices=FORMATS, default="packed",
                    help="packed store (default) or official <wnid>/<stem>.pt files")
@@ -65,7 +68,8 @@ def register(subparsers) -> None:
     a.add_argument("store", type=Path)
     a.add_argument("--data", type=Path, default=None, help="image folder root whose images must all have maps")
     a.add_argument("--split", action="append", default=None, help="split(s) under --data (default train)")
-    a.add_argument("--num-classes", type=int, default=None)
+    a.add_argument("--num-classes", type=int, default=None,
+                   help="the classes the ids must lie below (default: the store's recorded count, else 1000)")
     a.set_defaults(func=_verify)
     a = actions.add_parser("convert", help="official <-> packed, or a packed store with fewer classes per "
                                            "position / another dtype (Table 6's variants)")
@@ -78,16 +82,19 @@ def register(subparsers) -> None:
     a.add_argument("--ext", default=".JPEG", help="official -> packed: image file extension (default .JPEG)")
     a.add_argument("--transpose", action="store_true",
                    help="official -> packed: the files hold maps as [k, W, H]; store them as [k, H, W]")
-    a.add_argument("--num-classes", type=int, default=None)
-    a.add_argument("--overwrite", action="store_true")
+    a.add_argument("--num-classes", type=int, default=None,
+                   help="the classes the ids must lie below (default: the store's recorded count, else 1000)")
+    a.add_argument("--overwrite", action="store_true", help="replace an existing destination")
     a.set_defaults(func=_convert)
     a = actions.add_parser("info", help="settings and storage size of a store")
     a.add_argument("store", type=Path)
-    a.add_argument("--num-classes", type=int, default=None)
+    a.add_argument("--num-classes", type=int, default=None,
+                   help="the classes the ids must lie below (default: the store's recorded count, else 1000)")
     a.set_defaults(func=_info)
 
     p = subparsers.add_parser(
-        "check-labelmaps", help="are stored label maps [k, H, W] or [k, W, H]? (sets labelmap.transpose)",
+        "check-labelmaps",
+        help="are stored label maps [k, H, W] or [k, W, H]? (its verdict says which labelmap.transpose to set)",
         description="Compare the labelled class's probability inside vs outside each training image's boxes with "
                     "the maps read as stored ([k, H, W]) and transposed ([k, W, H]); a sign test over images "
                     "gives the verdict.")
@@ -112,6 +119,12 @@ def _print_summary(summary: dict) -> None:
             print(f"{key}: {json.dumps(value) if isinstance(value, (dict, list)) else value}")
 
 
+def _is_timm_name(annotator: str) -> bool:
+    """Neither the packaged Lite0 nor a checkpoint file (one that is absent is reported as such by the loader)."""
+    return (annotator != LITE0 and not Path(annotator).exists() and "/" not in annotator
+            and not annotator.endswith((".pt", ".pth", ".pth.tar", ".bin", ".safetensors", ".ckpt")))
+
+
 def _relabel(args, experiments=None) -> int:
     try:
         if args.limit is not None and args.limit < 1:
@@ -120,6 +133,9 @@ def _relabel(args, experiments=None) -> int:
         if not relpaths:
             raise LabelMapError(f"no images under {args.data / args.split}")
         wnids = read_classes(args.data)[0] if args.class_map else None
+        if _is_timm_name(args.annotator) and not (args.pretrained or args.random_weights):
+            raise ValueError(f"--annotator {args.annotator} is a timm model name without weights: add --pretrained "
+                             "for its published weights, or --random-weights to label with a random model on purpose")
         annotator = build_annotator(args.annotator, pretrained=args.pretrained, output_stride=args.output_stride,
                                     arch={"name": args.arch, "kwargs": {}} if args.arch else None, wnids=wnids,
                                     class_map=args.class_map)

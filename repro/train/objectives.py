@@ -153,6 +153,11 @@ class Objective:
         self.teacher = None if teacher is None else teacher.eval().requires_grad_(False)
         self.autocast = autocast
 
+    @classmethod
+    def reads_labelmaps(cls, supervision: Mapping) -> bool:
+        """Whether a run of this objective under `supervision` reads label maps: only then are they in its spec."""
+        return cls.needs_labelmaps
+
     @staticmethod
     def training_images(spec: Mapping, images: ImageList, labelmaps, num_classes: int) -> tuple[ImageList, dict]:
         """The images this objective (its `spec`) trains on, and what choosing them measured (metrics of the
@@ -217,6 +222,10 @@ class LabelCleaning(Original):
 
     fields = ("clean_list",)
     file_fields = ("clean_list",)
+
+    @classmethod
+    def reads_labelmaps(cls, supervision):
+        return not supervision.get("clean_list")  # a list of kept images replaces the maps' agreement
 
     @staticmethod
     def training_images(spec, images, labelmaps, num_classes):
