@@ -257,19 +257,24 @@ def shadowed_changes(ctx: Context, planned: Mapping[str, list]) -> list[str]:
     """A note for each `--set train.KEY=VALUE` that some planned student does not train with: a row's own recipe
     (an architecture's `recipes` entry, Table 5's CutMix optimiser, a fine-tune's section) sets the key after the
     change, so a user who meant every run to change learns which did not, and the key that changes them."""
+    from repro.config import set_argument
+    from repro.specs import ADDED_OPTIONS
+
+    added = ADDED_OPTIONS["train"]
     notes = []
     for dotted, value in ctx.overrides.items():
         section, _, key = dotted.partition(".")
-        if section != "train" or "." in key:
+        if section != "train" or "." in key or key == "init":  # a spec names the run init starts from by its spec
             continue
-        kept = {name: sum(1 for spec in specs if spec.kind == "train" and spec.body["train"].get(key) != value)
-                for name, specs in planned.items()}
-        kept = {name: count for name, count in kept.items() if count}
-        if not kept:
+        missed = {name: {spec.hash for spec in specs if spec.kind == "train"
+                         and spec.body["train"].get(key, added.get(key)) != value} for name, specs in planned.items()}
+        missed = {name: hashes for name, hashes in missed.items() if hashes}
+        if not missed:
             continue
         recipes = [f"recipes.{name}.{key}" for name, recipe in ctx.config.get("recipes", {}).items() if key in recipe]
-        notes.append(f"note: --set {dotted}={value} does not reach {sum(kept.values())} planned training runs, whose "
-                     f"rows set their own {key} ({', '.join(f'{name}: {count}' for name, count in kept.items())})"
+        notes.append(f"note: {set_argument(dotted, value)} does not reach {len(set().union(*missed.values()))} "
+                     f"planned training runs, whose rows set their own {key} "
+                     f"({', '.join(f'{name}: {len(hashes)}' for name, hashes in missed.items())})"
                      + (f"; the recipes' keys are {', '.join(recipes)}" if recipes else ""))
     return notes
 

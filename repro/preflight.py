@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -114,8 +115,7 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
     """The released sets that evaluators read from a folder (Table 7's at paper scale): every folder the evaluator
     reads present and its class folders scorable by the model's classes (`layouts`: data root -> (wnids, ...)),
     or a problem found before any training, not after it."""
-    from repro.evaluate.robustness import RELEASED_IMAGES, SET_VARIANTS, classes_folder, missing_variants
-    from repro.imagefiles import is_image
+    from repro.evaluate.robustness import SET_VARIANTS, classes_folder, missing_variants
     from repro.evaluate.set_classes import set_classes
 
     findings = []
@@ -143,14 +143,26 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
             findings.append(Finding(PROBLEM, f"{kind}: {error}"))
             continue
         findings.append(Finding(OK, f"{kind}: {source}"))
-        released = RELEASED_IMAGES.get(kind)
-        held = sum(1 for _, _, files in os.walk(classes_folder(kind, Path(source)), followlinks=True)
-                   for name in files if is_image(name)) if released else 0
-        if held < (released or 0):
-            findings.append(Finding(ABSENT, f"{kind}: {released - held:,} of the release's {released:,} images are "
-                                            f"not under {classes_folder(kind, Path(source))} ({held:,} are): a "
-                                            "part-unpacked archive is scored on what it holds; unpack it again"))
+        findings += _released_count(kind, source)
     return findings
+
+
+@lru_cache(maxsize=None)  # several evaluations (a student each) read one set: its folder is walked once
+def _released_count(kind: str, source: str) -> tuple[Finding, ...]:
+    """A released set read whole (`RELEASED_IMAGES`) that holds fewer images than its release: a part-unpacked
+    archive, which would be scored on what it holds."""
+    from repro.evaluate.robustness import RELEASED_IMAGES, classes_folder
+    from repro.imagefiles import is_image
+
+    released, folder = RELEASED_IMAGES.get(kind), classes_folder(kind, Path(source))
+    if released is None:
+        return ()
+    held = sum(1 for _, _, files in os.walk(folder, followlinks=True) for name in files if is_image(name))
+    if held >= released:
+        return ()
+    return (Finding(ABSENT, f"{kind}: {released - held:,} of the release's {released:,} images are not under "
+                            f"{folder} ({held:,} are): a part-unpacked archive is scored on what it holds; unpack "
+                            "it again"),)
 
 
 def check_extra_pools(specs: list[Spec], layouts: Mapping) -> list[Finding]:

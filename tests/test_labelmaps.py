@@ -778,6 +778,8 @@ def test_commands_report_bad_input_in_one_line(tmp_path, image_root, tiny_checkp
         # a timm name alone would label with random weights
         (["relabel", "--annotator", "resnet18", "--data", str(image_root), "--out", str(tmp_path / "o")],
          "resnet18 is a timm model name without weights: add --pretrained"),
+        (["relabel", "--annotator", "hf-hub:timm/resnet18.a1_in1k", "--data", str(image_root), "--out",
+          str(tmp_path / "o")], "is a timm model name without weights"),
         (["labelmaps", "info", str(tmp_path)], "no label maps in"),
         (["labelmaps", "verify", str(tmp_path / "none")], "no label-map directory"),
     ]

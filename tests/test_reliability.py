@@ -198,9 +198,11 @@ def test_skip_unreadable_reaches_the_annotators_pass(paper, tmp_path):
 
 def test_figure_a3_on_released_maps_leaves_out_an_unreadable_image_only_when_told(paper, tmp_path, capsys):
     """A released map exists for every image, a damaged copy's included: the crops analysed are those a student
-    reads, so the analysis stops on the file as the students do, or leaves it out under data.skip_unreadable."""
+    reads, so the analysis stops on the file as the students do, or leaves it out under data.skip_unreadable; the
+    image is truncated, so that reading its header alone would miss it."""
     root = copy_of(paper, tmp_path)
-    empty_image(root)
+    image = a_training_image(root)
+    image.write_bytes(image.read_bytes()[:-100])  # its header reads: only decoding it whole, as students do, fails
     assert main(table3_args(root, command="figureA3")) == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error.startswith(f"error: cannot read training image {a_training_image(root)}") and \

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from repro.data.datasets import EvalImages, eval_batches
 from repro.data.folders import image_folder
 from repro.data.transforms import EvalView, read_image
-from repro.evaluate.classification import autocast_for, predict_logits
+from repro.evaluate.classification import predict_logits
 from repro.evaluate.corruptions import CORRUPTIONS, SEVERITIES, corruption_errors
 from repro.evaluate.evaluators import Evaluator, named_eval_set, register_evaluator
 from repro.evaluate.set_classes import SetClasses, set_classes
@@ -117,12 +117,12 @@ def fgsm_top1(model: nn.Module, images, epsilons: list[float], view, resources) 
     correct = torch.zeros(len(epsilons), dtype=torch.float64)
     for batch, batch_labels, _ in eval_batches(loader):
         # the gradient's graph is a training step's memory: taken FGSM_CHUNK images at a time, so an evaluation
-        # batch sized for inference does not run out of memory after the students trained (each image's gradient
-        # is its own in eval mode, and only its sign is used)
+        # batch sized for inference does not run out of memory after the students trained. Each image's gradient
+        # is its own in eval mode; scaled by the whole batch, as the batch's mean loss scaled it
         for pixels, labels in zip(batch.split(FGSM_CHUNK), batch_labels.split(FGSM_CHUNK)):
             pixels, labels = pixels.to(device), labels.to(device)
             pixels.requires_grad_(True)
-            loss = F.cross_entropy(model((pixels - mean) / std), labels)
+            loss = F.cross_entropy(model((pixels - mean) / std), labels, reduction="sum") / len(batch)
             (gradient,) = torch.autograd.grad(loss, pixels)
             with torch.no_grad():
                 for k, epsilon in enumerate(epsilons):

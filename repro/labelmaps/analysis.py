@@ -56,24 +56,26 @@ def crop_confidences(maps: LabelMaps, val: ValBoxes, crops_per_image: int, seed:
 
 def analysable(images: ImageList, indices: Sequence[int], maps: LabelMaps, skip_unreadable: bool = False
                ) -> np.ndarray:
-    """`indices` less the images no student learned from, which no analysis of targets may count: those whose
-    maps are blank (the annotator's pass could not read them) and, under `data.skip_unreadable`, those the
-    students' loader cannot decode (a released map exists for every image, a damaged copy of one included)."""
+    """`indices` less the images whose maps are blank (the annotator's pass could not read them), each image left
+    decoded as the students' loader decodes it: one that fails stops the analysis with the students' one-line
+    error, or under `data.skip_unreadable` is left out (a released map exists for every image, a damaged copy's
+    included, so no blank row tells it)."""
     indices = np.asarray(indices)
     blank = maps.skipped_rows
     if len(blank):
         indices = indices[~np.isin(maps.rows_for([images.relpaths[int(i)] for i in indices]), blank)]
-    if skip_unreadable:
-        indices = indices[[_decodes(images.path(int(i))) for i in indices]] if len(indices) else indices
-    return indices
+    return indices[[_decodes(images.path(int(i)), skip_unreadable) for i in indices]] if len(indices) else indices
 
 
-def _decodes(path) -> bool:
-    """Whether the students' loader reads the image: decoded whole, as a truncated file fails only there."""
+def _decodes(path, skip_unreadable: bool) -> bool:
+    """Whether the students' loader reads the image (decoded whole: a truncated file fails only there)."""
     try:
         read_image(path)
-    except IMAGE_ERRORS:
-        return False
+    except IMAGE_ERRORS as error:
+        if skip_unreadable:
+            return False
+        raise UnreadableImage(f"cannot read training image {path}: {error}: replace or delete the file, or set "
+                              "data.skip_unreadable=true to leave it out") from None
     return True
 
 
@@ -83,13 +85,8 @@ def epoch_crop_boxes(images: ImageList, indices: Sequence[int], seed: int, epoch
     the training images at `indices` of its training list, and each image's (width, height)."""
     boxes, sizes = [], []
     for index in indices:
-        path = images.path(int(index))
-        try:
-            with Image.open(path) as image:
-                width, height = image.size
-        except IMAGE_ERRORS as error:
-            raise UnreadableImage(f"cannot read training image {path}: {error}: replace or delete the file, or set "
-                                  "data.skip_unreadable=true to leave it out") from None
+        with Image.open(images.path(int(index))) as image:
+            width, height = image.size
         boxes.append(sample_rrc_boxes(width, height, 1, crop_rng(seed, epoch, int(index)), scale, ratio)[0])
         sizes.append((width, height))
     return np.array(boxes).reshape(-1, 4), sizes

@@ -121,6 +121,8 @@ def _print_summary(summary: dict) -> None:
 
 def _is_timm_name(annotator: str) -> bool:
     """Neither the packaged Lite0 nor a checkpoint file (one that is absent is reported as such by the loader)."""
+    if annotator.startswith(("hf-hub:", "hf_hub:")):  # a Hub repository of timm weights
+        return True
     return (annotator != LITE0 and not Path(annotator).exists() and "/" not in annotator
             and not annotator.endswith((".pt", ".pth", ".pth.tar", ".bin", ".safetensors", ".ckpt")))
 
@@ -133,6 +135,8 @@ def _relabel(args, experiments=None) -> int:
         if not relpaths:
             raise LabelMapError(f"no images under {args.data / args.split}")
         wnids = read_classes(args.data)[0] if args.class_map else None
+        if args.pretrained and args.random_weights:
+            raise ValueError("--pretrained and --random-weights: choose one")
         if _is_timm_name(args.annotator) and not (args.pretrained or args.random_weights):
             raise ValueError(f"--annotator {args.annotator} is a timm model name without weights: add --pretrained "
                              "for its published weights, or --random-weights to label with a random model on purpose")
