@@ -423,7 +423,9 @@ def all_ranks(spec, run, resources):
 
 COMPUTE["eval"] = all_ranks
 probe = Spec("eval", {"probe": int(sys.argv[2]) if len(sys.argv) > 2 else 1})
-print("rank", os.environ["RANK"], cached(probe, Resources(runs_root=sys.argv[1])).metrics["ranks"])
+# one write per rank: print's separate pieces of two ranks interleave on the shared pipe
+sys.stdout.write(f"rank {os.environ['RANK']} {cached(probe, Resources(runs_root=sys.argv[1])).metrics['ranks']}\\n")
+sys.stdout.flush()
 """
 
 
