@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Mapping
 
@@ -118,7 +117,7 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
     from repro.evaluate.robustness import SET_VARIANTS, classes_folder, missing_variants
     from repro.evaluate.set_classes import set_classes
 
-    findings = []
+    findings, counted = [], set()
     for spec in evaluations:
         evaluator = spec.body["evaluator"]
         source = evaluator.get("source")
@@ -143,11 +142,12 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
             findings.append(Finding(PROBLEM, f"{kind}: {error}"))
             continue
         findings.append(Finding(OK, f"{kind}: {source}"))
-        findings += _released_count(kind, source)
+        if (kind, source) not in counted:  # several evaluations (a student each) read one set: walked once
+            counted.add((kind, source))
+            findings += _released_count(kind, source)
     return findings
 
 
-@lru_cache(maxsize=None)  # several evaluations (a student each) read one set: its folder is walked once
 def _released_count(kind: str, source: str) -> tuple[Finding, ...]:
     """A released set read whole (`RELEASED_IMAGES`) that holds fewer images than its release: a part-unpacked
     archive, which would be scored on what it holds."""
