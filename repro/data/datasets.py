@@ -27,6 +27,16 @@ from repro.labelmaps.reader import open_labelmaps
 class UnreadableImage(ValueError):
     """A training or evaluation image cannot be decoded; the message names the file."""
 
+    @classmethod
+    def training(cls, message: str, instead: str) -> "UnreadableImage":
+        """The stop for an unreadable training image (`message` from `unreadable_training_image`), with what to do;
+        `instead` says what data.skip_unreadable does in this context."""
+        return cls(f"{message}: replace or delete the file, or set data.skip_unreadable=true to {instead}")
+
+
+def unreadable_training_image(path, error) -> str:
+    return f"cannot read training image {path}: {error}"
+
 
 def sample_label(label) -> int | torch.Tensor:
     """A class index, or a multi-label image's multi-hot vector as float32 (its labels are rows of an [N, C] array)."""
@@ -71,7 +81,7 @@ class TrainCrops(Dataset):
         try:
             image, box = self.crop(read_image(path), crop_rng(self.seed, epoch, index))
         except IMAGE_ERRORS as error:
-            return {"index": index, "unreadable": f"cannot read training image {path}: {error}"}
+            return {"index": index, "unreadable": unreadable_training_image(path, error)}
         return {"image": image, "label": sample_label(self.images.labels[index]), "index": index, "box": box}
 
     def _add_maps(self, samples: list[dict]) -> None:
@@ -119,8 +129,7 @@ def batch_problems(batch: dict, skip_unreadable: bool) -> list[tuple[int, str]]:
         if kind == "bad_labelmap":
             raise LabelMapError(message)
         if not skip_unreadable:
-            raise UnreadableImage(f"{message}: replace or delete the file, or set data.skip_unreadable=true to "
-                                  f"train without it")
+            raise UnreadableImage.training(message, "train without it")
     if problems and "image" not in batch:
         raise UnreadableImage(f"no image of a batch can be read, the first: {problems[0][2]}")
     return [(index, message) for _, index, message in problems]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from repro.boxes import ValBoxes
 from repro.crops import IMAGENET_RATIO, IMAGENET_SCALE, crop_rng, max_iou_with_boxes, sample_rrc_boxes
-from repro.data.datasets import UnreadableImage
+from repro.data.datasets import UnreadableImage, unreadable_training_image
 from repro.data.folders import ImageList
 from repro.data.transforms import read_image
 from repro.imagefiles import IMAGE_ERRORS
@@ -74,8 +74,7 @@ def _decodes(path, skip_unreadable: bool) -> bool:
     except IMAGE_ERRORS as error:
         if skip_unreadable:
             return False
-        raise UnreadableImage(f"cannot read training image {path}: {error}: replace or delete the file, or set "
-                              "data.skip_unreadable=true to leave it out") from None
+        raise UnreadableImage.training(unreadable_training_image(path, error), "leave it out") from None
     return True
 
 
