@@ -243,7 +243,7 @@ def check_experiments(experiments: list[Experiment], ctx: Context, verbose: bool
             problems.append(f"problem: {experiment.name}: {error}")
     for note in shadowed_changes(ctx, planned):
         print(note, file=sys.stderr)
-    findings = preflight(specs, processes)
+    findings = preflight(specs, processes, ctx.runs_root)
     for finding in findings:
         if finding.level == ABSENT or (verbose and finding.level == OK):
             print(finding, file=sys.stderr if finding.level == ABSENT else sys.stdout)

@@ -27,9 +27,11 @@ class Finding:
         return f"{self.level}: {self.message}"
 
 
-def preflight(specs: Iterable[Spec], processes: int | None = None) -> list[Finding]:
+def preflight(specs: Iterable[Spec], processes: int | None = None, runs_root: str | os.PathLike | None = None
+              ) -> list[Finding]:
     """Findings for the inputs of `specs` and of every run they need, each input looked at once; the global
-    batches are checked to split over `processes` (default: this job's, torchrun's WORLD_SIZE)."""
+    batches are checked to split over `processes` (default: this job's, torchrun's WORLD_SIZE); with `runs_root`,
+    the cached runs they read that cannot serve them."""
     ordered = with_inputs(specs)
     findings: list[Finding] = []
     layouts = {}  # data root -> (wnids, training image paths), for the data that were read
@@ -56,6 +58,8 @@ def preflight(specs: Iterable[Spec], processes: int | None = None) -> list[Findi
         findings += check_pretrained(ref, layouts[root][0] if root in layouts else None)
     findings += check_evaluation_folders((spec for spec in ordered if spec.kind == "eval"), layouts)
     findings += check_extra_pools(ordered, layouts)
+    if runs_root is not None:
+        findings += check_world_renditions((spec for spec in ordered if spec.kind == "eval"), Path(runs_root))
     findings += check_pool_grids(ordered, released_grids)
     findings += check_unmeasured_choices(ordered)
     findings += check_batch_splits(ordered, processes or int(os.environ.get("WORLD_SIZE", "1")))
@@ -146,6 +150,18 @@ def check_evaluation_folders(evaluations: Iterable[Spec], layouts: Mapping) -> l
             counted.add((kind, source))
             findings += _released_count(kind, source)
     return findings
+
+
+def check_world_renditions(evaluations: Iterable[Spec], runs_root: Path) -> list[Finding]:
+    """A cached world without the rendition set that a rendition evaluation reads, built before the font it needs
+    was installed: found before any run, not when Table 7 reaches it after the tables before it."""
+    from repro.evaluate.robustness import world_rendition_problem
+
+    worlds = {Spec.from_json(spec.body["data"]["world"]) for spec in evaluations
+              if spec.body["evaluator"]["type"] == "rendition" and spec.body["evaluator"].get("source") is None
+              and is_spec_json(spec.body["data"].get("world"))}
+    problems = (world_rendition_problem(runs_root / world.kind / world.hash) for world in worlds)
+    return [Finding(PROBLEM, problem) for problem in problems if problem]
 
 
 def _released_count(kind: str, source: str) -> tuple[Finding, ...]:

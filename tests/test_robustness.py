@@ -405,3 +405,29 @@ def test_at_paper_scale_table7s_unpinned_numbers_are_shown_beside_the_paper_not_
         assert (verdict.verdict, verdict.checked) == (NOT_SHOWN, False) and "protocol" in verdict.detail
     assert (absolute["resnet50 vanilla imagenet_a_top1"].verdict, absolute["resnet50 vanilla imagenet_a_top1"]
             .checked) == (FAILS, True)
+
+
+def test_the_preflight_check_finds_a_world_built_before_the_font_before_any_run(tmp_path, monkeypatch):
+    """`make paper` stopped at Table 7 after an hour of the tables before it, on a cached world built before the
+    font was installed; the pre-flight check of the plan finds it first."""
+    import json
+
+    import repro.world.glyphs as glyphs
+    from repro.experiment import Context, planned_specs
+    from repro.plan import with_inputs
+    from repro.preflight import PROBLEM, preflight
+    from robustness.table7 import EXPERIMENT
+
+    ctx = Context(profile="smoke", config=profile_config("smoke"), seeds=[0], runs_root=tmp_path, results_root=tmp_path)
+    specs = planned_specs(EXPERIMENT, ctx)
+    world = next(spec for spec in with_inputs(specs) if spec.kind == "world")
+    (tmp_path / "world" / world.hash).mkdir(parents=True)
+    (tmp_path / "world" / world.hash / "stats.json").write_text(json.dumps(
+        {"rendition": {"written": False, "reason": "fonts-noto-color-emoji not installed"}}))
+    monkeypatch.setattr(glyphs, "noto_font_path", lambda: Path("/usr/share/fonts/NotoColorEmoji.ttf"))
+    problems = [finding.message for finding in preflight(specs, runs_root=tmp_path) if finding.level == PROBLEM]
+    assert problems == [f"the world at {tmp_path / 'world' / world.hash} was built before Noto Color Emoji was "
+                        "installed, so it has no rendition/: move that folder away and rerun to rebuild it with the "
+                        "set (its other files come out byte-identical, so every cached run stays valid)"]
+    monkeypatch.setattr(glyphs, "noto_font_path", lambda: None)  # still without the font: an empty column, warned
+    assert not [finding for finding in preflight(specs, runs_root=tmp_path) if finding.level == PROBLEM]

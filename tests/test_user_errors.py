@@ -83,7 +83,8 @@ def test_all_checks_every_experiments_inputs_once(tmp_path, monkeypatch):
     checks, collected = [], []
     real_preflight = repro.preflight.preflight
     monkeypatch.setattr(repro.preflight, "preflight",
-                        lambda specs, processes=None: checks.append(1) or real_preflight(specs, processes))
+                        lambda specs, processes=None, runs_root=None: checks.append(1)
+                        or real_preflight(specs, processes, runs_root))
 
     def collect(ctx):
         raise Collected  # the experiment reached its computation

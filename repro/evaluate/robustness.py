@@ -173,6 +173,21 @@ class ImageNetA(Evaluator):
         return {"imagenet_a_top1": top1, "imagenet_a_images": count}
 
 
+def world_rendition_problem(world_root: Path) -> str | None:
+    """Why the world built at `world_root` cannot be scored on its rendition set although it could be: it was built
+    before the Noto Color Emoji font was installed (None where it has the set, or the font is still missing)."""
+    from repro.world.glyphs import noto_font_path
+
+    stats = world_root / "stats.json"
+    if (world_root / "rendition").is_dir() or not stats.exists() or noto_font_path() is None:
+        return None
+    if "not installed" not in json.loads(stats.read_text())["rendition"].get("reason", ""):
+        return None
+    return (f"the world at {world_root} was built before Noto Color Emoji was installed, so it has no rendition/: "
+            f"move that folder away and rerun to rebuild it with the set (its other files come out byte-identical, "
+            f"so every cached run stays valid)")
+
+
 @register_evaluator
 class Rendition(Evaluator):
     """The rendition shift (ImageNet-R at paper scale, the world's glyphs drawn by another font at embedded
@@ -183,16 +198,10 @@ class Rendition(Evaluator):
     def evaluate(self, model, data, view, resources):
         if self.options["source"] is None and not (data.root / "rendition").is_dir():
             from repro.notices import warn_once
-            from repro.world.glyphs import noto_font_path
 
-            stats = data.root / "stats.json"
-            built_without = stats.exists() and "not installed" in json.loads(stats.read_text())["rendition"].get(
-                "reason", "")
-            if built_without and noto_font_path() is not None:  # an empty result cached now would stay
-                raise FileNotFoundError(
-                    f"the world at {data.root} was built before Noto Color Emoji was installed, so it has no "
-                    f"rendition/: move that folder away and rerun to rebuild it with the set (its other files come "
-                    f"out byte-identical, so every cached run stays valid)")
+            problem = world_rendition_problem(data.root)
+            if problem:  # an empty result cached now would stay
+                raise FileNotFoundError(problem)
             warn_once(f"no rendition/ in the world at {data.root} (built without the Noto Color Emoji font, "
                       f"fonts-noto-color-emoji): the rendition column stays empty")
             return {"rendition_images": 0}
